@@ -1,0 +1,39 @@
+"""ssl_jax: self-supervised pretraining in JAX/Flax."""
+from setuptools import find_packages, setup
+
+# Ranges are the versions the test suite ran green on; widen them only after a run.
+INSTALL_REQUIRES = [
+    "jax>=0.10.2,<0.11",
+    "jaxlib>=0.10.2,<0.11",
+    "flax>=0.12.8,<0.13",
+    "optax>=0.2.8,<0.3",
+    "orbax-checkpoint>=0.12.8,<0.13",
+    "grain>=0.2.18,<0.3",
+    "tensorflow-datasets>=4.9.10,<4.10",
+    "array-record>=0.8.6,<0.9",
+    "importlib_resources>=6",          # tfds needs it when a builder lives in a module
+    "etils[epath,epy]>=1.15",
+    "einops>=0.8.2,<0.9",
+    "ml-collections>=1.1.0,<1.2",
+    "dm-pix>=0.4.5,<0.5",
+    "absl-py>=2.1",
+    "numpy>=2.0,<3",
+    "tensorboardX>=2.6.5,<2.7",
+    "pillow>=10",
+]
+
+setup(
+    name="ssl_jax",
+    version="0.1.0",
+    description="Self-supervised pretraining at high throughput in JAX/Flax",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["ssl_jax", "ssl_jax.*", "experiments"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        "test": ["pytest>=8", "scikit-learn>=1.5"],
+        "text": ["tokenizers>=0.20"],
+        "tf": ["tensorflow>=2.16"],
+    },
+)

@@ -1,0 +1,1 @@
+"""Evaluators shared by the in-loop monitor (train.py) and the evaluate entrypoint."""

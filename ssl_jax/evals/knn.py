@@ -1,0 +1,70 @@
+"""Weighted k-nearest-neighbour classification on frozen features.
+
+The protocol of InstDisc (Wu et al. 2018) as used by DINO: cosine similarity, the k
+nearest training features vote for their class with weight exp(similarity / T).
+"""
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ssl_jax import parallel, losses
+from ssl_jax.data import sources
+from ssl_jax.evals import features as features_lib
+
+
+@partial(jax.jit, static_argnames=("ks", "num_classes"))
+def _vote(queries, bank, bank_labels, *, ks, num_classes, temperature):
+  similarity = losses.l2_normalize(queries) @ losses.l2_normalize(bank).T
+  top_similarity, top_index = jax.lax.top_k(similarity, max(ks))
+  weights = jnp.exp(top_similarity / temperature)
+  votes = jax.nn.one_hot(bank_labels[top_index], num_classes) * weights[..., None]
+  # Neighbours come sorted by similarity, so the k nearest are the first k.
+  return {k: jnp.argmax(votes[:, :k].sum(axis=1), axis=-1) for k in ks}
+
+
+def knn_predict(train_features, train_labels, test_features, *, num_classes: int,
+                ks=(20, 200), temperature: float = 0.07, chunk_size: int = 1024) -> dict:
+  """Predicted labels of every test feature for each k: {k: int array [N_test]}."""
+  ks = tuple(int(k) for k in ks)
+  if not ks or min(ks) < 1 or max(ks) > len(train_features):
+    raise ValueError(f"knn ks={ks}: each k must be in [1, {len(train_features)}] (the bank size)")
+  bank, bank_labels = jnp.asarray(train_features), jnp.asarray(train_labels)
+  n = len(test_features)
+  padded = np.zeros((-(-n // chunk_size) * chunk_size, test_features.shape[1]), np.float32)
+  padded[:n] = test_features  # fixed-size chunks: one compilation
+  predictions = {k: [] for k in ks}
+  for start in range(0, n, chunk_size):
+    chunk = _vote(jnp.asarray(padded[start:start + chunk_size]), bank, bank_labels, ks=ks,
+                  num_classes=num_classes, temperature=temperature)
+    for k in ks:
+      predictions[k].append(np.asarray(chunk[k]))
+  return {k: np.concatenate(v)[:n] for k, v in predictions.items()}
+
+
+def knn_accuracy(train_features, train_labels, test_features, test_labels, **kwargs) -> dict:
+  """Top-1 accuracy for each k: {k: float}."""
+  predictions = knn_predict(train_features, train_labels, test_features, **kwargs)
+  return {k: float(np.mean(p == np.asarray(test_labels))) for k, p in predictions.items()}
+
+
+class Monitor:
+  """In-loop kNN top-1 on a slice of the data, run every `config.knn_every_steps`."""
+
+  def __init__(self, config, mesh, method):
+    self.config, self.mesh = config, mesh
+    data = config.data
+    self.bank_source = sources.get_source(data.name, config.knn.train_split, data.data_dir)
+    self.query_source = sources.get_source(data.name, config.knn.test_split, data.data_dir)
+    self.num_classes = sources.dataset_info(data.name, data.data_dir).num_classes
+    self._encode = jax.jit(lambda params, extra, images: method.encode(params, extra, images, config))
+
+  def __call__(self, params, extra) -> dict:
+    encode = lambda images: self._encode(params, extra, images)
+    size = self.config.eval_batch_size
+    bank, bank_labels = features_lib.extract(encode, self.bank_source, self.mesh, size)
+    queries, query_labels = features_lib.extract(encode, self.query_source, self.mesh, size)
+    accuracy = knn_accuracy(bank, bank_labels, queries, query_labels, num_classes=self.num_classes,
+                            ks=tuple(self.config.knn.ks), temperature=self.config.knn.temperature)
+    return {f"knn_top1_k{k}": v for k, v in accuracy.items()}

@@ -1,0 +1,210 @@
+"""Pretraining loop: config -> train state -> jitted steps -> checkpoints, evals, logs.
+
+    python -m ssl_jax.train --config experiments/simclr_fashion_mnist.py --workdir /tmp/run
+
+A run resumes by itself from the latest checkpoint in its workdir (train state and
+data-iterator state together, so the continuation is bitwise the uninterrupted run on
+CPU), and SIGTERM saves a checkpoint and exits cleanly.
+"""
+import json
+import os
+import signal
+import time
+from functools import partial
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from ssl_jax import checkpoint, log, methods, optim, parallel
+from ssl_jax.data import pipeline, sources
+from ssl_jax.evals import knn
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The trainer's own fields; an experiment adds data, model, augment, method, optimizer."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0                        # seeds init, data order and augmentation
+  config.method = "simclr"               # module name in ssl_jax/methods/
+  config.global_batch_size = 256         # images per step, summed over all devices/hosts
+  config.total_steps = 1000              # optimizer steps in the whole run
+  config.log_every_steps = 50            # metrics fetch + progress line (one host sync)
+  config.checkpoint_every_steps = 1000   # also saved at the end and on SIGTERM
+  config.keep_checkpoints = 2            # how many recent checkpoints orbax keeps
+  config.async_checkpointing = True      # write checkpoints in a background thread
+  config.eval_batch_size = 512           # batch for feature extraction (divisible by devices)
+  config.knn_every_steps = 0             # in-loop kNN monitor period; 0 disables it
+  config.knn = ml_collections.ConfigDict()
+  config.knn.train_split = "train[:10000]"  # memory bank for the monitor
+  config.knn.test_split = "test[:2000]"     # queries for the monitor
+  config.knn.ks = (20, 200)              # neighbours to vote (InstDisc/DINO)
+  config.knn.temperature = 0.07          # vote weight exp(cos/T)
+  return config
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array      # optimizer steps taken
+  params: Any          # trained by the optimizer
+  opt_state: Any
+  extra: Any           # the method's non-gradient state: batch_stats, EMA target, queue...
+  rng: jax.Array       # base key; step s uses fold_in(rng, s)
+
+
+def example_batch(config: ml_collections.ConfigDict) -> dict:
+  """A one-example batch with the dataset's shapes, for initialisation."""
+  info = sources.dataset_info(config.data.name, config.data.data_dir)
+  return {"image": np.zeros((1, *info.image_shape), np.uint8), "label": np.zeros((1,), np.int32)}
+
+
+def create_train_state(rng, *, method, config, tx, batch) -> TrainState:
+  init_rng, train_rng = jax.random.split(rng)
+  params, extra = method.init(init_rng, config, batch)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    extra=extra, rng=train_rng)
+
+
+def train_step(state: TrainState, batch: dict, *, method, config, tx, schedule):
+  """One optimizer step; a pure function of (state, batch)."""
+  view_rng, loss_rng = jax.random.split(jax.random.fold_in(state.rng, state.step))
+  views = method.views(batch, view_rng, config)
+  grad_fn = jax.value_and_grad(method.loss, has_aux=True)
+  (loss, (metrics, extra)), grads = grad_fn(state.params, state.extra, views, loss_rng, config)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  metrics = {"loss": loss, **metrics, "grad_norm": optax.tree.norm(grads),
+             "learning_rate": schedule(state.step)}
+  state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                        opt_state=opt_state, extra=extra)
+  return method.update(state, config), metrics
+
+
+def build(config: ml_collections.ConfigDict, mesh, example: dict | None = None):
+  """(method, jitted init(rng) -> state, jitted step(state, batch)) for a config and mesh.
+
+  `example` is a one-example batch giving input shapes; default: the dataset's.
+  """
+  method = methods.get(config.method)
+  parallel.check_global_batch_size(config.global_batch_size, mesh)
+  tx, schedule = optim.make_optimizer(config.optimizer, config.total_steps, config.global_batch_size)
+  replicated = parallel.replicated(mesh)
+  init = jax.jit(partial(create_train_state, method=method, config=config, tx=tx,
+                         batch=example or example_batch(config)), out_shardings=replicated)
+  step = jax.jit(partial(train_step, method=method, config=config, tx=tx, schedule=schedule),
+                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+  return method, init, step
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: is {workdir!r} the workdir of a training run?")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag the loop checks, so the run saves and exits cleanly."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    self.requested = True
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str,
+          stop_at_step: int | None = None) -> TrainState:
+  """Runs (or resumes) pretraining in `workdir`; returns the final train state.
+
+  `stop_at_step` ends this process early (with a checkpoint) without changing the run:
+  the schedule still spans config.total_steps, and a later call continues it.
+  """
+  mesh = parallel.make_mesh()
+  method, init, step_fn = build(config, mesh)
+  source = sources.get_source(config.data.name, config.data.train_split, config.data.data_dir)
+  data_iterator = iter(pipeline.train_loader(
+      source, global_batch_size=config.global_batch_size, seed=config.seed))
+  checkpoints = checkpoint.Checkpointer(workdir, config.keep_checkpoints, config.async_checkpointing)
+  progress = log.Progress(config.total_steps, config.global_batch_size)
+  rng = jax.random.PRNGKey(config.seed)
+  if checkpoints.latest_step() is not None:
+    abstract = jax.eval_shape(init, rng)
+    abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
+                                                           sharding=parallel.replicated(mesh)), abstract)
+    state = checkpoints.restore(abstract, data_iterator)
+    progress.message(f"resumed from {checkpoints.directory} at step {int(state.step)}")
+  else:
+    state = init(rng)
+  save_config(config, workdir)
+  writer = log.MetricWriter(workdir)
+  monitor = knn.Monitor(config, mesh, method) if config.knn_every_steps else None
+  preemption = _Preemption()
+  stop = False
+  step = first_step = int(state.step)
+  progress.restart_clock(step)
+  try:
+    last_step = min(config.total_steps, stop_at_step or config.total_steps)
+    while step < last_step:
+      batch = parallel.to_global(next(data_iterator), mesh)
+      state, metrics = step_fn(state, batch)
+      step += 1
+      if step == first_step + 1:  # keep compilation out of the throughput and ETA
+        jax.block_until_ready(metrics)
+        progress.message(f"first step (compilation included) took {progress.seconds_since_restart():.1f}s")
+        progress.restart_clock(step)
+      if step % config.log_every_steps == 0 or step == config.total_steps:
+        metrics = jax.device_get(metrics)
+        rate = progress.report(step, {"loss": metrics["loss"]})
+        writer.write(step, {**metrics, "images_per_second": rate})
+        # Hosts must agree before a collective save; they compare flags here only.
+        stop = parallel.any_process(preemption.requested)
+      if jax.process_count() == 1:
+        stop = preemption.requested
+      if monitor and (step % config.knn_every_steps == 0 or step == config.total_steps):
+        results = monitor(state.params, state.extra)
+        writer.write(step, results)
+        progress.message(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
+        progress.restart_clock(step)
+      if step % config.checkpoint_every_steps == 0 or step == last_step or stop:
+        checkpoints.save(step, state, data_iterator, force=True)
+      if stop:
+        progress.message(f"SIGTERM: saved step {step} to {checkpoints.directory}; exiting")
+        break
+  finally:
+    preemption.restore()
+    checkpoints.close()
+    writer.close()
+  return state
+
+
+def main(argv):
+  from absl import flags
+  del argv
+  log.quiet_libraries()
+  parallel.initialize_distributed()
+  train(flags.FLAGS.config, flags.FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file("config", None, "Experiment file with get_config(), e.g. "
+                                  "experiments/simclr_cifar10.py; override fields as --config.x=y.")
+  flags.DEFINE_string("workdir", None, "Where checkpoints, config.json and metrics go.")
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)

@@ -1,0 +1,54 @@
+"""Bad configuration values and missing data fail early with errors that say what to do."""
+import jax
+import pytest
+
+from ssl_jax import methods, parallel, train
+from ssl_jax.data import sources
+from train_worker import tiny_config
+
+
+def _build(config):
+  return train.build(config, parallel.make_mesh())
+
+
+def test_unknown_method(tiny_data_dir):
+  config = tiny_config(tiny_data_dir, 4)
+  config.method = "simclrr"
+  with pytest.raises(ValueError, match=r"config.method='simclrr'.*simclr"):
+    _build(config)
+
+
+def test_batch_not_divisible_by_devices(tiny_data_dir):
+  config = tiny_config(tiny_data_dir, 4)
+  config.global_batch_size = 0
+  with pytest.raises(ValueError, match="global_batch_size=0"):
+    _build(config)
+
+
+def test_bad_temperature(tiny_data_dir):
+  config = tiny_config(tiny_data_dir, 4)
+  config.simclr.temperature = 0.0
+  _, init, _ = _build(config)
+  with pytest.raises(ValueError, match="simclr.temperature=0.0"):
+    init(jax.random.PRNGKey(0))
+
+
+def test_missing_dataset_names_prepare_command(tmp_path):
+  with pytest.raises(FileNotFoundError, match="python -m ssl_jax.data.prepare fashion_mnist"):
+    sources.get_source("fashion_mnist", "train", str(tmp_path / "empty"))
+
+
+def test_missing_workdir_for_evaluate(tmp_path):
+  from ssl_jax import evaluate
+  with pytest.raises(FileNotFoundError, match="config.json"):
+    evaluate.run(str(tmp_path), ["linear"])
+
+
+def test_bad_eval_mode(tmp_path):
+  from ssl_jax import evaluate
+  with pytest.raises(ValueError, match="--mode linaer"):
+    evaluate.run(str(tmp_path), ["linaer"])
+
+
+def test_methods_are_discovered():
+  assert "simclr" in methods.available()

@@ -1,0 +1,91 @@
+"""Runs training work in a fresh process with a chosen number of simulated CPU devices.
+
+    python tests/train_worker.py MODE --devices N --data_dir D --out OUT.npz [...]
+
+MODE `train`: trains the tiny test config (total_steps=--steps) in --workdir, resuming
+if a checkpoint is there and stopping early at --stop_at, and saves the final
+parameters and batch statistics.
+MODE `one_step`: one loss/gradient evaluation on a fixed global batch; saves loss,
+gradients and the new BatchNorm statistics.
+XLA_FLAGS must be set before jax is imported, hence a separate process per device count.
+"""
+import argparse
+import os
+import sys
+
+
+def tiny_config(data_dir: str, total_steps: int):
+  from experiments import simclr_fashion_mnist
+  config = simclr_fashion_mnist.get_config()
+  config.data.data_dir = data_dir
+  config.global_batch_size = 32
+  config.total_steps = total_steps
+  config.log_every_steps = 1
+  config.checkpoint_every_steps = 2
+  config.knn_every_steps = 0
+  config.model.width_multiplier = 0.0625    # 4-8-16-32 channels: fast to run
+  config.simclr.projection_hidden_dims = (32,)
+  config.simclr.projection_dim = 16
+  config.optimizer.warmup_steps = 1
+  config.eval_batch_size = 64
+  config.eval.linear.epochs = 5
+  config.eval.linear.batch_size = 64
+  return config
+
+
+def flatten(tree, prefix=""):
+  import jax
+  return {prefix + jax.tree_util.keystr(path): leaf
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument("mode", choices=["train", "one_step"])
+  parser.add_argument("--devices", type=int, default=1)
+  parser.add_argument("--data_dir", required=True)
+  parser.add_argument("--out", required=True)
+  parser.add_argument("--workdir")
+  parser.add_argument("--steps", type=int, default=4)
+  parser.add_argument("--stop_at", type=int, default=None)
+  parser.add_argument("--sleep_per_step", type=float, default=0.0)
+  args = parser.parse_args()
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                             f" --xla_force_host_platform_device_count={args.devices}")
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  import jax
+  import numpy as np
+  from ssl_jax import parallel, train
+  assert jax.device_count() == args.devices, jax.devices()
+  config = tiny_config(args.data_dir, args.steps)
+
+  if args.mode == "train":
+    if args.sleep_per_step:  # slows the loop so a test can deliver SIGTERM mid-run
+      import time
+      original = parallel.to_global
+      parallel.to_global = lambda *a: (time.sleep(args.sleep_per_step), original(*a))[1]
+    state = train.train(config, args.workdir, stop_at_step=args.stop_at)
+    np.savez(args.out, step=np.asarray(state.step),
+             **flatten(jax.device_get(state.params), "params"),
+             **flatten(jax.device_get(state.extra), "extra"))
+    return
+
+  mesh = parallel.make_mesh()
+  method, init, _ = train.build(config, mesh)
+  state = init(jax.random.PRNGKey(0))
+  images = np.random.default_rng(0).integers(0, 256, (32, 28, 28, 1), dtype=np.uint8)
+  batch = parallel.to_global({"image": images, "label": np.zeros((32,), np.int32)}, mesh)
+
+  @jax.jit
+  def loss_and_grads(state, batch):
+    views = method.views(batch, jax.random.PRNGKey(1), config)
+    grad_fn = jax.value_and_grad(method.loss, has_aux=True)
+    (loss, (metrics, extra)), grads = grad_fn(state.params, state.extra, views, None, config)
+    return loss, grads, extra, views
+
+  loss, grads, extra, views = jax.device_get(loss_and_grads(state, batch))
+  np.savez(args.out, loss=loss, views=views, **flatten(grads, "grads"), **flatten(extra, "extra"))
+
+
+if __name__ == "__main__":
+  main()
