@@ -48,7 +48,8 @@ def _extract_all(encode, config, mesh, name: str) -> dict:
   for split_name, split in (("train", settings.train_split), ("test", settings.test_split)):
     source = sources.get_source(data.name, split, data.data_dir)
     start = time.time()
-    out[split_name] = features_lib.extract(encode, source, mesh, config.eval_batch_size)
+    out[split_name] = features_lib.extract(encode, source, mesh, config.eval_batch_size,
+                                           image_size=data.get("host_resize"))
     _log(f"  {name}: {split} features {out[split_name][0].shape} in {time.time() - start:.1f}s")
   return out
 

@@ -58,7 +58,10 @@ class TrainState:
 def example_batch(config: ml_collections.ConfigDict) -> dict:
   """A one-example batch with the dataset's shapes, for initialisation."""
   info = sources.dataset_info(config.data.name, config.data.data_dir)
-  return {"image": np.zeros((1, *info.image_shape), np.uint8), "label": np.zeros((1,), np.int32)}
+  shape = info.image_shape
+  if config.data.get("host_resize"):  # variable-size images are fitted on the host
+    shape = (config.data.host_resize, config.data.host_resize, shape[-1])
+  return {"image": np.zeros((1, *shape), np.uint8), "label": np.zeros((1,), np.int32)}
 
 
 def create_train_state(rng, *, method, config, tx, batch) -> TrainState:
@@ -138,7 +141,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   method, init, step_fn = build(config, mesh)
   source = sources.get_source(config.data.name, config.data.train_split, config.data.data_dir)
   data_iterator = iter(pipeline.train_loader(
-      source, global_batch_size=config.global_batch_size, seed=config.seed))
+      source, global_batch_size=config.global_batch_size, seed=config.seed,
+      image_size=config.data.get("host_resize")))
   checkpoints = checkpoint.Checkpointer(workdir, config.keep_checkpoints, config.async_checkpointing)
   progress = log.Progress(config.total_steps, config.global_batch_size)
   rng = jax.random.PRNGKey(config.seed)

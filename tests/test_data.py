@@ -387,3 +387,15 @@ def test_eval_batches_cover_split_once(synthetic, monkeypatch, process_count,
   ids = np.concatenate(ids)
   np.testing.assert_array_equal(ids, np.arange(NUM_TEST))  # In order, once.
   np.testing.assert_array_equal(np.concatenate(labels), reference["test"][1])
+
+
+def test_fit_image_centre_crops_and_resizes():
+  """Variable-size images (ImageNet) are fitted on the host to one square shape."""
+  from ssl_jax.data.pipeline import fit_image
+  image = np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+  # The shorter side already equals the size: a pure centre crop, checked by slicing.
+  np.testing.assert_array_equal(fit_image(image, 16), image[:, 4:20])
+  resized = fit_image(image, 8)
+  assert resized.shape == (8, 8, 3) and resized.dtype == np.uint8
+  grey = fit_image(image[..., :1], 12)
+  assert grey.shape == (12, 12, 1)

@@ -10,10 +10,12 @@ from ssl_jax.data import pipeline
 
 
 def extract(encode: Callable, source, mesh, global_batch_size: int,
-            progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+            progress: Callable[[int, int], None] | None = None,
+            image_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
   """Runs `encode(uint8 images) -> features` over every record of `source`.
 
   Returns (features [N, D] float32, labels [N] int32) on every host, in source order.
+  `image_size` fits variable-size images on the host (see pipeline.fit_image).
   """
   parallel.check_global_batch_size(global_batch_size, mesh)
   local_batch_size = global_batch_size // jax.process_count()
@@ -21,7 +23,8 @@ def extract(encode: Callable, source, mesh, global_batch_size: int,
   total = math.ceil(len(source) / global_batch_size)
   # Every process yields the same number of batches (padded, mask=False), as the
   # global arrays need.
-  for i, batch in enumerate(pipeline.eval_batches(source, batch_size=local_batch_size)):
+  for i, batch in enumerate(pipeline.eval_batches(source, batch_size=local_batch_size,
+                                                          image_size=image_size)):
     images = parallel.to_global(batch["image"], mesh)
     out = parallel.to_host({"features": encode(images), "label": parallel.to_global(batch["label"], mesh),
                             "mask": parallel.to_global(batch["mask"], mesh)})

@@ -63,8 +63,10 @@ class Monitor:
   def __call__(self, params, extra) -> dict:
     encode = lambda images: self._encode(params, extra, images)
     size = self.config.eval_batch_size
-    bank, bank_labels = features_lib.extract(encode, self.bank_source, self.mesh, size)
-    queries, query_labels = features_lib.extract(encode, self.query_source, self.mesh, size)
+    bank, bank_labels = features_lib.extract(encode, self.bank_source, self.mesh, size,
+                                                 image_size=self.config.data.get("host_resize"))
+    queries, query_labels = features_lib.extract(encode, self.query_source, self.mesh, size,
+                                                    image_size=self.config.data.get("host_resize"))
     accuracy = knn_accuracy(bank, bank_labels, queries, query_labels, num_classes=self.num_classes,
                             ks=tuple(self.config.knn.ks), temperature=self.config.knn.temperature)
     return {f"knn_top1_k{k}": v for k, v in accuracy.items()}
