@@ -21,10 +21,10 @@ def get_config() -> ml_collections.ConfigDict:
   config = train.default_config()
   config.method = "simclr"
   config.global_batch_size = 256       # images per step (512 views)
-  config.total_steps = 1200            # ~5 epochs of the 60k training images
+  config.total_steps = 400             # ~1.7 epochs of the 60k images: what 2 CPU cores do in ~9 min
   config.log_every_steps = 25
-  config.checkpoint_every_steps = 400
-  config.knn_every_steps = 400         # kNN monitor on 10k train / 2k test images
+  config.checkpoint_every_steps = 200
+  config.knn_every_steps = 200         # kNN monitor on 10k train / 2k test images
 
   config.data = ml_collections.ConfigDict()
   config.data.name = "fashion_mnist"   # built offline from the Debian IDX files
@@ -38,7 +38,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.name = "resnet"         # module in ssl_jax/models/
   config.model.depth = 18              # 18, 34 or 50
   config.model.width_multiplier = 0.25 # 16-32-64-128 channels: sized for the CPU budget
-  config.model.small_image_stem = True # 3x3 stride-1 stem, no max-pool (28x28 inputs)
+  config.model.small_image_stem = True # 3x3 stem conv, no max-pool (28x28 inputs)
+  config.model.small_stem_stride = 1   # 2: 28x28 -> 14x14 in the stem, ~2.5x faster steps, lower probe
 
   # Grey images: no saturation/hue/grayscale; milder crops than ImageNet's 0.08.
   config.augment = augment.default_view_config(
@@ -48,7 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.simclr = simclr.default_config(temperature=0.2, projection_hidden_dims=(512,),
                                         projection_dim=128)
   config.optimizer = optim.default_config(
-      name="lars", learning_rate=1.0, lr_scaling="linear", warmup_steps=100,
+      name="lars", learning_rate=1.0, lr_scaling="linear", warmup_steps=40,
       weight_decay=1e-6, momentum=0.9)
 
   config.eval = evaluate.default_config()

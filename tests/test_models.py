@@ -13,6 +13,12 @@ from ssl_jax.models import conv as conv_lib
 from ssl_jax.models import heads, resnet
 
 
+def normal(shape, seed=0, scale=1.0, shift=0.0):
+    """numpy-drawn test inputs: jax.random would compile a threefry kernel per shape."""
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape) * scale + shift,
+                       jnp.float32)
+
+
 def count_params(tree):
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(tree))
 
@@ -42,12 +48,18 @@ def test_output_shapes(depth, small_image_stem):
 def test_forward_runs_and_train_mode_returns_batch_stats():
     model = resnet.ResNet((1, 1), bottleneck=False, width_multiplier=1 / 16,
                           small_image_stem=True)
-    x = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 1))
-    variables = model.init(jax.random.PRNGKey(1), x, train=True)
-    out, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    x = normal((4, 8, 8, 1))
+    variables = jax.jit(lambda x: model.init(jax.random.PRNGKey(1), x, train=True))(x)
+
+    @jax.jit
+    def run(variables, x):
+        train_out, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+        return train_out, updates, model.apply(variables, x, train=False)
+
+    out, updates, eval_out = run(variables, x)
     assert out.shape == (4, 8) and bool(jnp.all(jnp.isfinite(out)))
     assert set(updates) == {"batch_stats"}
-    assert model.apply(variables, x, train=False).shape == (4, 8)
+    assert eval_out.shape == (4, 8)
 
 
 def test_feature_dim_full_width():
@@ -85,13 +97,16 @@ def test_resnet18_small_stem_param_count_matches_torchvision_cifar_variant():
 
 
 def test_init_follows_torchvision():
-    model = resnet.ResNet((1, 1, 1, 1), bottleneck=False, width_multiplier=0.5,
+    model = resnet.ResNet((1, 1, 1, 1), bottleneck=False, width_multiplier=0.25,
                           small_image_stem=True, zero_init_residual=True)
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)), train=False)["params"]
-    kernel = params["stage4_block1"]["conv2"]["kernel"]           # 3x3x256x256
-    assert kernel.shape == (3, 3, 256, 256)
-    np.testing.assert_allclose(float(jnp.std(kernel)), math.sqrt(2.0 / (9 * 256)), rtol=0.02)
-    assert float(jnp.max(jnp.abs(kernel))) > 4.5 * math.sqrt(2.0 / (9 * 256)), "untruncated"
+    params = jax.jit(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)),
+                                        train=False))()["params"]
+    kernel = np.asarray(params["stage4_block1"]["conv2"]["kernel"])      # 3x3x128x128
+    assert kernel.shape == (3, 3, 128, 128)
+    std = math.sqrt(2.0 / (9 * 128))                                  # fan_out = 9 * 128
+    np.testing.assert_allclose(kernel.std(), std, rtol=0.02)
+    # untruncated normal: ~1.2% of draws lie beyond 2.5 std (a truncated one has none)
+    assert np.mean(np.abs(kernel) > 2.5 * std) > 0.008
     block = params["stage2_block1"]
     assert bool(jnp.all(block["bn2"]["scale"] == 0))        # zero_init_residual
     assert bool(jnp.all(block["bn1"]["scale"] == 1))
@@ -108,7 +123,7 @@ def test_bad_depth_and_impl_give_clear_errors():
 
 
 def test_auto_impl_depends_on_backend():
-    expected = "hybrid" if jax.default_backend() == "cpu" else "xla"
+    expected = "fast" if jax.default_backend() == "cpu" else "xla"
     assert conv_lib.resolve_impl("auto") == expected
 
 
@@ -129,13 +144,13 @@ CONV_CASES = [
 ]
 
 
-@pytest.mark.parametrize("impl", ["im2col", "hybrid"])
+@pytest.mark.parametrize("impl", ["im2col", "fast"])
 @pytest.mark.parametrize("case", CONV_CASES, ids=str)
 def test_conv_matches_lax_in_value_and_gradients(impl, case):
     spatial, cin, cout, k, stride, padding = case
-    keys = jax.random.split(jax.random.PRNGKey(spatial * 100 + k * 10 + stride), 3)
-    x = jax.random.normal(keys[0], (2, spatial, spatial, cin))
-    kernel = jax.random.normal(keys[1], (k, k, cin, cout))
+    seed = spatial * 100 + k * 10 + stride
+    x = normal((2, spatial, spatial, cin), seed)
+    kernel = normal((k, k, cin, cout), seed + 1)
 
     def reference(x, kernel):
         return lax.conv_general_dilated(x, kernel, (stride, stride), padding,
@@ -145,25 +160,46 @@ def test_conv_matches_lax_in_value_and_gradients(impl, case):
     def fast(x, kernel):
         return conv_lib.conv2d(x, kernel, (stride, stride), padding, impl=impl)
 
-    y_ref, vjp_ref = jax.vjp(reference, x, kernel)
-    y, vjp = jax.jit(lambda x, w: jax.vjp(fast, x, w))(x, kernel)
-    assert y.shape == y_ref.shape
-    np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=1e-4)
-    cotangent = jax.random.normal(keys[2], y.shape)
-    for got, want in zip(vjp(cotangent), vjp_ref(cotangent)):
-        assert got.shape == want.shape
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    out_shape = jax.eval_shape(reference, x, kernel).shape
+    cotangent = normal(out_shape, seed + 2)
+
+    @jax.jit
+    def values_and_grads(x, kernel):
+        results = []
+        for fn in (fast, reference):
+            y, vjp = jax.vjp(fn, x, kernel)
+            results.append((y, *vjp(cotangent)))
+        return results
+
+    got, want = values_and_grads(x, kernel)
+    for g, w in zip(got, want):          # output, input gradient, kernel gradient
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
 
 
-def test_conv_second_order_and_jit_free_use():
-    # the custom_vjp path must also work outside jit and under a second grad (jvp of vjp
-    # is not needed by training, but grad-of-grad through the input should not crash).
-    x = jax.random.normal(jax.random.PRNGKey(0), (1, 5, 5, 2))
-    kernel = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 2, 3))
-    value = lambda w: jnp.sum(conv_lib.conv2d(x, w, impl="hybrid") ** 2)
-    reference = lambda w: jnp.sum(conv_lib.conv2d(x, w, impl="xla") ** 2)
+def test_fast_conv_gradient_outside_jit():
+    # the custom_vjp (strided) path, differentiated eagerly rather than under jit
+    x = normal((1, 6, 6, 2))
+    kernel = normal((3, 3, 2, 3), seed=1)
+    value = lambda w: jnp.sum(conv_lib.conv2d(x, w, (2, 2), impl="fast") ** 2)
+    reference = lambda w: jnp.sum(conv_lib.conv2d(x, w, (2, 2), impl="xla") ** 2)
     np.testing.assert_allclose(jax.grad(value)(kernel), jax.grad(reference)(kernel),
                                rtol=1e-4, atol=1e-4)
+
+
+def test_compiler_options_keep_convolutions_off_ynnpack():
+    options = conv_lib.compiler_options()
+    if jax.default_backend() != "cpu":
+        assert options == {}
+        return
+    x = normal((64, 16, 16, 32))
+    kernel = normal((3, 3, 32, 32), seed=1)
+    fn = lambda x, w: conv_lib.conv2d(x, w, impl="xla")
+    compiled = jax.jit(fn, compiler_options=options).lower(x, kernel).compile()
+    hlo = compiled.as_text()
+    assert "convolution(" in hlo and "__ynn_fusion" not in hlo   # a plain (Eigen) conv
+    np.testing.assert_allclose(compiled(x, kernel), jax.jit(fn)(x, kernel), rtol=1e-4,
+                               atol=1e-3)
 
 
 # ------------------------------------------------------------------------ BatchNorm
@@ -173,7 +209,7 @@ def test_batchnorm_uses_batch_statistics_and_updates_running_stats():
     momentum = 0.8
     model = resnet.ResNet((), bottleneck=False, width_multiplier=4 / 64,
                           small_image_stem=True, bn_momentum=momentum)
-    x = jax.random.normal(jax.random.PRNGKey(0), (6, 5, 5, 2)) * 3 + 1
+    x = normal((6, 5, 5, 2), scale=3.0, shift=1.0)
     variables = model.init(jax.random.PRNGKey(1), x, train=True)
     params = jax.tree_util.tree_map(np.asarray, variables["params"])
     params["stem_bn"]["scale"] = np.array([1.0, 2.0, 0.5, 1.5], np.float32)
@@ -207,23 +243,26 @@ def test_batchnorm_uses_batch_statistics_and_updates_running_stats():
 
 
 def test_impls_share_parameters_and_agree_on_a_network():
-    x = jax.random.normal(jax.random.PRNGKey(0), (4, 12, 12, 3))
+    x = normal((4, 12, 12, 3))
     models = {impl: resnet.ResNet((1, 1), bottleneck=False, width_multiplier=4 / 64,
                                   small_image_stem=False, conv_impl=impl)
-              for impl in ("xla", "im2col", "hybrid")}
-    variables = models["xla"].init(jax.random.PRNGKey(1), x, train=True)
+              for impl in ("xla", "fast")}
+    variables = jax.jit(lambda: models["xla"].init(jax.random.PRNGKey(1), x, train=True))()
 
-    def loss(params, model):
-        out, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
-                             train=True, mutable=["batch_stats"])
-        return jnp.sum(out ** 2)
+    @jax.jit
+    def values_and_grads(params):
+        def loss(params, model):
+            out, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
+                                 x, train=True, mutable=["batch_stats"])
+            return jnp.sum(out ** 2)
+        return {impl: jax.value_and_grad(loss)(params, model) for impl, model in models.items()}
 
-    ref_value, ref_grad = jax.value_and_grad(loss)(variables["params"], models["xla"])
-    for impl in ("im2col", "hybrid"):
-        value, grad = jax.value_and_grad(loss)(variables["params"], models[impl])
-        np.testing.assert_allclose(value, ref_value, rtol=1e-4)
-        jax.tree_util.tree_map(
-            lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4), grad, ref_grad)
+    results = values_and_grads(variables["params"])
+    ref_value, ref_grad = results["xla"]
+    value, grad = results["fast"]
+    np.testing.assert_allclose(value, ref_value, rtol=1e-4)
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4), grad, ref_grad)
 
 
 # ---------------------------------------------------------------------------- heads
@@ -239,7 +278,7 @@ def test_mlp_head_simclr_projector():
 
 
 def test_mlp_head_variants():
-    x = jax.random.normal(jax.random.PRNGKey(0), (5, 16))
+    x = normal((5, 16))
     plain = heads.MLPHead((32, 32), 8, use_bn=False)
     variables = plain.init(jax.random.PRNGKey(1), x, train=False)
     assert "batch_stats" not in variables

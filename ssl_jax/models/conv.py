@@ -1,31 +1,52 @@
-"""2-D convolutions (NHWC input, HWIO kernel) with strategies that are fast on XLA:CPU.
+"""2-D convolutions (NHWC input, HWIO kernel) and how to make them fast on XLA:CPU.
 
-Why this file exists: on XLA:CPU the forward convolution and the stride-1 input gradient
-run through Eigen's spatial convolution at matmul speed, but the kernel gradient (a
-convolution that contracts over the batch) runs 2-3x slower, and the input gradient of a
-strided convolution (an lhs-dilated convolution) falls off the fast path completely
-(~5 GFLOP/s vs ~150). The "hybrid" strategy keeps XLA's convolution where it is fast and
-writes the rest as im2col matmuls. See /tmp/resnet_perf.md (copied into README) for the
-numbers.
+Two things decide ResNet training speed on XLA:CPU (jaxlib 0.10; measured on a 2-core VM,
+numbers in the perf notes, docs/resnet_perf.md or the README):
 
-Strategies (``impl``):
-  "xla"     lax.conv_general_dilated and its autodiff. Right on GPU/TPU.
-  "im2col"  shifted slices + one matmul, differentiated by autodiff.
-  "hybrid"  custom_vjp: forward = XLA conv; kernel gradient = im2col matmul; input
-            gradient = XLA conv for stride 1, matmul + fold (col2im) for stride > 1.
-  "auto"    "xla" on gpu/tpu, "hybrid" on cpu.
+1. The compiler option. By default XLA:CPU hands convolutions to YNNPACK, whose forward
+   and gradient convolutions are 1.7-1.9x slower over a ResNet-18 train step than Eigen's.
+   Pass `compiler_options()` to `jax.jit` (or set `CPU_XLA_FLAGS` in XLA_FLAGS before JAX
+   starts) to keep convolutions on Eigen; dots and reductions stay on YNNPACK.
+2. The strided convolutions' gradients, which XLA lowers to forms Eigen runs 2-4x slower
+   than a plain convolution. impl="fast" rewrites them (see `strided_input_grad` and
+   `_pointwise_conv`); everything else is XLA's own convolution and autodiff.
+
+Strategies (``impl``), all the same function with the same parameters:
+  "xla"     lax.conv_general_dilated and its autodiff. The right choice on GPU/TPU.
+  "fast"    XLA's conv, but 1x1 convs subsample then convolve at stride 1, and strided
+            kxk convs (custom_vjp) compute the input gradient as stride**2 stride-1
+            convs (polyphase) instead of one lhs-dilated conv.
+  "im2col"  shifted slices + one matmul, differentiated by autodiff. Portable reference;
+            slower than both above on XLA:CPU (the patch tensor is 9x the activation).
+  "auto"    "fast" on cpu, "xla" elsewhere.
 """
 
 import functools
-from typing import Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 Padding = Union[str, int, Sequence[Tuple[int, int]]]
-IMPLS = ("auto", "xla", "im2col", "hybrid")
+IMPLS = ("auto", "xla", "im2col", "fast")
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+
+# Keep convolutions off YNNPACK (on Eigen) in XLA:CPU, leaving YNNPACK its dots and
+# reductions. As an XLA flag it must be in XLA_FLAGS before JAX creates its CPU backend
+# (before `import jax` to be safe); as a per-jit option it must name the whole list.
+CPU_XLA_FLAGS = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
+                        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+
+
+def compiler_options(backend: Optional[str] = None) -> Dict[str, str]:
+    """Options for `jax.jit(..., compiler_options=...)` that make convolutions fast on the
+    given (default: JAX's default) backend; empty off CPU. Overrides XLA_FLAGS' setting of
+    the same option for that jit only."""
+    if (backend or jax.default_backend()) == "cpu":
+        return dict(CPU_COMPILER_OPTIONS)
+    return {}
 
 
 def resolve_impl(impl: str) -> str:
@@ -33,7 +54,7 @@ def resolve_impl(impl: str) -> str:
     if impl not in IMPLS:
         raise ValueError(f"conv impl {impl!r} is not one of {IMPLS}")
     if impl == "auto":
-        return "hybrid" if jax.default_backend() == "cpu" else "xla"
+        return "fast" if jax.default_backend() == "cpu" else "xla"
     return impl
 
 
@@ -76,32 +97,77 @@ def _im2col_conv(x, kernel, strides, padding):
     return jnp.einsum("nhwk,ko->nhwo", patches, kernel.reshape(kh * kw * cin, cout))
 
 
+def _pointwise_conv(x, kernel, strides, padding):
+    """1x1 convolution: subsample, then a stride-1 conv. XLA:CPU's gradients of a strided 1x1
+    conv are 2-4x slower than this form's (a 1x1 conv and a strided pad)."""
+    x = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+    x = x[:, ::strides[0], ::strides[1], :]
+    return _xla_conv(x, kernel, (1, 1), ((0, 0), (0, 0)))
+
+
+def _phase_plan(size, kernel_size, stride, pad_low, out_size):
+    """For each residue a of the kernel tap index mod stride: the input rows it feeds
+    (first output row m0 and count) and the padding of the stride-1 sub-convolution."""
+    plans = []
+    for a in range(stride):
+        taps = len(range(a, kernel_size, stride))
+        m0 = -((a - pad_low) // stride)
+        length = (size - 1 + pad_low - a) // stride - m0 + 1
+        if taps and length > 0:
+            p_lo = taps - 1 - m0
+            plans.append((a, m0, length, (p_lo, length + taps - 1 - out_size - p_lo)))
+    return plans
+
+
+def strided_input_grad(dy, kernel, x_shape, strides, padding):
+    """Input gradient of a strided conv as stride**2 stride-1 convs (polyphase).
+
+    XLA lowers it to an lhs-dilated convolution, which XLA:CPU runs ~4x slower than a plain
+    one. Input row u = s*m + a - pad_low only receives kernel taps i = a, a+s, ...; those
+    form a stride-1 correlation of dy with the flipped sub-kernel. Phases are interleaved
+    with interior padding, which XLA fuses into one pass.
+    """
+    _, h, w, _ = x_shape
+    (sh, sw), ((pad_h, _), (pad_w, _)) = strides, padding
+    dx = jnp.zeros(x_shape, dy.dtype)
+    zero = jnp.zeros((), dy.dtype)
+    for a, m0h, len_h, sub_pad_h in _phase_plan(h, kernel.shape[0], sh, pad_h, dy.shape[1]):
+        for b, m0w, len_w, sub_pad_w in _phase_plan(w, kernel.shape[1], sw, pad_w, dy.shape[2]):
+            sub_kernel = jnp.swapaxes(kernel[a::sh, b::sw][::-1, ::-1], 2, 3)
+            part = _xla_conv(dy, sub_kernel, (1, 1), (sub_pad_h, sub_pad_w))
+            u0, v0 = sh * m0h + a - pad_h, sw * m0w + b - pad_w
+            dx = dx + lax.pad(part, zero, ((0, 0, 0), (u0, h - u0 - sh * (len_h - 1) - 1, sh - 1),
+                                           (v0, w - v0 - sw * (len_w - 1) - 1, sw - 1), (0, 0, 0)))
+    return dx
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _hybrid_conv(x, kernel, strides, padding):
+def _strided_conv(x, kernel, strides, padding):
     return _xla_conv(x, kernel, strides, padding)
 
 
-def _hybrid_fwd(x, kernel, strides, padding):
+def _strided_conv_fwd(x, kernel, strides, padding):
     return _xla_conv(x, kernel, strides, padding), (x, kernel)
 
 
-def _hybrid_bwd(strides, padding, residuals, dy):
+def _strided_conv_bwd(strides, padding, residuals, dy):
     x, kernel = residuals
-    kh, kw, cin, cout = kernel.shape
-    flat_kernel = kernel.reshape(kh * kw * cin, cout)
-    patches, fold = jax.vjp(lambda v: extract_patches(v, (kh, kw), strides, padding), x)
-    dkernel = jnp.einsum("nhwk,nhwo->ko", patches, dy).reshape(kernel.shape)
-    if all(s == 1 for s in strides) and (kh, kw) != (1, 1):
-        # Stride-1 input gradient is itself a plain convolution: XLA's fast path.
-        dx = jax.vjp(lambda v: _xla_conv(v, kernel, strides, padding), x)[1](dy)[0]
-    else:
-        (dx,) = fold(jnp.einsum("nhwo,ko->nhwk", dy, flat_kernel))
-    return dx, dkernel
+    dkernel = jax.vjp(lambda k: _xla_conv(x, k, strides, padding), kernel)[1](dy)[0]
+    return strided_input_grad(dy, kernel, x.shape, strides, padding), dkernel
 
 
-_hybrid_conv.defvjp(_hybrid_fwd, _hybrid_bwd)
+_strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
 
-_IMPL_FUNCTIONS = {"xla": _xla_conv, "im2col": _im2col_conv, "hybrid": _hybrid_conv}
+
+def _fast_conv(x, kernel, strides, padding):
+    if kernel.shape[:2] == (1, 1):
+        return _pointwise_conv(x, kernel, strides, padding)
+    if any(s > 1 for s in strides):
+        return _strided_conv(x, kernel, strides, padding)
+    return _xla_conv(x, kernel, strides, padding)
+
+
+_IMPL_FUNCTIONS = {"xla": _xla_conv, "im2col": _im2col_conv, "fast": _fast_conv}
 
 
 def conv2d(x, kernel, strides: Sequence[int] = (1, 1), padding: Padding = "SAME",
