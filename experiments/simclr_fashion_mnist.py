@@ -5,9 +5,11 @@
 Pretrains a narrow ResNet-18 (small-image stem) with SimCLR on the 60k training images,
 then runs the linear probe and the kNN monitor protocol on the 10k test images, each
 next to a randomly initialised ResNet of the same shape and the raw pixels.
-Pretraining plus both evaluations take under 15 minutes on 2 CPU cores; see the
-README's results table for the numbers this config gave and how long it took.
-Longer runs: --config.total_steps=6000 (about 25 epochs).
+Pretraining plus both evaluations take under 15 minutes on 2 CPU cores. Measured
+2026-11-23 on 2 cores (11 min 09 s with setup): linear probe 83.22% test top-1
+(random-init ResNet 75.54%, raw pixels 84.56%), kNN k=20 81.26% (77.15%, 85.69%).
+This short schedule does not yet beat the raw-pixel probe; longer runs
+(--config.total_steps=6000, about 25 epochs) are untested here.
 """
 import ml_collections
 

@@ -290,3 +290,9 @@ def test_mlp_head_variants():
     out, _ = last_bn.apply(variables, x, train=True, mutable=["batch_stats"])
     np.testing.assert_allclose(out.mean(axis=0), 0, atol=1e-5)   # affine-free output BN
     np.testing.assert_allclose(out.var(axis=0), 1, rtol=1e-3)
+
+
+def test_package_sets_the_same_cpu_flag_as_conv():
+    import ssl_jax
+    from ssl_jax.models import conv
+    assert ssl_jax.CPU_XLA_FLAGS == (conv.CPU_XLA_FLAGS,)

@@ -5,8 +5,9 @@ average-pooled features; there is no classifier. The convolution strategy is a f
 (`conv_impl`, see `ssl_jax.models.conv`): "auto" uses XLA's convolution on GPU/TPU and
 the "fast" path on CPU. All strategies compute the same function and share the parameter
 layout (HWIO `kernel`, like `flax.linen.Conv`), so a checkpoint trained with one loads
-into the others. On CPU, jit the train step with `conv.compiler_options()` (or set
-`conv.CPU_XLA_FLAGS`): that alone makes a ResNet step ~1.7x faster.
+into the others. On CPU the XLA flag `conv.CPU_XLA_FLAGS` makes a ResNet step ~1.4-1.7x
+faster; importing `ssl_jax` before jax sets it (see ssl_jax/__init__.py), or pass
+`conv.compiler_options()` to a `jax.jit` of your own.
 
 BatchNorm uses the statistics of the batch it is given. Under `jax.jit` over a batch
 sharded on a mesh, that is the global batch: XLA inserts the cross-device reductions, so
