@@ -9,7 +9,6 @@ import os
 from typing import Any
 
 import grain
-import jax
 import orbax.checkpoint as ocp
 
 STATE, DATA = "state", "data"
@@ -59,7 +58,3 @@ class Checkpointer:
     self._manager.wait_until_finished()
     self._manager.close()
 
-
-def abstract_like(tree: Any) -> Any:
-  """ShapeDtypeStructs (with shardings) describing `tree`, for restore targets."""
-  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)

@@ -58,10 +58,8 @@ def feature_sets(workdir: str, config, mesh, step: int | None = None) -> tuple[d
   """{"pretrained" | "random_init" | "raw_pixels": {"train": (x, y), "test": (x, y)}}."""
   method, init, _ = train.build(config, mesh)
   checkpoints = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints, async_save=False)
-  abstract = jax.tree.map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=parallel.replicated(mesh)),
-      jax.eval_shape(init, jax.random.PRNGKey(config.seed)))
-  state = checkpoints.restore(abstract, step=step)
+  state = checkpoints.restore(train.abstract_state(init, jax.random.PRNGKey(config.seed), mesh),
+                              step=step)
   checkpoints.close()
   random_state = init(jax.random.PRNGKey(config.eval.random_init_seed))
   encode = jax.jit(lambda params, extra, images: method.encode(params, extra, images, config))

@@ -101,6 +101,14 @@ def build(config: ml_collections.ConfigDict, mesh, example: dict | None = None):
   return method, init, step
 
 
+def abstract_state(init, rng, mesh) -> TrainState:
+  """Shapes, dtypes and (replicated) shardings of the state `init(rng)` would make:
+  the restore target, so a checkpoint loads onto this mesh without a throwaway init."""
+  return jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=parallel.replicated(mesh)),
+      jax.eval_shape(init, rng))
+
+
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
@@ -147,10 +155,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   progress = log.Progress(config.total_steps, config.global_batch_size)
   rng = jax.random.PRNGKey(config.seed)
   if checkpoints.latest_step() is not None:
-    abstract = jax.eval_shape(init, rng)
-    abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
-                                                           sharding=parallel.replicated(mesh)), abstract)
-    state = checkpoints.restore(abstract, data_iterator)
+    state = checkpoints.restore(abstract_state(init, rng, mesh), data_iterator)
     progress.message(f"resumed from {checkpoints.directory} at step {int(state.step)}")
   else:
     state = init(rng)

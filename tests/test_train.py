@@ -106,14 +106,16 @@ def test_sigterm_saves_and_resume_is_exact(tiny_data_dir, tmp_path, cache):
 
 
 def test_restore_onto_a_different_device_count(tiny_data_dir, tmp_path, cache):
-  """Saved on 1 device, resumed on 8: same data order, numerically the same run."""
+  """Saved on 1 device after 5 steps, resumed on 8 for the 6th: the same run numerically."""
   full, _ = run_worker("train", tiny_data_dir, tmp_path / "full.npz", cache,
                        workdir=tmp_path / "full", steps=6)
   run_worker("train", tiny_data_dir, tmp_path / "half.npz", cache, workdir=tmp_path / "moved", steps=6,
-             stop_at=3)
+             stop_at=5)
   resumed, log = run_worker("train", tiny_data_dir, tmp_path / "resumed.npz", cache, devices=8,
                             workdir=tmp_path / "moved", steps=6)
-  assert "at step 3" in log
+  assert "at step 5" in log
   for name, value in _params(full).items():
     scale = np.abs(value).max() + 1e-12
+    # One step on 8 devices: reductions round differently, so not bitwise (LARS amplifies
+    # that over several steps); a wrong data order or a bad restore shows up as O(0.1).
     np.testing.assert_allclose(resumed[name] / scale, value / scale, atol=1e-4, err_msg=name)
