@@ -242,6 +242,37 @@ def test_batchnorm_uses_batch_statistics_and_updates_running_stats():
     np.testing.assert_allclose(eval_out, expected_eval, rtol=1e-4, atol=1e-4)
 
 
+def test_batchnorm_matches_flax_batchnorm():
+    import flax.linen as nn
+    x = normal((8, 3, 3, 5), scale=2.0, shift=0.5)
+    ours = resnet.BatchNorm(use_running_average=False, momentum=0.7)
+    theirs = nn.BatchNorm(use_running_average=False, momentum=0.7, epsilon=1e-5)
+    variables = theirs.init(jax.random.PRNGKey(0), x)
+    assert (jax.tree_util.tree_structure(ours.init(jax.random.PRNGKey(0), x))
+            == jax.tree_util.tree_structure(variables))
+    params = {"scale": normal((5,), seed=1), "bias": normal((5,), seed=2)}
+    stats = {"mean": normal((5,), seed=3), "var": jnp.ones((5,)) * 2}
+
+    @jax.jit
+    def run(params, x):
+        results = []
+        for module in (ours, theirs):
+            def loss(params, x):
+                y, updates = module.apply({"params": params, "batch_stats": stats}, x,
+                                          mutable=["batch_stats"])
+                return jnp.sum(jnp.sin(y)), (y, updates)
+            (_, (y, updates)), grads = jax.value_and_grad(loss, argnums=(0, 1),
+                                                          has_aux=True)(params, x)
+            evaluated = module.clone(use_running_average=True).apply(
+                {"params": params, "batch_stats": stats}, x)
+            results.append((y, updates, grads, evaluated))
+        return results
+
+    got, want = run(params, x)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+                           got, want)
+
+
 def test_impls_share_parameters_and_agree_on_a_network():
     x = normal((4, 12, 12, 3))
     models = {impl: resnet.ResNet((1, 1), bottleneck=False, width_multiplier=4 / 64,

@@ -14,10 +14,11 @@ sharded on a mesh, that is the global batch: XLA inserts the cross-device reduct
 no axis_name is needed (or wanted).
 """
 
-from typing import Any, Sequence, Tuple
+from typing import Any, Callable, Sequence, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
+from jax import lax
 
 from ssl_jax.models import conv as conv_lib
 
@@ -36,6 +37,43 @@ def base_width(width_multiplier: float) -> int:
 def feature_dim(width_multiplier: float = 1.0, bottleneck: bool = False) -> int:
     """Size of the pooled feature vector: 512*width (basic), 2048*width (bottleneck)."""
     return base_width(width_multiplier) * 8 * (4 if bottleneck else 1)
+
+
+class BatchNorm(nn.Module):
+    """BatchNorm over every axis but the last, with flax.linen.BatchNorm's variables and
+    semantics (params scale/bias, batch_stats mean/var; biased batch variance; running =
+    momentum * running + (1 - momentum) * batch), computed as one-pass statistics and a
+    folded scale and shift: ResNet-18 train steps run 7-9% faster on XLA:CPU than with
+    nn.BatchNorm. Statistics are taken in float32 whatever the compute dtype."""
+    use_running_average: bool
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+    dtype: Any = jnp.float32
+    scale_init: Callable = nn.initializers.ones
+
+    @nn.compact
+    def __call__(self, x):
+        features = x.shape[-1]
+        scale = self.param("scale", self.scale_init, (features,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+        running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
+        running_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
+        if self.use_running_average:
+            mean, var = running_mean.value, running_var.value
+        else:
+            axes = tuple(range(x.ndim - 1))
+            x32 = x.astype(jnp.float32)
+            mean = jnp.mean(x32, axes)
+            var = jnp.maximum(jnp.mean(jnp.square(x32), axes) - jnp.square(mean), 0.0)
+            if not self.is_initializing():
+                decay = self.momentum
+                running_mean.value = (decay * running_mean.value
+                                      + (1 - decay) * lax.stop_gradient(mean))
+                running_var.value = (decay * running_var.value
+                                     + (1 - decay) * lax.stop_gradient(var))
+        multiplier = scale * lax.rsqrt(var + self.epsilon)
+        shift = bias - mean * multiplier
+        return x.astype(self.dtype) * multiplier.astype(self.dtype) + shift.astype(self.dtype)
 
 
 class Conv(nn.Module):
@@ -127,9 +165,9 @@ class ResNet(nn.Module):
             return Conv(features, kernel_size, strides, conv_impl, self.dtype, name=name)
 
         def norm(scale_init=nn.initializers.ones, name=None):
-            return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                                epsilon=self.bn_epsilon, dtype=self.dtype,
-                                scale_init=scale_init, name=name)
+            return BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                             epsilon=self.bn_epsilon, dtype=self.dtype, scale_init=scale_init,
+                             name=name)
 
         width = base_width(self.width_multiplier)
         x = x.astype(self.dtype)
