@@ -8,6 +8,10 @@ parameters and batch statistics.
 MODE `one_step`: one loss/gradient evaluation on a fixed global batch; saves loss,
 gradients and the new BatchNorm statistics.
 XLA_FLAGS must be set before jax is imported, hence a separate process per device count.
+
+With --num_processes P, this is process --process_id of a P-process JAX job that meets at
+--coordinator (host:port); --devices is then per process. Each process feeds its own rows
+of the global batch, and writes OUT with `.pI` before the suffix.
 """
 import argparse
 import os
@@ -49,14 +53,25 @@ def main():
   parser.add_argument("--steps", type=int, default=4)
   parser.add_argument("--stop_at", type=int, default=None)
   parser.add_argument("--sleep_per_step", type=float, default=0.0)
+  parser.add_argument("--num_processes", type=int, default=1)
+  parser.add_argument("--process_id", type=int, default=0)
+  parser.add_argument("--coordinator", default=None)
   args = parser.parse_args()
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                              f" --xla_force_host_platform_device_count={args.devices}")
+  if args.num_processes > 1:  # read by parallel.initialize_distributed
+    os.environ.update(JAX_COORDINATOR_ADDRESS=args.coordinator,
+                      JAX_NUM_PROCESSES=str(args.num_processes),
+                      JAX_PROCESS_ID=str(args.process_id))
+    root, suffix = os.path.splitext(args.out)
+    args.out = f"{root}.p{args.process_id}{suffix}"
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   import jax
   import numpy as np
   from ssl_jax import parallel, train
-  assert jax.device_count() == args.devices, jax.devices()
+  parallel.initialize_distributed()
+  assert jax.process_count() == args.num_processes, jax.process_count()
+  assert jax.device_count() == args.devices * args.num_processes, jax.devices()
   config = tiny_config(args.data_dir, args.steps)
 
   if args.mode == "train":
@@ -66,15 +81,18 @@ def main():
       parallel.to_global = lambda *a: (time.sleep(args.sleep_per_step), original(*a))[1]
     state = train.train(config, args.workdir, stop_at_step=args.stop_at)
     np.savez(args.out, step=np.asarray(state.step),
-             **flatten(jax.device_get(state.params), "params"),
-             **flatten(jax.device_get(state.extra), "extra"))
+             **flatten(parallel.to_host(state.params), "params"),
+             **flatten(parallel.to_host(state.extra), "extra"))
     return
 
   mesh = parallel.make_mesh()
   method, init, _ = train.build(config, mesh)
   state = init(jax.random.PRNGKey(0))
   images = np.random.default_rng(0).integers(0, 256, (32, 28, 28, 1), dtype=np.uint8)
-  batch = parallel.to_global({"image": images, "label": np.zeros((32,), np.int32)}, mesh)
+  rows = slice(args.process_id * 32 // args.num_processes,
+               (args.process_id + 1) * 32 // args.num_processes)
+  batch = parallel.to_global({"image": images[rows], "label": np.zeros((32,), np.int32)[rows]},
+                             mesh)
 
   @jax.jit
   def loss_and_grads(state, batch):
@@ -83,7 +101,7 @@ def main():
     (loss, (metrics, extra)), grads = grad_fn(state.params, state.extra, views, None, config)
     return loss, grads, extra, views
 
-  loss, grads, extra, views = jax.device_get(loss_and_grads(state, batch))
+  loss, grads, extra, views = parallel.to_host(loss_and_grads(state, batch))
   np.savez(args.out, loss=loss, views=views, **flatten(grads, "grads"), **flatten(extra, "extra"))
 
 

@@ -1,0 +1,144 @@
+"""Multi-host: two JAX processes on 127.0.0.1 (2 simulated CPU devices each) form one
+4-device 'data' mesh, as two hosts of a pod slice would. Checked: a step over the
+two processes equals the same global batch on one process; a two-process run stopped
+and resumed equals an uninterrupted one bitwise (train state and each process's grain
+position); SIGTERM delivered to one host makes both save and exit, and the resumed run
+is still exact."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from test_train import WORKER, _env, _params, run_worker
+
+PROCESSES = 2
+DEVICES_PER_PROCESS = 2
+STEPS = 8
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def start_job(mode, data_dir, out, cache, **kwargs):
+  """Starts the processes of one job; returns their Popen handles."""
+  coordinator = f"127.0.0.1:{_free_port()}"
+  processes = []
+  for process_id in range(PROCESSES):
+    command = [sys.executable, WORKER, mode, "--devices", str(DEVICES_PER_PROCESS),
+               "--data_dir", data_dir, "--out", str(out), "--num_processes", str(PROCESSES),
+               "--process_id", str(process_id), "--coordinator", coordinator]
+    for key, value in kwargs.items():
+      command += [f"--{key}", str(value)]
+    processes.append(subprocess.Popen(command, env=_env(cache), stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+  return processes
+
+
+def finish_job(processes, out):
+  """Waits for every process; returns the output of each (as loaded npz dicts) and stderr."""
+  logs = []
+  try:
+    for process in processes:
+      _, stderr = process.communicate(timeout=600)
+      logs.append(stderr)
+  finally:
+    for process in processes:
+      if process.poll() is None:
+        process.kill()
+  for process_id, (process, stderr) in enumerate(zip(processes, logs)):
+    assert process.returncode == 0, f"process {process_id}:\n{stderr}"
+  root, suffix = os.path.splitext(str(out))
+  results = [dict(np.load(f"{root}.p{i}{suffix}")) for i in range(PROCESSES)]
+  return results, logs
+
+
+def run_job(mode, data_dir, out, cache, **kwargs):
+  return finish_job(start_job(mode, data_dir, out, cache, **kwargs), out)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+  return tmp_path_factory.mktemp("jax_cache_multihost")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_data_dir, tmp_path_factory, cache):
+  """A two-process run of STEPS steps, never stopped: the reference for resumes."""
+  path = tmp_path_factory.mktemp("uninterrupted")
+  (first, second), _ = run_job("train", tiny_data_dir, path / "full.npz", cache,
+                               workdir=path / "work", steps=STEPS)
+  return first, second, path / "work"
+
+
+def test_two_processes_match_one_process(tiny_data_dir, tmp_path, cache):
+  single, _ = run_worker("one_step", tiny_data_dir, tmp_path / "single.npz", cache,
+                         devices=PROCESSES * DEVICES_PER_PROCESS)
+  (first, second), _ = run_job("one_step", tiny_data_dir, tmp_path / "multi.npz", cache)
+  for name in single:
+    # Both processes hold the same (gathered) values.
+    np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+  assert set(first) == set(single)
+  np.testing.assert_allclose(first["views"], single["views"], atol=1e-5)
+  np.testing.assert_allclose(first["loss"], single["loss"], rtol=1e-6)
+  names = [k for k in single if k.startswith(("grads", "extra"))]
+  assert any("batch_stats" in k for k in names)
+  for name in names:
+    scale = np.abs(single[name]).max() + 1e-12
+    np.testing.assert_allclose(first[name] / scale, single[name] / scale, atol=2e-5, err_msg=name)
+
+
+def test_two_process_run_is_replicated_and_sharded(uninterrupted):
+  first, second, workdir = uninterrupted
+  assert int(first["step"]) == int(second["step"]) == STEPS
+  for name, value in _params(first).items():
+    np.testing.assert_array_equal(second[name], value, err_msg=name)
+  # Each process checkpointed its own position in its own shard of the data.
+  data_dirs = list((workdir / "checkpoints").glob(f"{STEPS}/data"))
+  assert data_dirs, list((workdir / "checkpoints").iterdir())
+  files = sorted(p.name for p in data_dirs[0].iterdir() if p.name.startswith("process_"))
+  assert files == [f"process_{i}-of-{PROCESSES}.json" for i in range(PROCESSES)], files
+
+
+def test_two_process_resume_is_bitwise(tiny_data_dir, tmp_path, cache, uninterrupted):
+  full, _, _ = uninterrupted
+  workdir = tmp_path / "split"
+  run_job("train", tiny_data_dir, tmp_path / "half.npz", cache, workdir=workdir, steps=STEPS,
+          stop_at=STEPS // 2)
+  (resumed, _), logs = run_job("train", tiny_data_dir, tmp_path / "resumed.npz", cache,
+                               workdir=workdir, steps=STEPS)
+  assert f"at step {STEPS // 2}" in logs[0]
+  for name, value in _params(full).items():
+    np.testing.assert_array_equal(resumed[name], value, err_msg=name)
+
+
+def test_sigterm_to_one_host_saves_on_both(tiny_data_dir, tmp_path, cache, uninterrupted):
+  full, _, _ = uninterrupted
+  workdir = tmp_path / "preempted"
+  processes = start_job("train", tiny_data_dir, tmp_path / "never.npz", cache, workdir=workdir,
+                        steps=STEPS, sleep_per_step=0.7)
+  metrics = workdir / "metrics.jsonl"
+  deadline = time.time() + 300
+  while time.time() < deadline and all(p.poll() is None for p in processes):
+    if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+      break
+    time.sleep(0.1)
+  processes[1].send_signal(signal.SIGTERM)  # only the second host is preempted
+  logs = [p.communicate(timeout=300)[1] for p in processes]
+  for process_id, (process, log) in enumerate(zip(processes, logs)):
+    assert process.returncode == 0, f"process {process_id}:\n{log}"
+  assert "SIGTERM" in logs[0]  # process 0 (the one that reports) stopped for process 1
+  saved = sorted(int(p) for p in os.listdir(workdir / "checkpoints") if p.isdigit())
+  assert saved and 3 <= saved[-1] < STEPS, saved
+  (resumed, _), logs = run_job("train", tiny_data_dir, tmp_path / "resumed.npz", cache,
+                               workdir=workdir, steps=STEPS)
+  assert f"at step {saved[-1]}" in logs[0]
+  for name, value in _params(full).items():
+    np.testing.assert_array_equal(resumed[name], value, err_msg=name)
