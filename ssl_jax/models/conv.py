@@ -41,130 +41,130 @@ CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
 
 
 def compiler_options(backend: Optional[str] = None) -> Dict[str, str]:
-    """Options for `jax.jit(..., compiler_options=...)` that make convolutions fast on the
-    given (default: JAX's default) backend; empty off CPU. Overrides XLA_FLAGS' setting of
-    the same option for that jit only."""
-    if (backend or jax.default_backend()) == "cpu":
-        return dict(CPU_COMPILER_OPTIONS)
-    return {}
+  """Options for `jax.jit(..., compiler_options=...)` that make convolutions fast on the
+  given (default: JAX's default) backend; empty off CPU. Overrides XLA_FLAGS' setting of
+  the same option for that jit only."""
+  if (backend or jax.default_backend()) == "cpu":
+    return dict(CPU_COMPILER_OPTIONS)
+  return {}
 
 
 def resolve_impl(impl: str) -> str:
-    """Map "auto" to the fastest strategy for the default backend; validate others."""
-    if impl not in IMPLS:
-        raise ValueError(f"conv impl {impl!r} is not one of {IMPLS}")
-    if impl == "auto":
-        return "fast" if jax.default_backend() == "cpu" else "xla"
-    return impl
+  """Map "auto" to the fastest strategy for the default backend; validate others."""
+  if impl not in IMPLS:
+    raise ValueError(f"conv impl {impl!r} is not one of {IMPLS}")
+  if impl == "auto":
+    return "fast" if jax.default_backend() == "cpu" else "xla"
+  return impl
 
 
 def explicit_padding(padding: Padding, spatial: Sequence[int], kernel: Sequence[int],
                      strides: Sequence[int]) -> Tuple[Tuple[int, int], ...]:
-    """Turn "SAME"/"VALID", an int, or per-dim (low, high) pairs into explicit pairs."""
-    if isinstance(padding, str):
-        return tuple(lax.padtype_to_pads(spatial, kernel, strides, padding.upper()))
-    if isinstance(padding, int):
-        return ((padding, padding),) * len(spatial)
-    pairs = tuple((int(lo), int(hi)) for lo, hi in padding)
-    if len(pairs) != len(spatial):
-        raise ValueError(f"padding {padding!r} needs one (low, high) pair per spatial dim")
-    return pairs
+  """Turn "SAME"/"VALID", an int, or per-dim (low, high) pairs into explicit pairs."""
+  if isinstance(padding, str):
+    return tuple(lax.padtype_to_pads(spatial, kernel, strides, padding.upper()))
+  if isinstance(padding, int):
+    return ((padding, padding),) * len(spatial)
+  pairs = tuple((int(lo), int(hi)) for lo, hi in padding)
+  if len(pairs) != len(spatial):
+    raise ValueError(f"padding {padding!r} needs one (low, high) pair per spatial dim")
+  return pairs
 
 
 def extract_patches(x, kernel_size, strides, padding):
-    """[N,H,W,C] -> [N,Ho,Wo,kh*kw*C], patch index ordered (i, j, c) like an HWIO kernel."""
-    (kh, kw), (sh, sw) = kernel_size, strides
-    n, _, _, c = x.shape
-    x = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
-    ho = (x.shape[1] - kh) // sh + 1
-    wo = (x.shape[2] - kw) // sw + 1
-    taps = [
-        lax.slice(x, (0, i, j, 0), (n, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, c),
-                  (1, sh, sw, 1))
-        for i in range(kh) for j in range(kw)
-    ]
-    return taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
+  """[N,H,W,C] -> [N,Ho,Wo,kh*kw*C], patch index ordered (i, j, c) like an HWIO kernel."""
+  (kh, kw), (sh, sw) = kernel_size, strides
+  n, _, _, c = x.shape
+  x = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+  ho = (x.shape[1] - kh) // sh + 1
+  wo = (x.shape[2] - kw) // sw + 1
+  taps = [
+      lax.slice(x, (0, i, j, 0), (n, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, c),
+                (1, sh, sw, 1))
+      for i in range(kh) for j in range(kw)
+  ]
+  return taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
 
 
 def _xla_conv(x, kernel, strides, padding):
-    return lax.conv_general_dilated(x, kernel, strides, padding,
-                                    dimension_numbers=_DIMENSION_NUMBERS)
+  return lax.conv_general_dilated(x, kernel, strides, padding,
+                                  dimension_numbers=_DIMENSION_NUMBERS)
 
 
 def _im2col_conv(x, kernel, strides, padding):
-    kh, kw, cin, cout = kernel.shape
-    patches = extract_patches(x, (kh, kw), strides, padding)
-    return jnp.einsum("nhwk,ko->nhwo", patches, kernel.reshape(kh * kw * cin, cout))
+  kh, kw, cin, cout = kernel.shape
+  patches = extract_patches(x, (kh, kw), strides, padding)
+  return jnp.einsum("nhwk,ko->nhwo", patches, kernel.reshape(kh * kw * cin, cout))
 
 
 def _pointwise_conv(x, kernel, strides, padding):
-    """1x1 convolution: subsample, then a stride-1 conv. XLA:CPU's gradients of a strided 1x1
-    conv are 2-4x slower than this form's (a 1x1 conv and a strided pad)."""
-    x = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
-    x = x[:, ::strides[0], ::strides[1], :]
-    return _xla_conv(x, kernel, (1, 1), ((0, 0), (0, 0)))
+  """1x1 convolution: subsample, then a stride-1 conv. XLA:CPU's gradients of a strided 1x1
+  conv are 2-4x slower than this form's (a 1x1 conv and a strided pad)."""
+  x = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+  x = x[:, ::strides[0], ::strides[1], :]
+  return _xla_conv(x, kernel, (1, 1), ((0, 0), (0, 0)))
 
 
 def _phase_plan(size, kernel_size, stride, pad_low, out_size):
-    """For each residue a of the kernel tap index mod stride: the input rows it feeds
-    (first output row m0 and count) and the padding of the stride-1 sub-convolution."""
-    plans = []
-    for a in range(stride):
-        taps = len(range(a, kernel_size, stride))
-        m0 = -((a - pad_low) // stride)
-        length = (size - 1 + pad_low - a) // stride - m0 + 1
-        if taps and length > 0:
-            p_lo = taps - 1 - m0
-            plans.append((a, m0, length, (p_lo, length + taps - 1 - out_size - p_lo)))
-    return plans
+  """For each residue a of the kernel tap index mod stride: the input rows it feeds
+  (first output row m0 and count) and the padding of the stride-1 sub-convolution."""
+  plans = []
+  for a in range(stride):
+    taps = len(range(a, kernel_size, stride))
+    m0 = -((a - pad_low) // stride)
+    length = (size - 1 + pad_low - a) // stride - m0 + 1
+    if taps and length > 0:
+      p_lo = taps - 1 - m0
+      plans.append((a, m0, length, (p_lo, length + taps - 1 - out_size - p_lo)))
+  return plans
 
 
 def strided_input_grad(dy, kernel, x_shape, strides, padding):
-    """Input gradient of a strided conv as stride**2 stride-1 convs (polyphase).
+  """Input gradient of a strided conv as stride**2 stride-1 convs (polyphase).
 
-    XLA lowers it to an lhs-dilated convolution, which XLA:CPU runs ~4x slower than a plain
-    one. Input row u = s*m + a - pad_low only receives kernel taps i = a, a+s, ...; those
-    form a stride-1 correlation of dy with the flipped sub-kernel. Phases are interleaved
-    with interior padding, which XLA fuses into one pass.
-    """
-    _, h, w, _ = x_shape
-    (sh, sw), ((pad_h, _), (pad_w, _)) = strides, padding
-    dx = jnp.zeros(x_shape, dy.dtype)
-    zero = jnp.zeros((), dy.dtype)
-    for a, m0h, len_h, sub_pad_h in _phase_plan(h, kernel.shape[0], sh, pad_h, dy.shape[1]):
-        for b, m0w, len_w, sub_pad_w in _phase_plan(w, kernel.shape[1], sw, pad_w, dy.shape[2]):
-            sub_kernel = jnp.swapaxes(kernel[a::sh, b::sw][::-1, ::-1], 2, 3)
-            part = _xla_conv(dy, sub_kernel, (1, 1), (sub_pad_h, sub_pad_w))
-            u0, v0 = sh * m0h + a - pad_h, sw * m0w + b - pad_w
-            dx = dx + lax.pad(part, zero, ((0, 0, 0), (u0, h - u0 - sh * (len_h - 1) - 1, sh - 1),
-                                           (v0, w - v0 - sw * (len_w - 1) - 1, sw - 1), (0, 0, 0)))
-    return dx
+  XLA lowers it to an lhs-dilated convolution, which XLA:CPU runs ~4x slower than a plain
+  one. Input row u = s*m + a - pad_low only receives kernel taps i = a, a+s, ...; those
+  form a stride-1 correlation of dy with the flipped sub-kernel. Phases are interleaved
+  with interior padding, which XLA fuses into one pass.
+  """
+  _, h, w, _ = x_shape
+  (sh, sw), ((pad_h, _), (pad_w, _)) = strides, padding
+  dx = jnp.zeros(x_shape, dy.dtype)
+  zero = jnp.zeros((), dy.dtype)
+  for a, m0h, len_h, sub_pad_h in _phase_plan(h, kernel.shape[0], sh, pad_h, dy.shape[1]):
+    for b, m0w, len_w, sub_pad_w in _phase_plan(w, kernel.shape[1], sw, pad_w, dy.shape[2]):
+      sub_kernel = jnp.swapaxes(kernel[a::sh, b::sw][::-1, ::-1], 2, 3)
+      part = _xla_conv(dy, sub_kernel, (1, 1), (sub_pad_h, sub_pad_w))
+      u0, v0 = sh * m0h + a - pad_h, sw * m0w + b - pad_w
+      dx = dx + lax.pad(part, zero, ((0, 0, 0), (u0, h - u0 - sh * (len_h - 1) - 1, sh - 1),
+                                     (v0, w - v0 - sw * (len_w - 1) - 1, sw - 1), (0, 0, 0)))
+  return dx
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _strided_conv(x, kernel, strides, padding):
-    return _xla_conv(x, kernel, strides, padding)
+  return _xla_conv(x, kernel, strides, padding)
 
 
 def _strided_conv_fwd(x, kernel, strides, padding):
-    return _xla_conv(x, kernel, strides, padding), (x, kernel)
+  return _xla_conv(x, kernel, strides, padding), (x, kernel)
 
 
 def _strided_conv_bwd(strides, padding, residuals, dy):
-    x, kernel = residuals
-    dkernel = jax.vjp(lambda k: _xla_conv(x, k, strides, padding), kernel)[1](dy)[0]
-    return strided_input_grad(dy, kernel, x.shape, strides, padding), dkernel
+  x, kernel = residuals
+  dkernel = jax.vjp(lambda k: _xla_conv(x, k, strides, padding), kernel)[1](dy)[0]
+  return strided_input_grad(dy, kernel, x.shape, strides, padding), dkernel
 
 
 _strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
 
 
 def _fast_conv(x, kernel, strides, padding):
-    if kernel.shape[:2] == (1, 1):
-        return _pointwise_conv(x, kernel, strides, padding)
-    if any(s > 1 for s in strides):
-        return _strided_conv(x, kernel, strides, padding)
-    return _xla_conv(x, kernel, strides, padding)
+  if kernel.shape[:2] == (1, 1):
+    return _pointwise_conv(x, kernel, strides, padding)
+  if any(s > 1 for s in strides):
+    return _strided_conv(x, kernel, strides, padding)
+  return _xla_conv(x, kernel, strides, padding)
 
 
 _IMPL_FUNCTIONS = {"xla": _xla_conv, "im2col": _im2col_conv, "fast": _fast_conv}
@@ -172,7 +172,7 @@ _IMPL_FUNCTIONS = {"xla": _xla_conv, "im2col": _im2col_conv, "fast": _fast_conv}
 
 def conv2d(x, kernel, strides: Sequence[int] = (1, 1), padding: Padding = "SAME",
            impl: str = "auto"):
-    """Cross-correlation of x [N,H,W,Cin] with kernel [kh,kw,Cin,Cout], no bias."""
-    strides = tuple(int(s) for s in strides)
-    pads = explicit_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
-    return _IMPL_FUNCTIONS[resolve_impl(impl)](x, kernel, strides, pads)
+  """Cross-correlation of x [N,H,W,Cin] with kernel [kh,kw,Cin,Cout], no bias."""
+  strides = tuple(int(s) for s in strides)
+  pads = explicit_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
+  return _IMPL_FUNCTIONS[resolve_impl(impl)](x, kernel, strides, pads)
