@@ -141,6 +141,9 @@ CONV_CASES = [
     (8, 4, 6, 1, 2, "VALID"),
     (7, 4, 6, 1, 2, ((0, 0), (0, 0))),
     (11, 3, 4, 7, 2, ((3, 3), (3, 3))),
+    (2, 4, 6, 3, 1, "SAME"),             # tiny outputs: the im2col branch of "fast"
+    (4, 4, 6, 3, 2, "SAME"),
+    (1, 4, 6, 3, 1, "SAME"),
 ]
 
 
@@ -175,6 +178,19 @@ def test_conv_matches_lax_in_value_and_gradients(impl, case):
   for g, w in zip(got, want):          # output, input gradient, kernel gradient
     assert g.shape == w.shape
     np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+def test_fast_conv_routes_tiny_outputs_to_im2col(monkeypatch):
+  calls = []
+  original = conv_lib._im2col_conv
+  monkeypatch.setattr(conv_lib, "_im2col_conv", lambda *a: calls.append(a[0].shape) or original(*a))
+  kernel = jnp.ones((3, 3, 4, 4))
+  conv_lib.conv2d(jnp.ones((1, 2, 2, 4)), kernel, impl="fast")        # 2x2 output
+  conv_lib.conv2d(jnp.ones((1, 4, 4, 4)), kernel, (2, 2), impl="fast")  # 2x2 output
+  assert len(calls) == 2
+  conv_lib.conv2d(jnp.ones((1, 3, 3, 4)), kernel, impl="fast")        # 3x3: XLA's conv
+  conv_lib.conv2d(jnp.ones((1, 2, 2, 4)), jnp.ones((1, 1, 4, 4)), impl="fast")  # 1x1 kernel
+  assert len(calls) == 2
 
 
 def test_fast_conv_gradient_outside_jit():
