@@ -89,6 +89,9 @@ def score(mode: str, sets: dict, config) -> dict:
       results[name] = {"top1": accuracy[min(accuracy)],
                        "top1_by_k": {str(k): v for k, v in accuracy.items()}}
     _log(f"  {mode} on {name}: top1 {results[name]['top1']:.4f} ({time.time() - start:.1f}s)")
+    if results[name].get("lr_at_grid_edge"):
+      _log(f"  note: the {name} probe chose lr {results[name]['learning_rate']:g}, an edge of "
+           f"config.eval.linear.learning_rates; widen the grid if that edge is the top")
   return results
 
 

@@ -60,6 +60,19 @@ def test_linear_probe_matches_sklearn_logistic_regression():
   assert result["learning_rate"] in linear.default_config().learning_rates
 
 
+def test_linear_probe_flags_a_choice_at_the_grid_edge():
+  x, y = load_digits(return_X_y=True)
+  def probe(learning_rates):
+    config = linear.default_config(epochs=2, batch_size=256, learning_rates=learning_rates,
+                                   weight_decays=(0.0,))
+    return linear.linear_probe(x[:1000], y[:1000], x[1000:], y[1000:], num_classes=10,
+                               config=config)
+  # Two epochs: far too few steps for 1e-6 to learn anything, so the top of the grid wins.
+  tiny_rates = probe((1e-6, 1e-5, 1e-1))
+  assert tiny_rates["learning_rate"] == 1e-1 and tiny_rates["lr_at_grid_edge"]
+  assert not probe((1e-2,))["lr_at_grid_edge"]
+
+
 def test_evaluate_tiny_run(tiny_data_dir, tmp_path):
   config = tiny_config(tiny_data_dir, total_steps=2)
   config.knn_every_steps = 2

@@ -17,7 +17,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.epochs = 30                               # passes over the training features
   config.batch_size = 1024                         # minibatch of features
-  config.learning_rates = (1e-3, 3e-3, 1e-2)       # Adam peak lrs searched (cosine decay)
+  config.learning_rates = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)  # Adam peak lrs searched (cosine)
   config.weight_decays = (0.0, 1e-5, 1e-4, 1e-3)   # L2 penalties searched
   config.holdout_fraction = 0.1                    # share of train held out for the search
   config.seed = 0                                  # split, init and minibatch order
@@ -78,7 +78,11 @@ def _accuracies(w, b, x, y) -> np.ndarray:
 
 def linear_probe(train_x, train_y, test_x, test_y, *, num_classes: int,
                  config: ml_collections.ConfigDict | None = None) -> dict:
-  """Returns {"top1", "holdout_top1", "learning_rate", "weight_decay"}."""
+  """Returns {"top1", "holdout_top1", "learning_rate", "weight_decay", "lr_at_grid_edge"}.
+
+  `lr_at_grid_edge` is true when the chosen learning rate is the smallest or largest one
+  searched (and there were several): the optimum may lie outside the grid.
+  """
   config = config or default_config()
   if not 0 < config.holdout_fraction < 1:
     raise ValueError(f"holdout_fraction={config.holdout_fraction}; must be in (0, 1)")
@@ -102,5 +106,8 @@ def linear_probe(train_x, train_y, test_x, test_y, *, num_classes: int,
   w, b = _train_jit(jnp.asarray(all_x), jnp.asarray(train_y), learning_rates=(learning_rates[best],),
                     weight_decays=(weight_decays[best],), **common)
   top1 = _accuracies(w, b, jnp.asarray(test_x), jnp.asarray(test_y))[0]
+  searched = sorted(set(config.learning_rates))
+  at_edge = len(searched) > 1 and learning_rates[best] in (searched[0], searched[-1])
   return {"top1": float(top1), "holdout_top1": float(holdout_top1[best]),
-          "learning_rate": float(learning_rates[best]), "weight_decay": float(weight_decays[best])}
+          "learning_rate": float(learning_rates[best]), "weight_decay": float(weight_decays[best]),
+          "lr_at_grid_edge": bool(at_edge)}
