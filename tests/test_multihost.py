@@ -3,7 +3,8 @@
 two processes equals the same global batch on one process; a two-process run stopped
 and resumed equals an uninterrupted one bitwise (train state and each process's grain
 position); SIGTERM delivered to one host makes both save and exit, and the resumed run
-is still exact."""
+is still exact; evaluation features extracted by both processes (each reading its own
+shard, padded to equal batch counts) are those one process extracts."""
 import os
 import signal
 import socket
@@ -142,3 +143,25 @@ def test_sigterm_to_one_host_saves_on_both(tiny_data_dir, tmp_path, cache, unint
   assert f"at step {saved[-1]}" in logs[0]
   for name, value in _params(full).items():
     np.testing.assert_array_equal(resumed[name], value, err_msg=name)
+
+
+def test_two_process_evaluation_features_match_one_process(tiny_data_dir, tmp_path, cache,
+                                                           uninterrupted):
+  _, _, workdir = uninterrupted
+  single, _ = run_worker("features", tiny_data_dir, tmp_path / "single.npz", cache,
+                         devices=PROCESSES * DEVICES_PER_PROCESS, workdir=workdir)
+  (first, second), _ = run_job("features", tiny_data_dir, tmp_path / "multi.npz", cache,
+                               workdir=workdir)
+  for name in single:
+    np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+  for split, count in (("train", 512), ("test", 256)):
+    # Rows come back grouped by process shard, so compare in one canonical order: that of
+    # the raw pixels, which both runs compute exactly.
+    orders = [np.lexsort(result[f"raw_pixels_{split}_x"].T) for result in (single, first)]
+    for name in ("raw_pixels", "pretrained", "random_init"):
+      x_single, x_multi = (result[f"{name}_{split}_x"][order]
+                           for result, order in zip((single, first), orders))
+      assert x_single.shape[0] == x_multi.shape[0] == count, (name, split)
+      np.testing.assert_allclose(x_multi, x_single, rtol=1e-4, atol=1e-5, err_msg=name)
+      np.testing.assert_array_equal(first[f"{name}_{split}_y"][orders[1]],
+                                    single[f"{name}_{split}_y"][orders[0]], err_msg=name)

@@ -7,6 +7,8 @@ if a checkpoint is there and stopping early at --stop_at, and saves the final
 parameters and batch statistics.
 MODE `one_step`: one loss/gradient evaluation on a fixed global batch; saves loss,
 gradients and the new BatchNorm statistics.
+MODE `features`: the evaluation features (pretrained, random_init, raw_pixels; train and
+test) of the latest checkpoint in --workdir, as `python -m ssl_jax.evaluate` extracts them.
 XLA_FLAGS must be set before jax is imported, hence a separate process per device count.
 
 With --num_processes P, this is process --process_id of a P-process JAX job that meets at
@@ -45,7 +47,7 @@ def flatten(tree, prefix=""):
 
 def main():
   parser = argparse.ArgumentParser()
-  parser.add_argument("mode", choices=["train", "one_step"])
+  parser.add_argument("mode", choices=["train", "one_step", "features"])
   parser.add_argument("--devices", type=int, default=1)
   parser.add_argument("--data_dir", required=True)
   parser.add_argument("--out", required=True)
@@ -86,6 +88,17 @@ def main():
     return
 
   mesh = parallel.make_mesh()
+  if args.mode == "features":
+    from ssl_jax import evaluate
+    config = train.load_config(args.workdir)
+    with config.unlocked():
+      config.eval = evaluate._merged(evaluate.default_config(), config.get("eval"))
+    sets, _ = evaluate.feature_sets(args.workdir, config, mesh)
+    np.savez(args.out, **{f"{name}_{split}_{part}": array
+                          for name, splits in sets.items() for split, pair in splits.items()
+                          for part, array in zip(("x", "y"), pair)})
+    return
+
   method, init, _ = train.build(config, mesh)
   state = init(jax.random.PRNGKey(0))
   images = np.random.default_rng(0).integers(0, 256, (32, 28, 28, 1), dtype=np.uint8)
