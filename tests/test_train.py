@@ -42,18 +42,23 @@ def cache(tmp_path_factory):
 def test_eight_devices_match_one_device(tiny_data_dir, tmp_path, cache):
   one, _ = run_worker("one_step", tiny_data_dir, tmp_path / "one.npz", cache, devices=1)
   eight, _ = run_worker("one_step", tiny_data_dir, tmp_path / "eight.npz", cache, devices=8)
-  assert set(one) == set(eight)
+  assert_same_step(eight, one)
+
+
+def assert_same_step(got, want):
+  """`one_step` results (views, loss, gradients, new BatchNorm statistics) agree."""
+  assert set(got) == set(want)
   # Augmentation is keyed per example, so the views agree up to float rounding.
-  np.testing.assert_allclose(one["views"], eight["views"], atol=1e-5)
-  np.testing.assert_allclose(one["loss"], eight["loss"], rtol=1e-6)
-  names = [k for k in one if k.startswith(("grads", "extra"))]
+  np.testing.assert_allclose(got["views"], want["views"], atol=1e-5)
+  np.testing.assert_allclose(got["loss"], want["loss"], rtol=1e-6)
+  names = [k for k in want if k.startswith(("grads", "extra"))]
   assert any("batch_stats" in k for k in names) and any(k.startswith("grads") for k in names)
   for name in names:
-    scale = np.abs(one[name]).max() + 1e-12
-    np.testing.assert_allclose(eight[name] / scale, one[name] / scale, atol=2e-5, err_msg=name)
+    scale = np.abs(want[name]).max() + 1e-12
+    np.testing.assert_allclose(got[name] / scale, want[name] / scale, atol=2e-5, err_msg=name)
   # The batch statistics moved away from their init (mean 0, var 1): they are global ones.
   means = [k for k in names if k.endswith("['mean']")]
-  assert means and max(np.abs(one[k]).max() for k in means) > 1e-3
+  assert means and max(np.abs(want[k]).max() for k in means) > 1e-3
 
 
 def _params(result):
