@@ -23,16 +23,16 @@ def get_config() -> ml_collections.ConfigDict:
   config = train.default_config()
   config.method = "simclr"
   config.global_batch_size = 256       # images per step (512 views)
-  config.total_steps = 500             # ~2.1 epochs of the 60k images: what 2 CPU cores do in ~9 min
+  config.total_steps = 650             # ~2.8 epochs of the 60k images: what 2 CPU cores do in ~8 min
   config.log_every_steps = 25
-  config.checkpoint_every_steps = 250
-  config.knn_every_steps = 250         # kNN monitor on 10k train / 2k test images
+  config.checkpoint_every_steps = 325
+  config.knn_every_steps = 325         # kNN monitor on 10k train / 2k test images
 
   config.data = ml_collections.ConfigDict()
   config.data.name = "fashion_mnist"   # built offline from the Debian IDX files
   config.data.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data dir; None: $TFDS_DATA_DIR or ~/tensorflow_datasets
   config.data.train_split = "train"    # split pretraining reads
-  config.data.image_size = 28          # side of the views and of evaluation inputs
+  config.data.image_size = 28          # side of the evaluation inputs
   config.data.mean = (0.2860,)         # per-channel mean of the train images in [0, 1]
   config.data.std = (0.3530,)          # per-channel std of the train images in [0, 1]
 
@@ -43,9 +43,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.small_image_stem = True # 3x3 stem conv, no max-pool (28x28 inputs)
   config.model.small_stem_stride = 1   # 2: 28x28 -> 14x14 in the stem, ~2.5x faster steps, lower probe
 
-  # Grey images: no saturation/hue/grayscale; milder crops than ImageNet's 0.08.
+  # Grey images: no saturation/hue/grayscale; milder crops than ImageNet's 0.08. Views are
+  # 24x24 (random resized crops of the 28x28 images) while evaluation sees the full 28x28:
+  # a step costs 0.70 s instead of 1.03 s, so the same minutes buy ~1.4x more steps.
   config.augment = augment.default_view_config(
-      crop_size=28, crop_scale=(0.2, 1.0), brightness=0.4, contrast=0.4, saturation=0.0,
+      crop_size=24, crop_scale=(0.2, 1.0), brightness=0.4, contrast=0.4, saturation=0.0,
       hue=0.0, grayscale_prob=0.0, jitter_prob=0.8)
 
   # For this short schedule a sharp temperature and a high LARS rate learn fastest: at 200
