@@ -17,7 +17,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.epochs = 30                               # passes over the training features
   config.batch_size = 1024                         # minibatch of features
-  config.learning_rates = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)  # Adam peak lrs (cosine)
+  config.learning_rates = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0)  # Adam peak lrs (cosine)
   config.weight_decays = (0.0, 1e-5, 1e-4, 1e-3)   # L2 penalties searched
   config.holdout_fraction = 0.1                    # share of train held out for the search
   config.seed = 0                                  # split, init and minibatch order
