@@ -101,9 +101,7 @@ def run(workdir: str, modes=MODES, step: int | None = None) -> dict:
   bad = [m for m in modes if m not in MODES]
   if bad or not modes:
     raise ValueError(f"--mode {','.join(modes)}: expected one or more of {MODES}, comma-separated")
-  config = train.load_config(workdir)
-  with config.unlocked():
-    config.eval = _merged(default_config(), config.get("eval"))
+  config = load_run_config(workdir)
   mesh = parallel.make_mesh()
   _log(f"evaluating {workdir} ({', '.join(modes)}) on {jax.device_count()} device(s)")
   sets, trained_step = feature_sets(workdir, config, mesh, step)
@@ -123,6 +121,14 @@ def run(workdir: str, modes=MODES, step: int | None = None) -> dict:
   if jax.process_index() == 0:
     print(table(reports))
   return reports
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The run's saved config, with config.eval completed from this module's defaults."""
+  config = train.load_config(workdir)
+  with config.unlocked():
+    config.eval = _merged(default_config(), config.get("eval"))
+  return config
 
 
 def _merged(defaults: ml_collections.ConfigDict, overrides) -> ml_collections.ConfigDict:

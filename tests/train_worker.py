@@ -94,9 +94,7 @@ def main():
   mesh = parallel.make_mesh()
   if args.mode == "features":
     from ssl_jax import evaluate
-    config = train.load_config(args.workdir)
-    with config.unlocked():
-      config.eval = evaluate._merged(evaluate.default_config(), config.get("eval"))
+    config = evaluate.load_run_config(args.workdir)
     sets, _ = evaluate.feature_sets(args.workdir, config, mesh)
     np.savez(args.out, **{f"{name}_{split}_{part}": array
                           for name, splits in sets.items() for split, pair in splits.items()
