@@ -9,9 +9,14 @@ import jax.numpy as jnp
 
 
 def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
-  """x / max(||x||, eps): the cosine-similarity normalisation SimCLR uses."""
-  norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True))
-  return x / jnp.maximum(norm, eps)
+  """x / max(||x||, eps): the cosine-similarity normalisation SimCLR uses.
+
+  Written as x * rsqrt(max(||x||^2, eps^2)) so that the gradient at a zero vector is
+  finite (sqrt's derivative at 0 is infinite, and 0 * inf is NaN): a ReLU-ended or
+  zero-initialised head can output an exact zero row.
+  """
+  squared = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
+  return x * jax.lax.rsqrt(jnp.maximum(squared, eps * eps))
 
 
 def nt_xent(embeddings: jax.Array, temperature: float) -> tuple[jax.Array, jax.Array]:

@@ -45,3 +45,15 @@ def test_nt_xent_perfect_pairs_have_top1_one_and_low_loss():
 def test_nt_xent_rejects_odd_batch():
   with pytest.raises(ValueError, match="even number of rows"):
     losses.nt_xent(jnp.ones((5, 3)), 0.5)
+
+
+def test_nt_xent_gradient_is_finite_at_a_zero_row():
+  import jax
+  z = np.random.default_rng(1).standard_normal((8, 4)).astype(np.float32)
+  z[3] = 0.0  # e.g. a ReLU-ended projector whose units are all off for one view
+  grads = jax.grad(lambda e: losses.nt_xent(e, 0.1)[0])(jnp.asarray(z))
+  assert np.all(np.isfinite(np.asarray(grads)))
+  # Away from zero, l2_normalize is still x / ||x||.
+  np.testing.assert_allclose(np.asarray(losses.l2_normalize(jnp.asarray(z[:1]))),
+                             z[:1] / np.linalg.norm(z[:1]), rtol=1e-6)
+  assert np.all(np.asarray(losses.l2_normalize(jnp.zeros((1, 4)))) == 0)
