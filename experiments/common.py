@@ -8,8 +8,10 @@ from ssl_jax import evaluate, log, parallel, train
 def main(get_config) -> None:
   """Parses `--workdir` and `--config.x=y` overrides of get_config(), trains, evaluates.
 
-  Evaluation runs the modes in config.eval.modes (e.g. ("linear", "knn")); pass
-  --config.eval.modes=none to pretrain only.
+  Evaluation runs the modes in config.eval.modes (e.g. ("linear", "knn")) once training
+  is complete; pass --config.eval.modes=none to pretrain only. A run stopped by SIGTERM or
+  Ctrl-C exits 0 after its checkpoint and evaluates nothing: the same command resumes it,
+  finishes training, then evaluates.
   """
   config_flags.DEFINE_config_dict("config", get_config(), "Experiment config; override fields "
                                   "as --config.total_steps=100.")
@@ -22,9 +24,15 @@ def main(get_config) -> None:
     log.quiet_libraries()
     parallel.initialize_distributed()
     config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
-    train.train(config, workdir)
-    modes = [m for m in config.eval.modes.split(",") if m and m != "none"]
-    if modes:
-      evaluate.run(workdir, modes)
+    with log.fail_cleanly():
+      state = train.train(config, workdir)
+      if not train.is_complete(state, config):
+        log.Progress(config.total_steps, 0).message(
+            f"training stopped at step {int(state.step)} of {config.total_steps}; no evaluation. "
+            "Run the same command again to finish training and evaluate.")
+        return
+      modes = [m for m in config.eval.modes.split(",") if m and m != "none"]
+      if modes:
+        evaluate.run(workdir, modes)
 
   app.run(run)

@@ -26,6 +26,10 @@ from ssl_jax.methods import common
 MODES = ("linear", "knn")
 
 
+class NonFiniteFeaturesError(ValueError):
+  """The encoder produced NaN or infinite features."""
+
+
 def default_config() -> ml_collections.ConfigDict:
   """Evaluation settings; an experiment's config.eval overrides them."""
   config = ml_collections.ConfigDict()
@@ -50,8 +54,21 @@ def _extract_all(encode, config, mesh, name: str) -> dict:
     start = time.time()
     out[split_name] = features_lib.extract(encode, source, mesh, config.eval_batch_size,
                                            image_size=data.get("host_resize"))
+    features = out[split_name][0]
+    bad = _count_nonfinite(features)
+    if bad:
+      raise NonFiniteFeaturesError(
+          f"the {name} features of {split} hold {bad} non-finite values (of {features.size}): "
+          "the checkpoint's network diverged, and no probe can score it. Evaluate an earlier "
+          "checkpoint with --step, or retrain with a lower learning rate.")
     _log(f"  {name}: {split} features {out[split_name][0].shape} in {time.time() - start:.1f}s")
   return out
+
+
+def _count_nonfinite(tree) -> int:
+  return sum(int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+             for x in jax.tree.leaves(parallel.to_host(tree))
+             if np.issubdtype(np.asarray(x).dtype, np.inexact))
 
 
 def feature_sets(workdir: str, config, mesh, step: int | None = None) -> tuple[dict, int]:
@@ -61,6 +78,14 @@ def feature_sets(workdir: str, config, mesh, step: int | None = None) -> tuple[d
   state = checkpoints.restore(train.abstract_state(init, jax.random.PRNGKey(config.seed), mesh),
                               step=step)
   checkpoints.close()
+  bad = _count_nonfinite((state.params, state.extra))
+  if bad:
+    # Checked on the weights, not only on the features: XLA:CPU's fused ReLU can turn a NaN
+    # into 0, so a diverged network may yield finite, all-zero features.
+    raise NonFiniteFeaturesError(
+        f"the checkpoint at step {int(state.step)} in {workdir} holds {bad} non-finite values: "
+        "its network diverged, and no probe can score it. Evaluate an earlier checkpoint with "
+        "--step, or retrain with a lower learning rate.")
   random_state = init(jax.random.PRNGKey(config.eval.random_init_seed))
   encode = jax.jit(lambda params, extra, images: method.encode(params, extra, images, config))
   pixels = jax.jit(lambda images: common.evaluation_images(images, config).reshape(images.shape[0], -1))
@@ -153,7 +178,8 @@ def main(argv):
     raise app.UsageError("--workdir is required")
   log.quiet_libraries()
   parallel.initialize_distributed()
-  run(flags.FLAGS.workdir, flags.FLAGS.mode.split(","), flags.FLAGS.step)
+  with log.fail_cleanly():
+    run(flags.FLAGS.workdir, flags.FLAGS.mode.split(","), flags.FLAGS.step)
 
 
 if __name__ == "__main__":

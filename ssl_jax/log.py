@@ -2,6 +2,7 @@
 
 Only process 0 writes; the others get no-op writers, so callers need no checks.
 """
+import contextlib
 import json
 import os
 import sys
@@ -21,6 +22,43 @@ def quiet_libraries() -> None:
 def _to_python(value):
   value = np.asarray(value)
   return value.item() if value.size == 1 else value.tolist()
+
+
+def truncate_metrics(workdir: str, step: int) -> None:
+  """Drops metrics.jsonl records after `step`: a run resumed from an older checkpoint than
+  its last log (a fallback past a damaged step) logs those steps again, once."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if jax.process_index() != 0 or not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = f.readlines()
+  kept = []
+  for line in lines:
+    try:
+      if json.loads(line)["step"] <= step:
+        kept.append(line)
+    except (ValueError, KeyError, TypeError):
+      pass  # a line cut short by a crash mid-write
+  if len(kept) != len(lines):
+    with open(path + ".tmp", "w") as f:
+      f.writelines(kept)
+    os.replace(path + ".tmp", path)
+
+
+@contextlib.contextmanager
+def fail_cleanly():
+  """Turns the errors a user can act on (divergence, damaged checkpoints, config
+  mismatch, bad config values) into one message and exit status 1, not a traceback."""
+  # pylint: disable=import-outside-toplevel
+  from ssl_jax import checkpoint, evaluate, resume, train, validate
+  from ssl_jax.data import sources
+  try:
+    yield
+  except (train.TrainingDiverged, checkpoint.CheckpointError, resume.ConfigMismatchError,
+          validate.ConfigError, sources.DataNotPreparedError,
+          evaluate.NonFiniteFeaturesError) as error:
+    print(f"\nerror: {error}", file=sys.stderr, flush=True)
+    raise SystemExit(1) from None
 
 
 class MetricWriter:

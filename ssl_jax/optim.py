@@ -11,6 +11,8 @@ import jax
 import ml_collections
 import optax
 
+from ssl_jax.validate import ConfigError, number
+
 OPTIMIZERS = ("sgd", "lars", "adamw", "lamb")
 LR_SCALINGS = ("linear", "sqrt", "none")
 
@@ -39,9 +41,27 @@ def decay_mask(params: Any) -> Any:
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first optimizer field that holds numeric nonsense."""
+  if config.name not in OPTIMIZERS:
+    raise ConfigError(f"optimizer.name={config.name!r}; expected one of {OPTIMIZERS}")
+  if config.lr_scaling not in LR_SCALINGS:
+    raise ConfigError(f"optimizer.lr_scaling={config.lr_scaling!r}; expected one of {LR_SCALINGS}")
+  number("optimizer.learning_rate", config.learning_rate, low=0, low_open=True)
+  number("optimizer.end_learning_rate", config.end_learning_rate, low=0)
+  number("optimizer.warmup_steps", config.warmup_steps, low=0, integer=True)
+  number("optimizer.weight_decay", config.weight_decay, low=0)
+  number("optimizer.momentum", config.momentum, low=0, high=1, high_open=True)
+  number("optimizer.trust_coefficient", config.trust_coefficient, low=0, low_open=True)
+  number("optimizer.b1", config.b1, low=0, high=1, high_open=True)
+  number("optimizer.b2", config.b2, low=0, high=1, high_open=True)
+  number("optimizer.eps", config.eps, low=0, low_open=True)
+  number("optimizer.grad_clip_norm", config.grad_clip_norm, low=0)
+
+
 def peak_learning_rate(config: ml_collections.ConfigDict, global_batch_size: int) -> float:
   if config.lr_scaling not in LR_SCALINGS:
-    raise ValueError(f"optimizer.lr_scaling={config.lr_scaling!r}; expected one of {LR_SCALINGS}")
+    raise ConfigError(f"optimizer.lr_scaling={config.lr_scaling!r}; expected one of {LR_SCALINGS}")
   ratio = global_batch_size / 256
   scale = {"linear": ratio, "sqrt": ratio ** 0.5, "none": 1.0}[config.lr_scaling]
   return config.learning_rate * scale
@@ -50,10 +70,9 @@ def peak_learning_rate(config: ml_collections.ConfigDict, global_batch_size: int
 def make_schedule(config: ml_collections.ConfigDict, total_steps: int,
                   global_batch_size: int) -> Callable[[Any], Any]:
   """Linear warm-up to the peak, then cosine decay to end_learning_rate at total_steps."""
-  if total_steps <= 0:
-    raise ValueError(f"total_steps={total_steps}; must be positive")
+  number("total_steps", total_steps, low=1, integer=True)
   if not 0 <= config.warmup_steps < total_steps:
-    raise ValueError(f"optimizer.warmup_steps={config.warmup_steps}; must be in [0, total_steps={total_steps})")
+    raise ConfigError(f"optimizer.warmup_steps={config.warmup_steps}; must be in [0, total_steps={total_steps})")
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=peak_learning_rate(config, global_batch_size),
       warmup_steps=config.warmup_steps, decay_steps=total_steps,
@@ -63,11 +82,7 @@ def make_schedule(config: ml_collections.ConfigDict, total_steps: int,
 def make_optimizer(config: ml_collections.ConfigDict, total_steps: int, global_batch_size: int
                    ) -> tuple[optax.GradientTransformation, Callable[[Any], Any]]:
   """Returns (optax transformation, learning-rate schedule)."""
-  if config.name not in OPTIMIZERS:
-    raise ValueError(f"optimizer.name={config.name!r}; expected one of {OPTIMIZERS}")
-  if config.weight_decay < 0 or config.grad_clip_norm < 0:
-    raise ValueError(f"optimizer.weight_decay={config.weight_decay} and grad_clip_norm="
-                     f"{config.grad_clip_norm} must be >= 0")
+  check_config(config)
   schedule = make_schedule(config, total_steps, global_batch_size)
   if config.name == "sgd":
     tx = optax.chain(

@@ -13,6 +13,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ssl_jax.validate import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -50,7 +52,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def check_global_batch_size(global_batch_size: int, mesh: Mesh) -> None:
   devices = mesh.devices.size
   if global_batch_size <= 0 or global_batch_size % devices:
-    raise ValueError(
+    raise ConfigError(
         f"global_batch_size={global_batch_size} must be a positive multiple of the device "
         f"count ({devices}); try {max(devices, global_batch_size // devices * devices)}")
 

@@ -2,9 +2,11 @@
 
     python -m ssl_jax.train --config experiments/simclr_fashion_mnist.py --workdir /tmp/run
 
-A run resumes by itself from the latest checkpoint in its workdir (train state and
+A run resumes by itself from the newest good checkpoint in its workdir (train state and
 data-iterator state together, so the continuation is bitwise the uninterrupted run on
-CPU), and SIGTERM saves a checkpoint and exits cleanly.
+CPU); a damaged step is moved aside and the one before it is used. SIGTERM or Ctrl-C
+saves a checkpoint and returns before the last step. A non-finite loss, gradient or
+state stops the run with TrainingDiverged, and no checkpoint of it is written.
 """
 import json
 import os
@@ -20,7 +22,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from ssl_jax import checkpoint, log, methods, optim, parallel
+from ssl_jax import checkpoint, log, methods, optim, parallel, resume
+from ssl_jax.validate import number
 from ssl_jax.data import pipeline, sources
 from ssl_jax.evals import knn
 
@@ -35,6 +38,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 50            # metrics fetch + progress line (one host sync)
   config.checkpoint_every_steps = 1000   # also saved at the end and on SIGTERM
   config.keep_checkpoints = 2            # how many recent checkpoints orbax keeps
+  config.resume_changes = ""             # comma-separated fields a resumed run may change (e.g. total_steps)
   config.async_checkpointing = True      # write checkpoints in a background thread
   config.eval_batch_size = 512           # batch for feature extraction (divisible by devices)
   config.knn_every_steps = 0             # in-loop kNN monitor period; 0 disables it
@@ -71,8 +75,22 @@ def create_train_state(rng, *, method, config, tx, batch) -> TrainState:
                     extra=extra, rng=train_rng)
 
 
+class TrainingDiverged(RuntimeError):
+  """The loss, the gradient or the new state held a non-finite value."""
+
+
+def all_finite(tree) -> jax.Array:
+  """True when every floating-point value in `tree` is finite (one fused reduction)."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
 def train_step(state: TrainState, batch: dict, *, method, config, tx, schedule):
-  """One optimizer step; a pure function of (state, batch)."""
+  """One optimizer step; a pure function of (state, batch).
+
+  metrics["finite"] says whether the loss, the gradient norm and every value of the new
+  state are finite; the loop keeps the first step where it was not (no host sync)."""
   view_rng, loss_rng = jax.random.split(jax.random.fold_in(state.rng, state.step))
   views = method.views(batch, view_rng, config)
   grad_fn = jax.value_and_grad(method.loss, has_aux=True)
@@ -82,7 +100,25 @@ def train_step(state: TrainState, batch: dict, *, method, config, tx, schedule):
              "learning_rate": schedule(state.step)}
   state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                         opt_state=opt_state, extra=extra)
-  return method.update(state, config), metrics
+  state = method.update(state, config)
+  metrics["finite"] = jnp.isfinite(loss) & jnp.isfinite(metrics["grad_norm"]) & all_finite(
+      (state.params, state.opt_state, state.extra))
+  return state, metrics
+
+
+@jax.jit
+def _first_nonfinite(first: jax.Array, finite: jax.Array, step: jax.Array) -> jax.Array:
+  """The step number of the first non-finite step so far, or -1."""
+  return jnp.where((first < 0) & ~finite, step, first)
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises validate.ConfigError naming the first trainer field out of range."""
+  number("total_steps", config.total_steps, low=1, integer=True)
+  for name in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
+    number(name, config[name], low=1, integer=True)
+  number("knn_every_steps", config.knn_every_steps, low=0, integer=True)
+  number("seed", config.seed, low=0, high=2**32 - 1, integer=True)
 
 
 def build(config: ml_collections.ConfigDict, mesh, example: dict | None = None):
@@ -91,6 +127,7 @@ def build(config: ml_collections.ConfigDict, mesh, example: dict | None = None):
   `example` is a one-example batch giving input shapes; default: the dataset's.
   """
   method = methods.get(config.method)
+  check_config(config)
   parallel.check_global_batch_size(config.global_batch_size, mesh)
   tx, schedule = optim.make_optimizer(config.optimizer, config.total_steps, config.global_batch_size)
   replicated = parallel.replicated(mesh)
@@ -125,25 +162,38 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 class _Preemption:
-  """Turns SIGTERM into a flag the loop checks, so the run saves and exits cleanly."""
+  """Turns SIGTERM and SIGINT (Ctrl-C) into a flag the loop checks, so the run saves and
+  stops cleanly. A second Ctrl-C interrupts at once."""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
-    self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    self.requested = None  # name of the signal received
+    self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
 
   def _handle(self, signum, frame):
-    self.requested = True
+    if self.requested and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.requested = signal.Signals(signum).name
 
   def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str,
           stop_at_step: int | None = None) -> TrainState:
   """Runs (or resumes) pretraining in `workdir`; returns the final train state.
 
-  `stop_at_step` ends this process early (with a checkpoint) without changing the run:
-  the schedule still spans config.total_steps, and a later call continues it.
+  The run is complete when the returned state's step equals config.total_steps; it
+  returns earlier after SIGTERM/SIGINT (with a checkpoint) or at `stop_at_step`, which
+  ends this process early without changing the run: the schedule still spans
+  config.total_steps, and a later call continues it.
+
+  Raises:
+    TrainingDiverged: a non-finite loss, gradient or state (nothing of it is saved).
+    resume.ConfigMismatchError: the workdir's run was started with another config.
+    checkpoint.CheckpointError: no checkpoint restores, or a background save failed.
   """
   mesh = parallel.make_mesh()
   method, init, step_fn = build(config, mesh)
@@ -151,12 +201,15 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   data_iterator = iter(pipeline.train_loader(
       source, global_batch_size=config.global_batch_size, seed=config.seed,
       image_size=config.data.get("host_resize")))
-  checkpoints = checkpoint.Checkpointer(workdir, config.keep_checkpoints, config.async_checkpointing)
   progress = log.Progress(config.total_steps, config.global_batch_size)
+  checkpoints = checkpoint.Checkpointer(workdir, config.keep_checkpoints,
+                                        config.async_checkpointing, warn=progress.message)
   rng = jax.random.PRNGKey(config.seed)
   if checkpoints.latest_step() is not None:
-    state = checkpoints.restore(abstract_state(init, rng, mesh), data_iterator)
+    resume.check_config(config, workdir, progress.message)
+    state = checkpoints.restore_latest_good(abstract_state(init, rng, mesh), data_iterator)
     progress.message(f"resumed from {checkpoints.directory} at step {int(state.step)}")
+    log.truncate_metrics(workdir, int(state.step))  # steps after it will be logged again
   else:
     state = init(rng)
   save_config(config, workdir)
@@ -165,40 +218,68 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   preemption = _Preemption()
   stop = False
   step = first_step = int(state.step)
+  first_nonfinite = jnp.asarray(-1, jnp.int32)
   progress.restart_clock(step)
+
+  def check_finite(now: int, first_bad: int | None = None) -> None:
+    first_bad = int(first_nonfinite) if first_bad is None else first_bad
+    if first_bad >= 0:
+      good = checkpoints.all_steps()
+      raise TrainingDiverged(
+          f"non-finite loss, gradient or state at step {first_bad} (detected at step {now}, "
+          f"checked every {config.log_every_steps} steps and before each save); nothing after "
+          f"step {first_bad - 1} was saved. Last good checkpoint: "
+          + (f"step {good[-1]} in {checkpoints.directory}" if good else "none") +
+          f". Lower optimizer.learning_rate (now {config.optimizer.learning_rate}) or set "
+          "optimizer.grad_clip_norm; rerunning the same command resumes from that checkpoint.")
+
   try:
     last_step = min(config.total_steps, stop_at_step or config.total_steps)
     while step < last_step:
+      checkpoints.poll()  # a failed background save surfaces here, at a step boundary
       batch = parallel.to_global(next(data_iterator), mesh)
       state, metrics = step_fn(state, batch)
       step += 1
+      first_nonfinite = _first_nonfinite(first_nonfinite, metrics["finite"], state.step)
       if step == first_step + 1:  # keep compilation out of the throughput and ETA
         jax.block_until_ready(metrics)
         progress.message(f"first step (compilation included) took {progress.seconds_since_restart():.1f}s")
         progress.restart_clock(step)
       if step % config.log_every_steps == 0 or step == config.total_steps:
-        metrics = jax.device_get(metrics)
+        metrics, first_bad = jax.device_get((metrics, first_nonfinite))
         rate = progress.report(step, {"loss": metrics["loss"]})
         writer.write(step, {**metrics, "images_per_second": rate})
+        check_finite(step, int(first_bad))
         # Hosts must agree before a collective save; they compare flags here only.
-        stop = parallel.any_process(preemption.requested)
+        stop = parallel.any_process(bool(preemption.requested))
       if jax.process_count() == 1:
-        stop = preemption.requested
+        stop = bool(preemption.requested)
       if monitor and (step % config.knn_every_steps == 0 or step == config.total_steps):
+        check_finite(step)
         results = monitor(state.params, state.extra)
         writer.write(step, results)
         progress.message(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
         progress.restart_clock(step)
       if step % config.checkpoint_every_steps == 0 or step == last_step or stop:
+        check_finite(step)  # never write a diverged state
         checkpoints.save(step, state, data_iterator, force=True)
       if stop:
-        progress.message(f"SIGTERM: saved step {step} to {checkpoints.directory}; exiting")
+        signal_name = preemption.requested or "SIGTERM/SIGINT on another host"
+        progress.message(f"{signal_name}: saved step {step} to {checkpoints.directory}; "
+                         "stopping (rerun the same command to resume)")
         break
   finally:
     preemption.restore()
-    checkpoints.close()
-    writer.close()
+    try:
+      checkpoints.close()
+    finally:
+      writer.close()
   return state
+
+
+def is_complete(state: TrainState, config: ml_collections.ConfigDict) -> bool:
+  """Whether `state` is the end of the run (not a preempted or stopped-early one)."""
+  return int(state.step) >= config.total_steps
 
 
 def main(argv):
@@ -206,7 +287,8 @@ def main(argv):
   del argv
   log.quiet_libraries()
   parallel.initialize_distributed()
-  train(flags.FLAGS.config, flags.FLAGS.workdir)
+  with log.fail_cleanly():
+    train(flags.FLAGS.config, flags.FLAGS.workdir)
 
 
 if __name__ == "__main__":

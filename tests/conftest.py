@@ -65,3 +65,15 @@ def reference_subset(split: str) -> tuple[np.ndarray, np.ndarray]:
   count = SUBSET[prefix]
   return (_read_idx(FASHION_MNIST_DIR / f"{prefix}-images-idx3-ubyte.gz")[:count],
           _read_idx(FASHION_MNIST_DIR / f"{prefix}-labels-idx1-ubyte.gz")[:count])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+  """In-process runs of the same config compile once: later train() calls load the
+  executable from this session's persistent cache (train() builds fresh jits each time)."""
+  import jax
+  path = str(tmp_path_factory.mktemp("jax_cache_in_process"))
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  yield

@@ -113,6 +113,25 @@ def test_two_process_resume_is_bitwise(tiny_data_dir, tmp_path, cache, uninterru
     np.testing.assert_array_equal(resumed[name], value, err_msg=name)
 
 
+def test_damage_seen_by_one_host_makes_both_fall_back(tiny_data_dir, tmp_path, cache, uninterrupted):
+  """Only process 1's data-iterator state of the newest step is damaged: process 0 restores
+  that step fine, yet both must agree to fall back to the previous step."""
+  full, _, _ = uninterrupted
+  workdir = tmp_path / "damaged"
+  run_job("train", tiny_data_dir, tmp_path / "half.npz", cache, workdir=workdir, steps=STEPS,
+          stop_at=STEPS // 2)
+  newest = workdir / "checkpoints" / str(STEPS // 2)
+  (newest / "data" / f"process_1-of-{PROCESSES}.json").write_text('{"not": "a grain state"}')
+  (resumed, second), logs = run_job("train", tiny_data_dir, tmp_path / "resumed.npz", cache,
+                                    workdir=workdir, steps=STEPS)
+  assert f"checkpoint step {STEPS // 2} is damaged" in logs[0], logs[0]
+  assert f"at step {STEPS // 2 - 2}" in logs[0]
+  assert (workdir / "checkpoints" / f"corrupt-{STEPS // 2}").is_dir()
+  for name, value in _params(full).items():
+    np.testing.assert_array_equal(resumed[name], value, err_msg=name)
+    np.testing.assert_array_equal(second[name], value, err_msg=name)
+
+
 def test_sigterm_to_one_host_saves_on_both(tiny_data_dir, tmp_path, cache, uninterrupted):
   full, _, _ = uninterrupted
   workdir = tmp_path / "preempted"
@@ -124,10 +143,13 @@ def test_sigterm_to_one_host_saves_on_both(tiny_data_dir, tmp_path, cache, unint
     if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
       break
     time.sleep(0.1)
+  exited_early = [p.poll() for p in processes]
   processes[1].send_signal(signal.SIGTERM)  # only the second host is preempted
   logs = [p.communicate(timeout=300)[1] for p in processes]
   for process_id, (process, log) in enumerate(zip(processes, logs)):
-    assert process.returncode == 0, f"process {process_id}:\n{log}"
+    assert process.returncode == 0, (f"process {process_id} (exit codes before the signal: "
+                                     f"{exited_early}):\n{log}\nother process:\n"
+                                     f"{logs[1 - process_id][-3000:]}")
   assert "SIGTERM" in logs[0]  # process 0 (the one that reports) stopped for process 1
   saved = sorted(int(p) for p in os.listdir(workdir / "checkpoints") if p.isdigit())
   assert saved and 3 <= saved[-1] < STEPS, saved

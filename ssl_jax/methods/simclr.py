@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax import losses, models
+from ssl_jax import losses, models, validate
 from ssl_jax.methods import common
 from ssl_jax.models.heads import MLPHead
 
@@ -41,8 +41,7 @@ class SimCLRNetwork(nn.Module):
 
 
 def network(config: ml_collections.ConfigDict) -> SimCLRNetwork:
-  if config.simclr.temperature <= 0:
-    raise ValueError(f"simclr.temperature={config.simclr.temperature}; must be > 0")
+  validate.number("simclr.temperature", config.simclr.temperature, low=0, low_open=True)
   return SimCLRNetwork(
       backbone=models.build(config.model),
       head=MLPHead(tuple(config.simclr.projection_hidden_dims), config.simclr.projection_dim))

@@ -1,0 +1,29 @@
+"""Checks of numeric config values, so nonsense fails before training, by name."""
+import math
+import numbers
+
+
+class ConfigError(ValueError):
+  """A config value is invalid; the message names the field and what would work."""
+
+
+def number(name: str, value, *, low: float | None = None, high: float | None = None,
+           low_open: bool = False, high_open: bool = False, integer: bool = False) -> None:
+  """Raises ConfigError unless `value` is a finite number in the interval.
+
+  The interval is [low, high] with `low_open` / `high_open` making either end open;
+  a missing end is unbounded.
+  """
+  if isinstance(value, bool) or not isinstance(value, numbers.Real) or (
+      integer and not isinstance(value, numbers.Integral)):
+    raise ConfigError(f"{name}={value!r}; must be {'an integer' if integer else 'a number'}")
+  ok = math.isfinite(value)
+  if ok and low is not None:
+    ok = value > low if low_open else value >= low
+  if ok and high is not None:
+    ok = value < high if high_open else value <= high
+  if not ok:
+    left = "unbounded" if low is None else f"{'(' if low_open else '['}{low:g}"
+    right = "" if high is None else f"{high:g}{')' if high_open else ']'}"
+    interval = f"{left}, {right or 'inf)'}" if low is not None else f"(-inf, {right})"
+    raise ConfigError(f"{name}={value!r}; must be finite and in {interval}")
