@@ -1,19 +1,111 @@
-"""The command line every experiment shares: pretrain into --workdir, then evaluate."""
+"""What every experiment shares: its argument, smoke mode, and the command line.
+
+An experiment module is one method composed with a dataset preset
+(experiments/datasets.py): `get_config(arg)` where `arg` is "DATASET" or
+"DATASET,smoke". Run it as
+
+    python -m experiments.simclr --workdir W [--dataset cifar10] [--smoke] [--config.x=y]
+    python -m ssl_jax.train --config experiments/simclr.py:cifar10 --workdir W   # same config
+
+`--smoke` (big_vision's `runlocal`) shrinks the run to seconds: a few tiny steps on a
+slice of the data, a narrow network and a small probe, so a test can run every
+experiment and none of them rots.
+"""
+import sys
+
+import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from ssl_jax import evaluate, log, parallel, train
+from experiments import datasets
+from ssl_jax import evaluate, log, parallel, train, validate
+
+
+def parse_arg(arg: str | None, default_dataset: str = "fashion_mnist") -> tuple[str, bool]:
+  """"cifar10,smoke" -> ("cifar10", True); None -> (default_dataset, False)."""
+  parts = [p.strip() for p in (arg or "").split(",") if p.strip()]
+  smoke = "smoke" in parts
+  names = [p for p in parts if p != "smoke"]
+  if len(names) > 1:
+    raise validate.ConfigError(f"experiment argument {arg!r}: expected 'DATASET' or 'DATASET,smoke'")
+  dataset = names[0] if names else default_dataset
+  if dataset not in datasets.PRESETS:
+    raise validate.ConfigError(f"dataset {dataset!r} has no preset; available: {datasets.PRESETS}")
+  return dataset, smoke
+
+
+def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The same experiment shrunk to seconds on 2 CPU cores (every method, every dataset)."""
+  config.global_batch_size = 16
+  config.total_steps = 3
+  config.log_every_steps = 1
+  config.checkpoint_every_steps = 2
+  config.optimizer.warmup_steps = 1
+  config.data.train_split = "train[:256]"
+  if "width_multiplier" in config.model:
+    config.model.width_multiplier = 0.0625
+  for group in config.views.values():  # at most 2 views per group and image-sized crops
+    group.count = min(group.count, 2)
+    group.crop_size = min(group.crop_size, 32)
+  config.eval.batch_size = 32
+  config.eval.train_split = "train[:256]"
+  config.eval.test_split = "test[:128]"
+  config.eval.monitor_every_steps = 0
+  config.eval.knn.ks = (5, 20)
+  config.eval.linear.epochs = 2
+  config.eval.linear.batch_size = 64
+  config.eval.linear.learning_rates = (0.01, 0.1)
+  config.eval.linear.weight_decays = (0.0,)
+  return config
+
+
+def check_overrides(argv: list[str], config: ml_collections.ConfigDict) -> None:
+  """A `--config.a.b=...` naming a field the config lacks -> one clear line, exit 2."""
+  for arg in argv[1:]:
+    if not arg.startswith("--config."):
+      continue
+    path = arg[len("--config."):].split("=", 1)[0].split(".")
+    section, where = config, []
+    for name in path:
+      if not isinstance(section, ml_collections.ConfigDict) or name not in section:
+        valid = list(section.keys()) if isinstance(section, ml_collections.ConfigDict) else []
+        print("error: " + validate.unknown_field_message(".".join(where), name, valid),
+              file=sys.stderr)
+        raise SystemExit(2)
+      section, where = section[name], where + [name]
+
+
+def _pre_parse(argv: list[str]) -> tuple[str | None, bool]:
+  """--dataset and --smoke choose the config, so they are read before absl parses flags."""
+  dataset, smoke_run = None, False
+  for i, arg in enumerate(argv[1:], start=1):
+    if arg.startswith("--dataset="):
+      dataset = arg.split("=", 1)[1]
+    elif arg == "--dataset" and i + 1 < len(argv):
+      dataset = argv[i + 1]
+    elif arg in ("--smoke", "--smoke=true", "--smoke=True"):
+      smoke_run = True
+  return dataset, smoke_run
 
 
 def main(get_config) -> None:
-  """Parses `--workdir` and `--config.x=y` overrides of get_config(), trains, evaluates.
+  """Parses --workdir, --dataset, --smoke and `--config.x=y` overrides, trains, evaluates.
 
-  Evaluation runs the modes in config.eval.modes (e.g. ("linear", "knn")) once training
-  is complete; pass --config.eval.modes=none to pretrain only. A run stopped by SIGTERM or
+  Evaluation runs the modes in config.eval.modes (e.g. "linear,knn") once training is
+  complete; pass --config.eval.modes=none to pretrain only. A run stopped by SIGTERM or
   Ctrl-C exits 0 after its checkpoint and evaluates nothing: the same command resumes it,
   finishes training, then evaluates.
   """
-  config_flags.DEFINE_config_dict("config", get_config(), "Experiment config; override fields "
+  dataset, smoke_run = _pre_parse(sys.argv)
+  try:
+    config = get_config(f"{dataset or ''}{',smoke' if smoke_run else ''}")
+  except validate.ConfigError as error:
+    print(f"error: {error}", file=sys.stderr)
+    raise SystemExit(2) from None
+  check_overrides(sys.argv, config)
+  flags.DEFINE_string("dataset", None, f"dataset preset: one of {datasets.PRESETS}")
+  flags.DEFINE_bool("smoke", False, "shrink the run to seconds (a smoke test)")
+  config_flags.DEFINE_config_dict("config", config, "Experiment config; override fields "
                                   "as --config.total_steps=100.")
   flags.DEFINE_string("workdir", None, "Where checkpoints, config.json, metrics and eval/ go; "
                       "an existing workdir is resumed from its latest checkpoint.")

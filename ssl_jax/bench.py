@@ -23,12 +23,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ssl_jax import optim, parallel, train
+from ssl_jax import engine, optim, parallel
 
 
 def _simclr_resnet18(batch: int):
-  from experiments import simclr_cifar10
-  config = simclr_cifar10.get_config()
+  from experiments import simclr
+  config = simclr.get_config("cifar10")
   config.global_batch_size = batch
   config.total_steps = 1000
   config.model.depth = 18
@@ -41,8 +41,8 @@ def _simclr_resnet18(batch: int):
 
 
 def _simclr_fashion_mnist(batch: int):
-  from experiments import simclr_fashion_mnist
-  config = simclr_fashion_mnist.get_config()
+  from experiments import simclr
+  config = simclr.get_config("fashion_mnist")
   config.global_batch_size = batch
   return config, (28, 28, 1)
 
@@ -79,7 +79,7 @@ def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2) -
   config, image_shape = make_config(batch)
   mesh = parallel.make_mesh()
   example = {"image": np.zeros((1, *image_shape), np.uint8), "label": np.zeros((1,), np.int32)}
-  _, init, step = train.build(config, mesh, example)
+  _, init, step = engine.build(config, mesh, example)
   state = init(jax.random.PRNGKey(0))
   images = np.random.default_rng(0).integers(0, 256, (batch, *image_shape), dtype=np.uint8)
   data = parallel.to_global({"image": images, "label": np.zeros((batch,), np.int32)}, mesh)

@@ -1,11 +1,12 @@
-"""Turns a pretraining workdir into numbers: linear probe and/or kNN top-1.
+"""Turns a pretraining workdir into numbers: any evaluator of ssl_jax/evals/, by name.
 
     python -m ssl_jax.evaluate --workdir W --mode linear        # or knn, or linear,knn
 
-Loads W/config.json and the latest checkpoint in W, extracts frozen features (jitted,
-batched, sharded over all devices) for the train and test splits, and scores them next
-to two baselines run through the same probe: the same architecture with random weights,
-and the raw pixels. Writes W/eval/<mode>.json and prints a table.
+Loads W/config.json and the latest (or --step) checkpoint in W, extracts frozen features
+with the method's `encode` (jitted, batched, sharded over all devices) for the train and
+test splits, and scores them next to two baselines run through the same protocol: the
+same network with random weights, and the raw input (from the dataset's modality).
+Writes W/eval/<mode>.json, each with its `protocol` record, and prints a table.
 """
 import json
 import os
@@ -17,52 +18,35 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
-from ssl_jax import checkpoint, log, parallel, train
-from ssl_jax.data import sources
-from ssl_jax.evals import features as features_lib
-from ssl_jax.evals import knn, linear
-from ssl_jax.methods import common
-
-MODES = ("linear", "knn")
+from ssl_jax import checkpoint, engine, evals, log, parallel, validate
+from ssl_jax.data import modality, preprocess, sources
+from ssl_jax.evals import _features
 
 
 class NonFiniteFeaturesError(ValueError):
-  """The encoder produced NaN or infinite features."""
+  """The checkpoint or the features it gives hold NaN or infinite values."""
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """Evaluation settings; an experiment's config.eval overrides them."""
+def default_config(**overrides) -> ml_collections.ConfigDict:
+  """config.eval: every evaluation setting, for the entrypoint and the in-loop monitor."""
   config = ml_collections.ConfigDict()
   config.modes = "linear,knn"                # what experiments run after pretraining; "none" skips
   config.train_split = "train"               # features the probe / kNN bank is fit on
   config.test_split = "test"                 # features it is scored on
-  config.linear = linear.default_config()    # linear-probe search grid and schedule
+  config.batch_size = 512                    # feature-extraction batch (divisible by devices)
   config.random_init_seed = 1_000_003        # seed of the random-weights baseline
-  return config
+  config.monitor = "knn"                     # evaluator run during pretraining
+  config.monitor_every_steps = 0             # its period in steps; 0 disables it
+  config.monitor_train_split = "train[:10000]"  # the monitor's train features (kNN bank)
+  config.monitor_test_split = "test[:2000]"     # the monitor's test features
+  for name in evals.available():             # each evaluator's own section
+    config[name] = evals.get(name).default_config()
+  return validate.strict_update(config, overrides, "eval")
 
 
 def _log(text: str) -> None:
   if jax.process_index() == 0:
     print(text, file=sys.stderr, flush=True)
-
-
-def _extract_all(encode, config, mesh, name: str) -> dict:
-  data, settings = config.data, config.eval
-  out = {}
-  for split_name, split in (("train", settings.train_split), ("test", settings.test_split)):
-    source = sources.get_source(data.name, split, data.data_dir)
-    start = time.time()
-    out[split_name] = features_lib.extract(encode, source, mesh, config.eval_batch_size,
-                                           image_size=data.get("host_resize"))
-    features = out[split_name][0]
-    bad = _count_nonfinite(features)
-    if bad:
-      raise NonFiniteFeaturesError(
-          f"the {name} features of {split} hold {bad} non-finite values (of {features.size}): "
-          "the checkpoint's network diverged, and no probe can score it. Evaluate an earlier "
-          "checkpoint with --step, or retrain with a lower learning rate.")
-    _log(f"  {name}: {split} features {out[split_name][0].shape} in {time.time() - start:.1f}s")
-  return out
 
 
 def _count_nonfinite(tree) -> int:
@@ -71,14 +55,72 @@ def _count_nonfinite(tree) -> int:
              if np.issubdtype(np.asarray(x).dtype, np.inexact))
 
 
+def extract_splits(encode, config, mesh, splits: dict, name: str) -> dict:
+  """{split_name: ({feature_set: x}, y)} for each split, checked finite."""
+  data = config.data
+  out = {}
+  for split_name, split in splits.items():
+    source = sources.get_source(data.name, split, data.data_dir)
+    start = time.time()
+    features, labels = _features.extract(
+        encode, source, mesh, config.eval.batch_size, keys=tuple(data.features),
+        label_key=data.label_key, preprocess=preprocess.from_config(data))
+    for set_name, x in features.items():
+      bad = _count_nonfinite(x)
+      if bad:
+        raise NonFiniteFeaturesError(
+            f"the {name} {set_name} of {split} hold {bad} non-finite values (of {x.size}): "
+            "no probe can score them. Evaluate an earlier checkpoint with --step.")
+    out[split_name] = (features, labels)
+    shapes = ", ".join(f"{k} {v.shape}" for k, v in features.items())
+    _log(f"  {name}: {split} {shapes} in {time.time() - start:.1f}s")
+  return out
+
+
+def encoder(method, config, params, method_state):
+  encode = jax.jit(lambda p, s, batch: method.encode(p, s, batch, config))
+  return lambda batch: encode(params, method_state, batch)
+
+
+class Monitor:
+  """config.eval.monitor on the monitor splits during pretraining (pretrained features only)."""
+
+  def __init__(self, config, mesh, method):
+    self.config, self.mesh, self.method = config, mesh, method
+    self.evaluator = evals.get(config.eval.monitor)
+    self.num_classes = sources.dataset_info(config.data.name, config.data.data_dir).num_classes
+
+  def __call__(self, params, method_state) -> dict:
+    settings = self.config.eval
+    sets = extract_splits(encoder(self.method, self.config, params, method_state), self.config,
+                          self.mesh, {"train": settings.monitor_train_split,
+                                      "test": settings.monitor_test_split}, "monitor")
+    (train_x, train_y), (test_x, test_y) = sets["train"], sets["test"]
+    primary = next(iter(train_x))
+    result = self.evaluator.evaluate((train_x[primary], train_y), (test_x[primary], test_y),
+                                     num_classes=self.num_classes,
+                                     config=settings[settings.monitor])
+    return {f"{settings.monitor}_{key}": value for key, value in _scalars(result).items()}
+
+
+def _scalars(result: dict, prefix: str = "") -> dict:
+  out = {}
+  for key, value in result.items():
+    if isinstance(value, dict):
+      out.update(_scalars(value, f"{prefix}{key}_"))
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+      out[f"{prefix}{key}"] = value
+  return out
+
+
 def feature_sets(workdir: str, config, mesh, step: int | None = None) -> tuple[dict, int]:
-  """{"pretrained" | "random_init" | "raw_pixels": {"train": (x, y), "test": (x, y)}}."""
-  method, init, _ = train.build(config, mesh)
+  """{"pretrained" | "random_init" | "raw_input": {"train": ({set: x}, y), "test": ...}}."""
+  method, init, _ = engine.build(config, mesh)
   checkpoints = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints, async_save=False)
-  state = checkpoints.restore(train.abstract_state(init, jax.random.PRNGKey(config.seed), mesh),
+  state = checkpoints.restore(engine.abstract_state(init, jax.random.PRNGKey(config.seed), mesh),
                               step=step)
   checkpoints.close()
-  bad = _count_nonfinite((state.params, state.extra))
+  bad = _count_nonfinite((state.params, state.method_state))
   if bad:
     # Checked on the weights, not only on the features: XLA:CPU's fused ReLU can turn a NaN
     # into 0, so a diverged network may yield finite, all-zero features.
@@ -87,57 +129,67 @@ def feature_sets(workdir: str, config, mesh, step: int | None = None) -> tuple[d
         "its network diverged, and no probe can score it. Evaluate an earlier checkpoint with "
         "--step, or retrain with a lower learning rate.")
   random_state = init(jax.random.PRNGKey(config.eval.random_init_seed))
-  encode = jax.jit(lambda params, extra, images: method.encode(params, extra, images, config))
-  pixels = jax.jit(lambda images: common.evaluation_images(images, config).reshape(images.shape[0], -1))
+  raw = jax.jit(lambda batch: modality.raw_features(batch, config))
+  splits = {"train": config.eval.train_split, "test": config.eval.test_split}
   sets = {
-      "pretrained": _extract_all(lambda x: encode(state.params, state.extra, x), config, mesh,
-                                 "pretrained"),
-      "random_init": _extract_all(lambda x: encode(random_state.params, random_state.extra, x),
-                                  config, mesh, "random_init"),
-      "raw_pixels": _extract_all(pixels, config, mesh, "raw_pixels"),
+      "pretrained": extract_splits(encoder(method, config, state.params, state.method_state),
+                                   config, mesh, splits, "pretrained"),
+      "random_init": extract_splits(encoder(method, config, random_state.params,
+                                            random_state.method_state),
+                                    config, mesh, splits, "random_init"),
+      "raw_input": extract_splits(raw, config, mesh, splits, "raw_input"),
   }
   return sets, int(state.step)
 
 
 def score(mode: str, sets: dict, config) -> dict:
+  """{"pretrained" (primary feature set), "pretrained/<set>" (others), "random_init",
+  "raw_input": evaluator result}."""
+  evaluator, settings = evals.get(mode), config.eval[mode]
   num_classes = sources.dataset_info(config.data.name, config.data.data_dir).num_classes
   results = {}
   for name, data in sets.items():
     (train_x, train_y), (test_x, test_y) = data["train"], data["test"]
-    start = time.time()
-    if mode == "linear":
-      results[name] = linear.linear_probe(train_x, train_y, test_x, test_y, num_classes=num_classes,
-                                          config=config.eval.linear)
-    else:
-      accuracy = knn.knn_accuracy(train_x, train_y, test_x, test_y, num_classes=num_classes,
-                                  ks=tuple(config.knn.ks), temperature=config.knn.temperature)
-      results[name] = {"top1": accuracy[min(accuracy)],
-                       "top1_by_k": {str(k): v for k, v in accuracy.items()}}
-    _log(f"  {mode} on {name}: top1 {results[name]['top1']:.4f} ({time.time() - start:.1f}s)")
-    if results[name].get("lr_at_grid_edge"):
-      _log(f"  note: the {name} probe chose lr {results[name]['learning_rate']:g}, an edge of "
-           f"config.eval.linear.learning_rates; widen the grid if that edge is the top")
+    for index, set_name in enumerate(train_x):
+      label = name if index == 0 else f"{name}/{set_name}"
+      start = time.time()
+      results[label] = evaluator.evaluate((train_x[set_name], train_y),
+                                          (test_x[set_name], test_y),
+                                          num_classes=num_classes, config=settings)
+      _log(f"  {mode} on {label}: top1 {results[label]['top1']:.4f} ({time.time() - start:.1f}s)")
+      if results[label].get("lr_at_grid_edge"):
+        _log(f"  note: the {label} probe chose lr {results[label]['learning_rate']:g}, an edge "
+             f"of config.eval.linear.learning_rates; widen the grid if that edge is the top")
   return results
 
 
-def run(workdir: str, modes=MODES, step: int | None = None) -> dict:
+def run(workdir: str, modes=("linear",), step: int | None = None) -> dict:
   """Evaluates `workdir`; returns {mode: report} and writes workdir/eval/<mode>.json."""
-  modes = tuple(modes)
-  bad = [m for m in modes if m not in MODES]
+  modes = tuple(m for m in modes if m)
+  bad = [m for m in modes if m not in evals.available()]
   if bad or not modes:
-    raise ValueError(f"--mode {','.join(modes)}: expected one or more of {MODES}, comma-separated")
+    raise validate.ConfigError(f"--mode {','.join(modes)}: expected one or more of "
+                               f"{evals.available()}, comma-separated")
   config = load_run_config(workdir)
   mesh = parallel.make_mesh()
   _log(f"evaluating {workdir} ({', '.join(modes)}) on {jax.device_count()} device(s)")
   sets, trained_step = feature_sets(workdir, config, mesh, step)
+  primary = next(iter(sets["pretrained"]["train"][0]))
   reports = {}
   for mode in modes:
     results = score(mode, sets, config)
-    report = {"mode": mode, "top1": results["pretrained"]["top1"], "checkpoint_step": trained_step,
-              "dataset": config.data.name, "method": config.method,
-              "train_split": config.eval.train_split, "test_split": config.eval.test_split,
-              "details": results,
-              "baselines": {name: results[name]["top1"] for name in ("random_init", "raw_pixels")}}
+    report = {
+        "mode": mode, "top1": results["pretrained"]["top1"], "checkpoint_step": trained_step,
+        "dataset": config.data.name, "method": config.method,
+        "protocol": {"mode": mode, **evals.get(mode).protocol(config.eval[mode]),
+                     "train_split": config.eval.train_split,
+                     "test_split": config.eval.test_split,
+                     "checkpoint_step": trained_step,
+                     "features": f"{config.method}.encode -> {primary!r} (frozen, train=False)",
+                     "baselines": {"random_init": f"same network, seed {config.eval.random_init_seed}",
+                                   "raw_input": f"{config.data.modality} inputs, flattened"}},
+        "details": results,
+        "baselines": {name: results[name]["top1"] for name in ("random_init", "raw_input")}}
     reports[mode] = report
     if jax.process_index() == 0:
       os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
@@ -150,7 +202,7 @@ def run(workdir: str, modes=MODES, step: int | None = None) -> dict:
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The run's saved config, with config.eval completed from this module's defaults."""
-  config = train.load_config(workdir)
+  config = engine.load_config(workdir)
   with config.unlocked():
     config.eval = _merged(default_config(), config.get("eval"))
   return config
@@ -159,16 +211,17 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
 def _merged(defaults: ml_collections.ConfigDict, overrides) -> ml_collections.ConfigDict:
   """The defaults with a run's own config.eval fields on top (older runs may lack some)."""
   if overrides:
-    defaults.update(ml_collections.ConfigDict(overrides))
+    with defaults.unlocked():
+      defaults.update(ml_collections.ConfigDict(overrides))
   return defaults
 
 
 def table(reports: dict) -> str:
   """A small text table: one row per mode, pretrained next to both baselines."""
-  lines = [f"{'mode':<8} {'pretrained':>10} {'random_init':>12} {'raw_pixels':>11}"]
+  lines = [f"{'mode':<8} {'pretrained':>10} {'random_init':>12} {'raw_input':>10}"]
   for mode, report in reports.items():
     b = report["baselines"]
-    lines.append(f"{mode:<8} {report['top1']:>10.4f} {b['random_init']:>12.4f} {b['raw_pixels']:>11.4f}")
+    lines.append(f"{mode:<8} {report['top1']:>10.4f} {b['random_init']:>12.4f} {b['raw_input']:>10.4f}")
   return "\n".join(lines)
 
 
@@ -184,6 +237,6 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "Workdir of a pretraining run (holds config.json, checkpoints/).")
-  flags.DEFINE_string("mode", "linear", "linear, knn, or both comma-separated: linear,knn.")
+  flags.DEFINE_string("mode", "linear", f"evaluators, comma-separated: {', '.join(evals.available())}.")
   flags.DEFINE_integer("step", None, "Checkpoint step to evaluate; default: the latest.")
   app.run(main)

@@ -4,6 +4,11 @@
 learning-rate schedule (the trainer logs it). Weight decay and, for LARS/LAMB, the
 trust-ratio adaptation are masked off biases and normalisation parameters (every
 parameter with fewer than two dimensions), as in SimCLR/BYOL.
+
+Parameter groups: a method's optional `param_labels(params, config)` gives every
+parameter one of LABELS. "default" trains normally; "no_decay" trains without weight
+decay (position embeddings, tokens); "frozen" never changes (its updates are set to zero
+after the optimizer, so every optimizer keeps its usual state layout).
 """
 from typing import Any, Callable
 
@@ -11,9 +16,10 @@ import jax
 import ml_collections
 import optax
 
-from ssl_jax.validate import ConfigError, number
+from ssl_jax.validate import ConfigError, number, strict_update
 
 OPTIMIZERS = ("sgd", "lars", "adamw", "lamb")
+LABELS = ("default", "no_decay", "frozen")
 LR_SCALINGS = ("linear", "sqrt", "none")
 
 
@@ -32,13 +38,24 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   config.b2 = 0.999                   # adamw/lamb second-moment decay
   config.eps = 1e-8                   # adamw/lamb epsilon
   config.grad_clip_norm = 0.0         # clip gradients to this global norm; 0 disables
-  config.update(overrides)
-  return config
+  return strict_update(config, overrides, "optimizer")
 
 
-def decay_mask(params: Any) -> Any:
-  """True for parameters that get weight decay: kernels, not biases or norm scales."""
-  return jax.tree.map(lambda p: p.ndim > 1, params)
+def decay_mask(params: Any, param_labels: Callable[[Any], Any] | None = None) -> Any:
+  """True for parameters that get weight decay: kernels, not biases or norm scales, and
+  none labelled "no_decay" or "frozen"."""
+  if param_labels is None:
+    return jax.tree.map(lambda p: p.ndim > 1, params)
+  return jax.tree.map(lambda p, label: p.ndim > 1 and label == "default", params,
+                      checked_labels(params, param_labels))
+
+
+def checked_labels(params: Any, param_labels: Callable[[Any], Any]) -> Any:
+  labels = param_labels(params)
+  bad = sorted({label for label in jax.tree.leaves(labels) if label not in LABELS})
+  if bad:
+    raise ConfigError(f"param_labels gave {bad}; every label must be one of {LABELS}")
+  return labels
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -79,11 +96,26 @@ def make_schedule(config: ml_collections.ConfigDict, total_steps: int,
       end_value=config.end_learning_rate)
 
 
-def make_optimizer(config: ml_collections.ConfigDict, total_steps: int, global_batch_size: int
+def make_optimizer(config: ml_collections.ConfigDict, total_steps: int, global_batch_size: int,
+                   param_labels: Callable[[Any], Any] | None = None
                    ) -> tuple[optax.GradientTransformation, Callable[[Any], Any]]:
-  """Returns (optax transformation, learning-rate schedule)."""
+  """Returns (optax transformation, learning-rate schedule).
+
+  `param_labels(params)` (a method's, see the module docstring) assigns parameter groups.
+  """
   check_config(config)
   schedule = make_schedule(config, total_steps, global_batch_size)
+  tx = _base_optimizer(config, schedule, lambda params: decay_mask(params, param_labels))
+  if config.grad_clip_norm:
+    tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
+  if param_labels is not None:
+    frozen = lambda params: jax.tree.map(lambda label: label == "frozen",
+                                         checked_labels(params, param_labels))
+    tx = optax.chain(tx, optax.masked(optax.set_to_zero(), frozen))
+  return tx, schedule
+
+
+def _base_optimizer(config, schedule, decay_mask) -> optax.GradientTransformation:
   if config.name == "sgd":
     tx = optax.chain(
         optax.add_decayed_weights(config.weight_decay, mask=decay_mask),
@@ -98,6 +130,4 @@ def make_optimizer(config: ml_collections.ConfigDict, total_steps: int, global_b
   else:
     tx = optax.lamb(schedule, b1=config.b1, b2=config.b2, eps=config.eps,
                     weight_decay=config.weight_decay, mask=decay_mask)
-  if config.grad_clip_norm:
-    tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
-  return tx, schedule
+  return tx

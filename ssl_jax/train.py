@@ -1,6 +1,6 @@
 """Pretraining loop: config -> train state -> jitted steps -> checkpoints, evals, logs.
 
-    python -m ssl_jax.train --config experiments/simclr_fashion_mnist.py --workdir /tmp/run
+    python -m ssl_jax.train --config experiments/simclr.py:fashion_mnist --workdir /tmp/run
 
 A run resumes by itself from the newest good checkpoint in its workdir (train state and
 data-iterator state together, so the continuation is bitwise the uninterrupted run on
@@ -8,102 +8,35 @@ CPU); a damaged step is moved aside and the one before it is used. SIGTERM or Ct
 saves a checkpoint and returns before the last step. A non-finite loss, gradient or
 state stops the run with TrainingDiverged, and no checkpoint of it is written.
 """
-import json
-import os
 import signal
-import time
-from functools import partial
-from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
-import optax
 
-from ssl_jax import checkpoint, log, methods, optim, parallel, resume
+from ssl_jax import checkpoint, engine, evaluate, log, parallel, resume
+from ssl_jax.data import pipeline, preprocess, sources
+from ssl_jax.engine import TrainState
 from ssl_jax.validate import number
-from ssl_jax.data import pipeline, sources
-from ssl_jax.evals import knn
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """The trainer's own fields; an experiment adds data, model, augment, method, optimizer."""
+  """The trainer's own fields; a config adds data, model, views, method, optimizer, eval."""
   config = ml_collections.ConfigDict()
   config.seed = 0                        # seeds init, data order and augmentation
   config.method = "simclr"               # module name in ssl_jax/methods/
-  config.global_batch_size = 256         # images per step, summed over all devices/hosts
+  config.global_batch_size = 256         # examples per step, summed over all devices/hosts
   config.total_steps = 1000              # optimizer steps in the whole run
   config.log_every_steps = 50            # metrics fetch + progress line (one host sync)
   config.checkpoint_every_steps = 1000   # also saved at the end and on SIGTERM
   config.keep_checkpoints = 2            # how many recent checkpoints orbax keeps
   config.resume_changes = ""             # comma-separated fields a resumed run may change (e.g. total_steps)
   config.async_checkpointing = True      # write checkpoints in a background thread
-  config.eval_batch_size = 512           # batch for feature extraction (divisible by devices)
-  config.knn_every_steps = 0             # in-loop kNN monitor period; 0 disables it
-  config.knn = ml_collections.ConfigDict()
-  config.knn.train_split = "train[:10000]"  # memory bank for the monitor
-  config.knn.test_split = "test[:2000]"     # queries for the monitor
-  config.knn.ks = (20, 200)              # neighbours to vote (InstDisc/DINO)
-  config.knn.temperature = 0.07          # vote weight exp(cos/T)
   return config
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array      # optimizer steps taken
-  params: Any          # trained by the optimizer
-  opt_state: Any
-  extra: Any           # the method's non-gradient state: batch_stats, EMA target, queue...
-  rng: jax.Array       # base key; step s uses fold_in(rng, s)
-
-
-def example_batch(config: ml_collections.ConfigDict) -> dict:
-  """A one-example batch with the dataset's shapes, for initialisation."""
-  info = sources.dataset_info(config.data.name, config.data.data_dir)
-  shape = info.image_shape
-  if config.data.get("host_resize"):  # variable-size images are fitted on the host
-    shape = (config.data.host_resize, config.data.host_resize, shape[-1])
-  return {"image": np.zeros((1, *shape), np.uint8), "label": np.zeros((1,), np.int32)}
-
-
-def create_train_state(rng, *, method, config, tx, batch) -> TrainState:
-  init_rng, train_rng = jax.random.split(rng)
-  params, extra = method.init(init_rng, config, batch)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                    extra=extra, rng=train_rng)
 
 
 class TrainingDiverged(RuntimeError):
   """The loss, the gradient or the new state held a non-finite value."""
-
-
-def all_finite(tree) -> jax.Array:
-  """True when every floating-point value in `tree` is finite (one fused reduction)."""
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-            if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
-  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
-
-
-def train_step(state: TrainState, batch: dict, *, method, config, tx, schedule):
-  """One optimizer step; a pure function of (state, batch).
-
-  metrics["finite"] says whether the loss, the gradient norm and every value of the new
-  state are finite; the loop keeps the first step where it was not (no host sync)."""
-  view_rng, loss_rng = jax.random.split(jax.random.fold_in(state.rng, state.step))
-  views = method.views(batch, view_rng, config)
-  grad_fn = jax.value_and_grad(method.loss, has_aux=True)
-  (loss, (metrics, extra)), grads = grad_fn(state.params, state.extra, views, loss_rng, config)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  metrics = {"loss": loss, **metrics, "grad_norm": optax.tree.norm(grads),
-             "learning_rate": schedule(state.step)}
-  state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                        opt_state=opt_state, extra=extra)
-  state = method.update(state, config)
-  metrics["finite"] = jnp.isfinite(loss) & jnp.isfinite(metrics["grad_norm"]) & all_finite(
-      (state.params, state.opt_state, state.extra))
-  return state, metrics
 
 
 @jax.jit
@@ -117,48 +50,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   number("total_steps", config.total_steps, low=1, integer=True)
   for name in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
     number(name, config[name], low=1, integer=True)
-  number("knn_every_steps", config.knn_every_steps, low=0, integer=True)
+  number("eval.monitor_every_steps", config.eval.monitor_every_steps, low=0, integer=True)
   number("seed", config.seed, low=0, high=2**32 - 1, integer=True)
-
-
-def build(config: ml_collections.ConfigDict, mesh, example: dict | None = None):
-  """(method, jitted init(rng) -> state, jitted step(state, batch)) for a config and mesh.
-
-  `example` is a one-example batch giving input shapes; default: the dataset's.
-  """
-  method = methods.get(config.method)
-  check_config(config)
-  parallel.check_global_batch_size(config.global_batch_size, mesh)
-  tx, schedule = optim.make_optimizer(config.optimizer, config.total_steps, config.global_batch_size)
-  replicated = parallel.replicated(mesh)
-  init = jax.jit(partial(create_train_state, method=method, config=config, tx=tx,
-                         batch=example or example_batch(config)), out_shardings=replicated)
-  step = jax.jit(partial(train_step, method=method, config=config, tx=tx, schedule=schedule),
-                 out_shardings=(replicated, replicated), donate_argnums=(0,))
-  return method, init, step
-
-
-def abstract_state(init, rng, mesh) -> TrainState:
-  """Shapes, dtypes and (replicated) shardings of the state `init(rng)` would make:
-  the restore target, so a checkpoint loads onto this mesh without a throwaway init."""
-  return jax.tree.map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=parallel.replicated(mesh)),
-      jax.eval_shape(init, rng))
-
-
-def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: is {workdir!r} the workdir of a training run?")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
 
 
 class _Preemption:
@@ -195,26 +88,29 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     resume.ConfigMismatchError: the workdir's run was started with another config.
     checkpoint.CheckpointError: no checkpoint restores, or a background save failed.
   """
+  check_config(config)
   mesh = parallel.make_mesh()
-  method, init, step_fn = build(config, mesh)
-  source = sources.get_source(config.data.name, config.data.train_split, config.data.data_dir)
+  method, init, step_fn = engine.build(config, mesh)
+  data = config.data
+  source = sources.get_source(data.name, data.train_split, data.data_dir)
   data_iterator = iter(pipeline.train_loader(
       source, global_batch_size=config.global_batch_size, seed=config.seed,
-      image_size=config.data.get("host_resize")))
+      keys=tuple(data.features), preprocess=preprocess.from_config(data)))
   progress = log.Progress(config.total_steps, config.global_batch_size)
   checkpoints = checkpoint.Checkpointer(workdir, config.keep_checkpoints,
                                         config.async_checkpointing, warn=progress.message)
   rng = jax.random.PRNGKey(config.seed)
   if checkpoints.latest_step() is not None:
     resume.check_config(config, workdir, progress.message)
-    state = checkpoints.restore_latest_good(abstract_state(init, rng, mesh), data_iterator)
+    state = checkpoints.restore_latest_good(engine.abstract_state(init, rng, mesh), data_iterator)
     progress.message(f"resumed from {checkpoints.directory} at step {int(state.step)}")
     log.truncate_metrics(workdir, int(state.step))  # steps after it will be logged again
   else:
     state = init(rng)
-  save_config(config, workdir)
+  engine.save_config(config, workdir)
   writer = log.MetricWriter(workdir)
-  monitor = knn.Monitor(config, mesh, method) if config.knn_every_steps else None
+  monitor_every = config.eval.monitor_every_steps
+  monitor = evaluate.Monitor(config, mesh, method) if monitor_every else None
   preemption = _Preemption()
   stop = False
   step = first_step = int(state.step)
@@ -254,9 +150,9 @@ def train(config: ml_collections.ConfigDict, workdir: str,
         stop = parallel.any_process(bool(preemption.requested))
       if jax.process_count() == 1:
         stop = bool(preemption.requested)
-      if monitor and (step % config.knn_every_steps == 0 or step == config.total_steps):
+      if monitor and (step % monitor_every == 0 or step == config.total_steps):
         check_finite(step)
-        results = monitor(state.params, state.extra)
+        results = monitor(state.params, state.method_state)
         writer.write(step, results)
         progress.message(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
         progress.restart_clock(step)
@@ -295,7 +191,7 @@ if __name__ == "__main__":
   from absl import app, flags
   from ml_collections import config_flags
   config_flags.DEFINE_config_file("config", None, "Experiment file with get_config(), e.g. "
-                                  "experiments/simclr_cifar10.py; override fields as --config.x=y.")
+                                  "experiments/simclr.py:cifar10; override fields as --config.x=y.")
   flags.DEFINE_string("workdir", None, "Where checkpoints, config.json and metrics go.")
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)

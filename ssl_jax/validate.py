@@ -1,4 +1,5 @@
 """Checks of numeric config values, so nonsense fails before training, by name."""
+import difflib
 import math
 import numbers
 
@@ -27,3 +28,22 @@ def number(name: str, value, *, low: float | None = None, high: float | None = N
     right = "" if high is None else f"{high:g}{')' if high_open else ']'}"
     interval = f"{left}, {right or 'inf)'}" if low is not None else f"(-inf, {right})"
     raise ConfigError(f"{name}={value!r}; must be finite and in {interval}")
+
+
+def strict_update(config, overrides: dict, section: str):
+  """`config` with `overrides` applied, raising ConfigError for a field it does not define
+  (with the closest valid names), then locked so that later assignments of unknown
+  fields fail too."""
+  for name in overrides:
+    if name not in config:
+      raise ConfigError(unknown_field_message(section, name, list(config.keys())))
+  config.update(overrides)
+  config.lock()
+  return config
+
+
+def unknown_field_message(section: str, name: str, valid: list[str]) -> str:
+  close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+  hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+  where = f"config.{section}" if section else "config"
+  return f"{where} has no field {name!r}; {hint}valid fields: {', '.join(sorted(valid))}"

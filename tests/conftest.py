@@ -12,6 +12,13 @@ import struct
 import numpy as np
 import pytest
 
+# The suite compiles many small programs and runs each for a few steps: XLA's backend
+# optimisations cost more time than they save here (a test worker's run takes ~half the
+# time without them). Set before jax is imported; test subprocesses inherit it. Numerics
+# stay deterministic, and every comparison runs both sides under the same setting.
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_backend_optimization_level=0").strip()
+
 FASHION_MNIST_DIR = pathlib.Path(os.environ.get("SSL_JAX_FASHION_MNIST_DIR",
                                                 "/usr/share/datasets/fashion-mnist"))
 SUBSET = {"train": 512, "t10k": 256}

@@ -2,13 +2,13 @@
 import jax
 import pytest
 
-from ssl_jax import methods, parallel, train
+from ssl_jax import engine, methods, parallel
 from ssl_jax.data import sources
 from train_worker import tiny_config
 
 
 def _build(config):
-  return train.build(config, parallel.make_mesh())
+  return engine.build(config, parallel.make_mesh())
 
 
 def test_unknown_method(tiny_data_dir):

@@ -20,6 +20,8 @@ import tensorflow_datasets as tfds
 
 from ssl_jax.data import fashion_mnist_local, pipeline, prepare, sources
 
+KEYS = ("image", "label")
+
 NUM_TRAIN, NUM_TEST = 520, 130
 REAL_IDX_DIR = pathlib.Path(fashion_mnist_local.DEFAULT_SOURCE_DIR)
 
@@ -136,12 +138,12 @@ def test_real_files_match_direct_idx_parse(real_data_dir):
 def test_real_train_split_reads_in_seconds(real_data_dir):
   source = sources.get_source("fashion_mnist", "train", real_data_dir)
   start = time.perf_counter()
-  batches = list(pipeline.train_loader(
+  batches = list(pipeline.train_loader(keys=KEYS, source=
       source, global_batch_size=256, seed=0, num_epochs=1))
   train_seconds = time.perf_counter() - start
   start = time.perf_counter()
   seen = sum(int(b["mask"].sum())
-             for b in pipeline.eval_batches(source, batch_size=256))
+             for b in pipeline.eval_batches(keys=KEYS, source=source, batch_size=256))
   eval_seconds = time.perf_counter() - start
   print(f"\n60000 records, batch 256: train_loader {train_seconds:.1f}s, "
         f"eval_batches {eval_seconds:.1f}s")
@@ -200,7 +202,7 @@ def test_catalogue_style_builder_uses_same_path(tmp_path):
   assert (info.num_classes, info.image_shape, info.split_sizes) == (
       3, (4, 4, 3), {"train": 12})
   source = sources.get_source("ssl_jax_toy_catalogue", "train", str(tmp_path))
-  batch = next(iter(pipeline.train_loader(source, global_batch_size=4, seed=0)))
+  batch = next(iter(pipeline.train_loader(keys=KEYS, source=source, global_batch_size=4, seed=0)))
   assert set(batch) == {"image", "label"}  # file_name strings are not batched.
   assert batch["image"].shape == (4, 4, 4, 3)
 
@@ -242,7 +244,7 @@ def train_source(synthetic):
 
 def test_loader_batches_have_dtypes_shapes_and_labels(train_source, synthetic):
   _, reference = synthetic
-  batch = next(iter(pipeline.train_loader(train_source, global_batch_size=40,
+  batch = next(iter(pipeline.train_loader(keys=KEYS, source=train_source, global_batch_size=40,
                                           seed=0)))
   assert batch["image"].dtype == np.uint8 and batch["image"].shape == (40, 28, 28, 1)
   assert batch["label"].dtype == np.int32 and batch["label"].shape == (40,)
@@ -252,7 +254,7 @@ def test_loader_batches_have_dtypes_shapes_and_labels(train_source, synthetic):
 
 def test_loader_order_is_a_function_of_seed_and_epoch(train_source):
   def epochs(seed):  # 520 / 40 = 13 batches per epoch, none dropped.
-    batches = list(pipeline.train_loader(train_source, global_batch_size=40,
+    batches = list(pipeline.train_loader(keys=KEYS, source=train_source, global_batch_size=40,
                                          seed=seed, num_epochs=2))
     assert len(batches) == 26
     ids = record_ids(np.concatenate([b["image"] for b in batches]))
@@ -269,14 +271,14 @@ def test_loader_order_is_a_function_of_seed_and_epoch(train_source):
 
 
 def test_finite_run_drops_only_the_last_partial_batch(train_source):
-  batches = list(pipeline.train_loader(train_source, global_batch_size=64,
+  batches = list(pipeline.train_loader(keys=KEYS, source=train_source, global_batch_size=64,
                                        seed=0, num_epochs=2))
   assert len(batches) == (2 * NUM_TRAIN) // 64  # Batches span epochs.
 
 
 @pytest.mark.parametrize("skip", [3, 12])  # Mid-epoch, and across epochs.
 def test_iterator_state_resumes_exact_sequence(train_source, skip):
-  make = lambda: iter(pipeline.train_loader(train_source, global_batch_size=40,
+  make = lambda: iter(pipeline.train_loader(keys=KEYS, source=train_source, global_batch_size=40,
                                             seed=3))
   iterator = make()
   take(iterator, skip)
@@ -290,7 +292,7 @@ def test_iterator_state_resumes_exact_sequence(train_source, skip):
 
 
 def test_iterator_state_in_orbax_checkpoint(train_source, tmp_path):
-  make = lambda: iter(pipeline.train_loader(train_source, global_batch_size=40,
+  make = lambda: iter(pipeline.train_loader(keys=KEYS, source=train_source, global_batch_size=40,
                                             seed=5))
   iterator = make()
   take(iterator, 2)
@@ -315,7 +317,7 @@ def test_process_shards_are_disjoint_halves(train_source, two_processes):
   ids = []
   for index in (0, 1):
     two_processes(index)
-    batches = list(pipeline.train_loader(train_source, global_batch_size=40,
+    batches = list(pipeline.train_loader(keys=KEYS, source=train_source, global_batch_size=40,
                                          seed=1, num_epochs=1))
     assert len(batches) == 13 and batches[0]["image"].shape[0] == 20
     ids.append(record_ids(np.concatenate([b["image"] for b in batches])))
@@ -327,20 +329,20 @@ def test_process_shards_are_disjoint_halves(train_source, two_processes):
 def test_bad_batch_sizes_raise(train_source, two_processes):
   for bad in (0, -8, 2.5):
     with pytest.raises(ValueError, match=f"global_batch_size={bad}"):
-      pipeline.train_loader(train_source, global_batch_size=bad, seed=0)
+      pipeline.train_loader(keys=KEYS, source=train_source, global_batch_size=bad, seed=0)
   with pytest.raises(ValueError, match="fewer than one per-process batch"):
-    pipeline.train_loader(train_source, global_batch_size=1024, seed=0)
+    pipeline.train_loader(keys=KEYS, source=train_source, global_batch_size=1024, seed=0)
   with pytest.raises(ValueError, match="seed=-1"):
-    pipeline.train_loader(train_source, global_batch_size=8, seed=-1)
+    pipeline.train_loader(keys=KEYS, source=train_source, global_batch_size=8, seed=-1)
   with pytest.raises(ValueError, match="batch_size=0"):
-    next(pipeline.eval_batches(train_source, batch_size=0))
+    next(pipeline.eval_batches(keys=KEYS, source=train_source, batch_size=0))
   two_processes(0)
   with pytest.raises(ValueError, match=r"global_batch_size=3 .*process_count\(\)=2"):
-    pipeline.train_loader(train_source, global_batch_size=3, seed=0)
+    pipeline.train_loader(keys=KEYS, source=train_source, global_batch_size=3, seed=0)
 
 
 def test_worker_processes_give_the_same_stream(train_source):
-  make = lambda workers: iter(pipeline.train_loader(
+  make = lambda workers: iter(pipeline.train_loader(keys=KEYS, source=
       train_source, global_batch_size=40, seed=2, worker_count=workers))
   expected = take(make(0), 5)
   with_workers = make(1)
@@ -371,7 +373,7 @@ def test_eval_batches_cover_split_once(synthetic, monkeypatch, process_count,
   per_process = []
   for index in range(process_count):
     monkeypatch.setattr(jax, "process_index", lambda index=index: index)
-    per_process.append(list(pipeline.eval_batches(source, batch_size=batch_size)))
+    per_process.append(list(pipeline.eval_batches(keys=KEYS, source=source, batch_size=batch_size)))
   # Equal batch counts, so collective eval steps line up across processes.
   assert len({len(batches) for batches in per_process}) == 1
   ids, labels = [], []
@@ -391,7 +393,7 @@ def test_eval_batches_cover_split_once(synthetic, monkeypatch, process_count,
 
 def test_fit_image_centre_crops_and_resizes():
   """Variable-size images (ImageNet) are fitted on the host to one square shape."""
-  from ssl_jax.data.pipeline import fit_image
+  from ssl_jax.data.preprocess import fit_image
   image = np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8)
   # The shorter side already equals the size: a pure centre crop, checked by slicing.
   np.testing.assert_array_equal(fit_image(image, 16), image[:, 4:20])

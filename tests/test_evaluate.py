@@ -75,20 +75,28 @@ def test_linear_probe_flags_a_choice_at_the_grid_edge():
 
 def test_evaluate_tiny_run(tiny_data_dir, tmp_path):
   config = tiny_config(tiny_data_dir, total_steps=2)
-  config.knn_every_steps = 2
-  config.knn.train_split = "train"
-  config.knn.test_split = "test"
+  config.eval.monitor_every_steps = 2
+  config.eval.monitor_train_split = "train"
+  config.eval.monitor_test_split = "test"
   workdir = str(tmp_path / "run")
   train.train(config, workdir)
   monitor_lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl")) if "knn" in l]
-  assert monitor_lines and 0 <= monitor_lines[-1]["knn_top1_k20"] <= 1
+  assert monitor_lines and 0 <= monitor_lines[-1]["knn_top1"] <= 1
 
   reports = evaluate.run(workdir, ["linear", "knn"])
   for mode in ("linear", "knn"):
     with open(os.path.join(workdir, "eval", f"{mode}.json")) as f:
       saved = json.load(f)
     assert saved["mode"] == mode and saved["checkpoint_step"] == 2
-    assert set(saved["baselines"]) == {"random_init", "raw_pixels"}
+    protocol = saved["protocol"]
+    assert protocol["mode"] == mode and protocol["checkpoint_step"] == 2
+    assert protocol["train_split"] == "train" and protocol["test_split"] == "test"
+    assert "simclr.encode" in protocol["features"]
+    if mode == "knn":
+      assert protocol["ks"] == [20, 200] and protocol["temperature"] == 0.07
+    else:
+      assert protocol["learning_rates"] == list(config.eval.linear.learning_rates)
+    assert set(saved["baselines"]) == {"random_init", "raw_input"}
     assert saved == json.loads(json.dumps(reports[mode]))
     for value in (saved["top1"], *saved["baselines"].values()):
       assert 0.0 <= value <= 1.0
@@ -99,6 +107,6 @@ def test_evaluate_tiny_run(tiny_data_dir, tmp_path):
   pixels = lambda images: ((images.reshape(len(images), -1) / 255.0 - 0.2860) / 0.3530)
   predictions = numpy_weighted_knn(pixels(train_images), train_labels, pixels(test_images), 20, 0.07, 10)
   expected = float(np.mean(predictions == test_labels))
-  assert reports["knn"]["baselines"]["raw_pixels"] == pytest.approx(expected, abs=1 / 256 + 1e-9)
+  assert reports["knn"]["baselines"]["raw_input"] == pytest.approx(expected, abs=1 / 256 + 1e-9)
   # On real images the raw-pixel kNN is far above chance (10%).
   assert expected > 0.5

@@ -172,8 +172,8 @@ def test_two_process_evaluation_features_match_one_process(tiny_data_dir, tmp_pa
   for split, count in (("train", 512), ("test", 256)):
     # Rows come back grouped by process shard, so compare in one canonical order: that of
     # the raw pixels, which both runs compute exactly.
-    orders = [np.lexsort(result[f"raw_pixels_{split}_x"].T) for result in (single, first)]
-    for name in ("raw_pixels", "pretrained", "random_init"):
+    orders = [np.lexsort(result[f"raw_input_{split}_x"].T) for result in (single, first)]
+    for name in ("raw_input", "pretrained", "random_init"):
       x_single, x_multi = (result[f"{name}_{split}_x"][order]
                            for result, order in zip((single, first), orders))
       assert x_single.shape[0] == x_multi.shape[0] == count, (name, split)

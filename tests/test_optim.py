@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from ssl_jax import optim
+from ssl_jax import optim, validate
 
 
 def test_schedule_warmup_then_cosine():
@@ -74,3 +74,29 @@ def test_bad_optimizer_config(field, value, match):
   config[field] = value
   with pytest.raises(ValueError, match=match):
     optim.make_optimizer(config, total_steps=50, global_batch_size=256)
+
+
+def test_parameter_groups_freeze_and_skip_decay():
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+  from ssl_jax import optim
+  params = {"kernel": jnp.ones((3, 3)), "token": jnp.ones((3, 3)), "head": jnp.ones((3, 3))}
+  labels = lambda p: {"kernel": "default", "token": "no_decay", "head": "frozen"}
+  config = optim.default_config(name="adamw", learning_rate=0.1, lr_scaling="none",
+                                weight_decay=0.5)
+  tx, _ = optim.make_optimizer(config, total_steps=10, global_batch_size=256,
+                               param_labels=labels)
+  state = tx.init(params)
+  zero = {k: jnp.zeros_like(v) for k, v in params.items()}
+  ones = {k: jnp.ones_like(v) for k, v in params.items()}
+  new = params
+  for grads in (ones, zero, zero):
+    updates, state = tx.update(grads, state, new)
+    new = optax.apply_updates(new, updates)
+  np.testing.assert_array_equal(new["head"], params["head"])  # frozen: never moves
+  # With zero gradients after the first step, only decay and Adam's momentum move a
+  # parameter: the decayed kernel ends below the undecayed token by the decay alone.
+  assert np.all(np.asarray(new["kernel"]) < np.asarray(new["token"]))
+  with pytest.raises(validate.ConfigError, match="param_labels gave"):
+    optim.make_optimizer(config, 10, 256, param_labels=lambda p: {k: "nope" for k in p})[0].init(params)

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from ssl_jax import checkpoint, evaluate, parallel, resume, train, validate
+from ssl_jax import checkpoint, engine, evaluate, parallel, resume, train, validate
 from train_worker import flatten, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,7 +38,7 @@ def config_for(data_dir, **fields):
 
 
 def host_values(state) -> dict:
-  return flatten(parallel.to_host((state.params, state.extra, state.opt_state)))
+  return flatten(parallel.to_host((state.params, state.method_state, state.opt_state)))
 
 
 @pytest.fixture(scope="module")
@@ -205,10 +205,10 @@ def test_declared_shape_change_is_a_mismatch_not_damage(tiny_data_dir, stopped, 
 def _restorable_values(workdir, config):
   """Every checkpoint left in workdir, restored and verified: {step: host values}."""
   mesh = parallel.make_mesh()
-  _, init, _ = train.build(config, mesh)
+  _, init, _ = engine.build(config, mesh)
   manager = checkpoint.Checkpointer(str(workdir), keep=10, async_save=False)
   try:
-    abstract = train.abstract_state(init, jax.random.PRNGKey(config.seed), mesh)
+    abstract = engine.abstract_state(init, jax.random.PRNGKey(config.seed), mesh)
     return {step: host_values(manager.restore(abstract, step=step)) for step in manager.all_steps()}
   finally:
     manager.close()
@@ -242,7 +242,7 @@ def test_divergence_stops_with_nothing_nonfinite_on_disk(tiny_data_dir, tmp_path
 def test_numeric_nonsense_is_rejected_before_training(tiny_data_dir, tmp_path, field, value):
   config = config_for(tiny_data_dir, **{field: value})
   with pytest.raises(validate.ConfigError, match=field.replace(".", r"\.")):
-    _, init, _ = train.build(config, parallel.make_mesh())
+    _, init, _ = engine.build(config, parallel.make_mesh())
     init(jax.random.PRNGKey(0))  # method fields are checked when its network is built
   assert not (tmp_path / "checkpoints").exists()
 
@@ -266,7 +266,7 @@ def test_evaluate_refuses_nonfinite_features(tiny_data_dir, stopped, tmp_path):
   workdir = copy_of(stopped, tmp_path)
   config = evaluate.load_run_config(str(workdir))
   mesh = parallel.make_mesh()
-  _, init, _ = train.build(config, mesh)
+  _, init, _ = engine.build(config, mesh)
   state = init(jax.random.PRNGKey(0))
   state = state.replace(params=jax.tree.map(lambda p: p * np.nan, state.params))
   manager = checkpoint.Checkpointer(str(workdir), keep=10, async_save=False)
@@ -278,13 +278,13 @@ def test_evaluate_refuses_nonfinite_features(tiny_data_dir, stopped, tmp_path):
 
 
 def _experiment(workdir, data_dir):
-  return [sys.executable, "-m", "experiments.simclr_fashion_mnist", "--workdir", str(workdir),
+  return [sys.executable, "-m", "experiments.simclr", "--workdir", str(workdir),
           f"--config.data.data_dir={data_dir}", "--config.global_batch_size=32",
           "--config.total_steps=40", "--config.log_every_steps=2",
-          "--config.checkpoint_every_steps=100", "--config.knn_every_steps=0",
+          "--config.checkpoint_every_steps=100", "--config.eval.monitor_every_steps=0",
           "--config.model.width_multiplier=0.0625", "--config.simclr.projection_hidden_dims=(32,)",
           "--config.simclr.projection_dim=16", "--config.optimizer.warmup_steps=1",
-          "--config.eval_batch_size=64", "--config.eval.modes=knn"]
+          "--config.eval.batch_size=64", "--config.eval.modes=knn"]
 
 
 def test_sigterm_to_an_experiment_exits_without_evaluating(tiny_data_dir, tmp_path):

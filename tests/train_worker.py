@@ -7,7 +7,7 @@ if a checkpoint is there and stopping early at --stop_at, and saves the final
 parameters and batch statistics.
 MODE `one_step`: one loss/gradient evaluation on a fixed global batch; saves loss,
 gradients and the new BatchNorm statistics.
-MODE `features`: the evaluation features (pretrained, random_init, raw_pixels; train and
+MODE `features`: the evaluation features (pretrained, random_init, raw_input; train and
 test) of the latest checkpoint in --workdir, as `python -m ssl_jax.evaluate` extracts them.
 XLA_FLAGS must be set before jax is imported, hence a separate process per device count.
 
@@ -20,26 +20,45 @@ import os
 import sys
 
 
+def contract_config(method: str, data_dir: str, total_steps: int):
+  """Any method's experiment in smoke mode, at the test batch: what the contract test runs.
+
+  Every view group is 28x28, not the demo's 24: with 24 the 4-channel network's last stage
+  is 3x3 and its gradient at this test batch is discontinuous (a 1e-7 relative change of
+  the views moves it by 3e-2 of its scale), so device-count comparisons would test
+  rounding luck.
+  """
+  import importlib
+  config = importlib.import_module(f"experiments.{method}").get_config("fashion_mnist,smoke")
+  config.data.data_dir = data_dir
+  config.data.train_split = "train"
+  config.global_batch_size = 32
+  config.total_steps = total_steps
+  config.checkpoint_every_steps = 2
+  config.async_checkpointing = False
+  for group in config.views.values():
+    group.crop_size = 28
+  return config
+
+
 def tiny_config(data_dir: str, total_steps: int):
-  from experiments import simclr_fashion_mnist
-  config = simclr_fashion_mnist.get_config()
+  """The SimCLR demo shrunk for the engine's tests (reliability, evaluation, multi-host)."""
+  from experiments import simclr
+  config = simclr.get_config("fashion_mnist")
   config.data.data_dir = data_dir
   config.global_batch_size = 32
   config.total_steps = total_steps
   config.log_every_steps = 1
   config.checkpoint_every_steps = 2
-  config.knn_every_steps = 0
   config.model.width_multiplier = 0.0625    # 4-8-16-32 channels: fast to run
   config.simclr.projection_hidden_dims = (32,)
   config.simclr.projection_dim = 16
   config.optimizer.warmup_steps = 1
-  config.eval_batch_size = 64
+  config.eval.monitor_every_steps = 0
+  config.eval.batch_size = 64
   config.eval.linear.epochs = 5
   config.eval.linear.batch_size = 64
-  # 28x28 views, not the demo's 24: with 24 the 4-channel network's last stage is 3x3 and
-  # its gradient at this test batch is discontinuous (a 1e-7 relative change of the views
-  # moves it by 3e-2 of its scale), so device-count comparisons would test rounding luck.
-  config.augment.crop_size = 28
+  config.views.pair.crop_size = 28  # see contract_config
   return config
 
 
@@ -62,6 +81,8 @@ def main():
   parser.add_argument("--num_processes", type=int, default=1)
   parser.add_argument("--process_id", type=int, default=0)
   parser.add_argument("--coordinator", default=None)
+  parser.add_argument("--method", default=None,
+                      help="run this method's smoke experiment (contract_config), not tiny_config")
   args = parser.parse_args()
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                              f" --xla_force_host_platform_device_count={args.devices}")
@@ -74,11 +95,12 @@ def main():
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   import jax
   import numpy as np
-  from ssl_jax import parallel, train
+  from ssl_jax import engine, parallel, train
   parallel.initialize_distributed()
   assert jax.process_count() == args.num_processes, jax.process_count()
   assert jax.device_count() == args.devices * args.num_processes, jax.devices()
-  config = tiny_config(args.data_dir, args.steps)
+  config = (contract_config(args.method, args.data_dir, args.steps) if args.method
+            else tiny_config(args.data_dir, args.steps))
 
   if args.mode == "train":
     if args.sleep_per_step:  # slows the loop so a test can deliver SIGTERM mid-run
@@ -88,7 +110,7 @@ def main():
     state = train.train(config, args.workdir, stop_at_step=args.stop_at)
     np.savez(args.out, step=np.asarray(state.step),
              **flatten(parallel.to_host(state.params), "params"),
-             **flatten(parallel.to_host(state.extra), "extra"))
+             **flatten(parallel.to_host(state.method_state), "method_state"))
     return
 
   mesh = parallel.make_mesh()
@@ -96,12 +118,15 @@ def main():
     from ssl_jax import evaluate
     config = evaluate.load_run_config(args.workdir)
     sets, _ = evaluate.feature_sets(args.workdir, config, mesh)
-    np.savez(args.out, **{f"{name}_{split}_{part}": array
-                          for name, splits in sets.items() for split, pair in splits.items()
-                          for part, array in zip(("x", "y"), pair)})
+    out = {}
+    for name, splits in sets.items():
+      for split, (features, labels) in splits.items():
+        (primary,) = features.values()
+        out.update({f"{name}_{split}_x": primary, f"{name}_{split}_y": labels})
+    np.savez(args.out, **out)
     return
 
-  method, init, _ = train.build(config, mesh)
+  method, init, _ = engine.build(config, mesh)
   state = init(jax.random.PRNGKey(0))
   images = np.random.default_rng(0).integers(0, 256, (32, 28, 28, 1), dtype=np.uint8)
   rows = slice(args.process_id * 32 // args.num_processes,
@@ -111,13 +136,16 @@ def main():
 
   @jax.jit
   def loss_and_grads(state, batch):
-    views = method.views(batch, jax.random.PRNGKey(1), config)
+    step = jax.numpy.zeros((), jax.numpy.int32)
+    views = method.views(batch, jax.random.PRNGKey(1), step, config)
     grad_fn = jax.value_and_grad(method.loss, has_aux=True)
-    (loss, (metrics, extra)), grads = grad_fn(state.params, state.extra, views, None, config)
-    return loss, grads, extra, views
+    (loss, (metrics, method_state)), grads = grad_fn(state.params, state.method_state, views,
+                                                     jax.random.PRNGKey(2), step, config)
+    return loss, grads, method_state, views
 
-  loss, grads, extra, views = parallel.to_host(loss_and_grads(state, batch))
-  np.savez(args.out, loss=loss, views=views, **flatten(grads, "grads"), **flatten(extra, "extra"))
+  loss, grads, method_state, views = parallel.to_host(loss_and_grads(state, batch))
+  np.savez(args.out, loss=loss, **flatten(views, "views"), **flatten(grads, "grads"),
+           **flatten(method_state, "method_state"))
 
 
 if __name__ == "__main__":

@@ -48,9 +48,11 @@ def default_view_config(**overrides) -> ml_collections.ConfigDict:
   config.blur_kernel_fraction = 0.1  # blur kernel side as a fraction of crop_size (SimCLR), made odd
   config.solarize_prob = 0.0  # probability of solarizing; BYOL uses 0.0 and 0.2 for its two views
   config.solarize_threshold = 0.5  # pixels at or above this value v become 1 - v
-  unknown = sorted(set(overrides) - set(config.keys()))
+  unknown = sorted(set(overrides) - set(config.keys()) - {"count"})
   if unknown:
-    raise ValueError(f"Unknown view config field(s) {unknown}; known fields: {sorted(config.keys())}.")
+    from ssl_jax.validate import ConfigError, unknown_field_message  # pylint: disable=import-outside-toplevel
+    raise ConfigError(unknown_field_message("views.<group>", unknown[0],
+                                            list(config.keys()) + ["count"]))
   config.update(overrides)
   return config
 

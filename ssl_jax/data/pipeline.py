@@ -39,7 +39,7 @@ back, so restore with the same process count.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from absl import flags
@@ -57,8 +57,12 @@ PREFETCH_THREADS = 4
 PREFETCH_BATCHES = 8
 
 _LABEL_KEY = "label"
-_IMAGE_KEY = "image"
 _MASK_KEY = "mask"
+
+# A host-side, per-record function {feature: value} -> {feature: value}, applied before
+# batching: fitting variable-size images, tokenising text (ssl_jax/data/preprocess.py).
+# It must be picklable (a class instance, not a closure) for grain worker processes.
+Preprocess = Callable[[dict], dict]
 
 
 def per_process_batch_size(global_batch_size: int) -> int:
@@ -93,47 +97,28 @@ def shard_range(num_records: int, *, drop_remainder: bool) -> tuple[int, int]:
   return start, start + size + (1 if index < remainder else 0)
 
 
-def fit_image(image: np.ndarray, size: int) -> np.ndarray:
-  """Resizes the shorter side to `size` (bilinear) and centre-crops a square.
-
-  For datasets whose images differ in size (ImageNet): batches need one shape. The
-  random crops happen later, on device, inside this fixed-size image.
-  """
-  from PIL import Image  # only datasets with variable image sizes need it
-  height, width = image.shape[:2]
-  if (height, width) == (size, size):
-    return image
-  scale = size / min(height, width)
-  new_h, new_w = max(size, round(height * scale)), max(size, round(width * scale))
-  squeezed = image[..., 0] if image.shape[-1] == 1 else image
-  resized = np.asarray(Image.fromarray(squeezed).resize((new_w, new_h), Image.BILINEAR))
-  top, left = (new_h - size) // 2, (new_w - size) // 2
-  resized = resized[top:top + size, left:left + size]
-  return resized[..., None] if resized.ndim == 2 else resized
-
-
 def stack_records(records: Sequence[Mapping[str, Any]],
-                  keys: Sequence[str], image_size: int | None = None) -> dict[str, np.ndarray]:
-  """Stacks `keys` of records into one batch; labels become int32; images are
-  fitted to `image_size` x `image_size` first when it is given."""
+                  keys: Sequence[str], preprocess: Preprocess | None = None
+                  ) -> dict[str, np.ndarray]:
+  """Stacks `keys` of records into one batch, after `preprocess` of each record;
+  labels become int32."""
   if records:
     missing = [k for k in keys if k not in records[0]]
     if missing:
       raise KeyError(f"Records have no {missing}; they have "
                      f"{sorted(records[0])}. Pass `keys=` naming features "
                      "the dataset defines.")
-  def value(record, key):
-    if key == _IMAGE_KEY and image_size:
-      return fit_image(np.asarray(record[key]), image_size)
-    return np.asarray(record[key])
-  batch = {k: np.stack([value(r, k) for r in records]) for k in keys}
+  if preprocess is not None:
+    records = [preprocess({k: r[k] for k in keys}) for r in records]
+  batch = {k: np.stack([np.asarray(r[k]) for r in records]) for k in keys}
   if _LABEL_KEY in batch:
     batch[_LABEL_KEY] = batch[_LABEL_KEY].astype(np.int32)  # JAX's default.
   return batch
 
 
 def read_batch(source: Sequence[Any], indices: Sequence[int],
-               keys: Sequence[str], image_size: int | None = None) -> dict[str, np.ndarray]:
+               keys: Sequence[str], preprocess: Preprocess | None = None
+               ) -> dict[str, np.ndarray]:
   """Reads and stacks `source[indices]`, in one batched read if possible."""
   indices = [int(i) for i in indices]
   # ArrayRecord answers one `__getitems__` ~10x faster than as many
@@ -142,7 +127,7 @@ def read_batch(source: Sequence[Any], indices: Sequence[int],
     records = source.__getitems__(indices)
   else:
     records = [source[i] for i in indices]
-  return stack_records(records, keys, image_size)
+  return stack_records(records, keys, preprocess)
 
 
 class ReadBatch(grain.transforms.Map):
@@ -152,19 +137,18 @@ class ReadBatch(grain.transforms.Map):
   """
 
   def __init__(self, source: Sequence[Any], offset: int, keys: Sequence[str],
-               image_size: int | None = None):
+               preprocess: Preprocess | None = None):
     self.source, self.offset, self.keys = source, offset, tuple(keys)
-    self.image_size = image_size
+    self.preprocess = preprocess
 
   def map(self, indices: np.ndarray) -> dict[str, np.ndarray]:
     return read_batch(self.source, np.asarray(indices) + self.offset, self.keys,
-                      self.image_size)
+                      self.preprocess)
 
 
 def train_loader(source: Sequence[Any], *, global_batch_size: int, seed: int,
-                 num_epochs: int | None = None, worker_count: int = 0,
-                 keys: Sequence[str] = ("image", "label"),
-                 image_size: int | None = None) -> grain.IterDataset:
+                 keys: Sequence[str], num_epochs: int | None = None, worker_count: int = 0,
+                 preprocess: Preprocess | None = None) -> grain.IterDataset:
   """Shuffled, process-sharded, batched training data.
 
   The pipeline shuffles and batches record *indices* and reads each batch
@@ -181,9 +165,9 @@ def train_loader(source: Sequence[Any], *, global_batch_size: int, seed: int,
     num_epochs: passes over the data; None repeats forever.
     worker_count: grain worker processes reading/decoding ahead (0: a
       background thread of this process, enough for small images).
-    keys: record features to keep, e.g. ("image", "label").
-    image_size: if set, images are fitted to this square size on the host
-      (`fit_image`), for datasets whose images differ in size.
+    keys: record features to keep, e.g. ("image", "label") or ("tokens",).
+    preprocess: a picklable per-record function applied on the host before
+      batching (see `Preprocess`), or None.
 
   Returns:
     A `grain.IterDataset`. `iter()` of it yields dicts such as
@@ -208,7 +192,7 @@ def train_loader(source: Sequence[Any], *, global_batch_size: int, seed: int,
       .shuffle(seed=int(seed))  # Reseeds per epoch under `repeat`.
       .repeat(num_epochs)
       .batch(batch_size, drop_remainder=True)
-      .map(ReadBatch(source, start, keys, image_size)))
+      .map(ReadBatch(source, start, keys, preprocess)))
   # Prefetch counts whole batches: a few keep the device fed; grain's default
   # (500) would hold 500 batches, gigabytes for ImageNet-sized images.
   iter_dataset = dataset.to_iter_dataset(
@@ -225,9 +209,8 @@ def train_loader(source: Sequence[Any], *, global_batch_size: int, seed: int,
   return iter_dataset
 
 
-def eval_batches(source: Sequence[Any], *, batch_size: int,
-                 keys: Sequence[str] = ("image", "label"),
-                 image_size: int | None = None,
+def eval_batches(source: Sequence[Any], *, batch_size: int, keys: Sequence[str],
+                 preprocess: Preprocess | None = None,
                  ) -> Iterator[dict[str, np.ndarray]]:
   """One in-order pass over this process's contiguous shard, in fixed shapes.
 
@@ -256,14 +239,14 @@ def eval_batches(source: Sequence[Any], *, batch_size: int,
   # Shapes/dtypes for padding come from record 0, so an empty shard still
   # yields correctly shaped (all-masked) batches.
   template = {k: (v.shape[1:], v.dtype)
-              for k, v in read_batch(source, [0], keys, image_size).items()}
+              for k, v in read_batch(source, [0], keys, preprocess).items()}
   for batch_index in range(num_batches):
     first = min(start + batch_index * batch_size, end)
     indices = range(first, min(first + batch_size, end))
     batch = {k: np.zeros((batch_size, *shape), dtype)
              for k, (shape, dtype) in template.items()}
     if indices:
-      records = read_batch(source, indices, keys, image_size)
+      records = read_batch(source, indices, keys, preprocess)
       for k in batch:
         batch[k][:len(indices)] = records[k]
     batch[_MASK_KEY] = np.arange(batch_size) < len(indices)

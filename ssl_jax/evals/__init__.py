@@ -1,1 +1,31 @@
-"""Evaluators shared by the in-loop monitor (train.py) and the evaluate entrypoint."""
+"""Evaluators, one module per protocol, shared by the in-loop monitor and
+`python -m ssl_jax.evaluate`.
+
+The module path is the registry: `--mode knn` and `config.eval.monitor = "knn"` mean
+`ssl_jax.evals.knn`. Modules whose names start with "_" are helpers, not evaluators.
+Every evaluator exposes:
+
+  default_config(**overrides) -> ConfigDict
+      Its settings, the section config.eval.<name>; strict.
+  evaluate(train, test, *, num_classes, config) -> dict
+      `train` and `test` are (features [N, D] float32, labels [N] int32) on the host;
+      `config` is the evaluator's own section. Returns at least {"top1": float}.
+  protocol(config) -> dict
+      The settings that define the number (k and T, the probe grid, ...); written into
+      every eval/<mode>.json beside the splits, the checkpoint step and the features.
+"""
+import importlib
+import pkgutil
+from types import ModuleType
+
+from ssl_jax.validate import ConfigError
+
+
+def available() -> list[str]:
+  return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def get(name: str) -> ModuleType:
+  if name not in available():
+    raise ConfigError(f"evaluator {name!r} does not exist; available: {available()}")
+  return importlib.import_module(f"{__name__}.{name}")

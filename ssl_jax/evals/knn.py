@@ -7,11 +7,29 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
-from ssl_jax import parallel, losses
-from ssl_jax.data import sources
-from ssl_jax.evals import features as features_lib
+from ssl_jax import losses, validate
+
+
+def default_config(**overrides) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.ks = (20, 200)          # neighbours that vote; the smallest is reported as top1
+  config.temperature = 0.07      # vote weight exp(cosine / T)
+  return validate.strict_update(config, overrides, "eval.knn")
+
+
+def protocol(config: ml_collections.ConfigDict) -> dict:
+  return {"similarity": "cosine", "weighting": "exp(cos/T)", "ks": list(config.ks),
+          "temperature": config.temperature, "reported_k": min(config.ks)}
+
+
+def evaluate(train, test, *, num_classes: int, config: ml_collections.ConfigDict) -> dict:
+  """{"top1": accuracy at the smallest k, "top1_by_k": {k: accuracy}}."""
+  accuracy = knn_accuracy(*train, *test, num_classes=num_classes, ks=tuple(config.ks),
+                          temperature=config.temperature)
+  return {"top1": accuracy[min(accuracy)], "top1_by_k": {str(k): v for k, v in accuracy.items()}}
 
 
 @partial(jax.jit, static_argnames=("ks", "num_classes"))
@@ -47,26 +65,3 @@ def knn_accuracy(train_features, train_labels, test_features, test_labels, **kwa
   """Top-1 accuracy for each k: {k: float}."""
   predictions = knn_predict(train_features, train_labels, test_features, **kwargs)
   return {k: float(np.mean(p == np.asarray(test_labels))) for k, p in predictions.items()}
-
-
-class Monitor:
-  """In-loop kNN top-1 on a slice of the data, run every `config.knn_every_steps`."""
-
-  def __init__(self, config, mesh, method):
-    self.config, self.mesh = config, mesh
-    data = config.data
-    self.bank_source = sources.get_source(data.name, config.knn.train_split, data.data_dir)
-    self.query_source = sources.get_source(data.name, config.knn.test_split, data.data_dir)
-    self.num_classes = sources.dataset_info(data.name, data.data_dir).num_classes
-    self._encode = jax.jit(lambda params, extra, images: method.encode(params, extra, images, config))
-
-  def __call__(self, params, extra) -> dict:
-    encode = lambda images: self._encode(params, extra, images)
-    size = self.config.eval_batch_size
-    bank, bank_labels = features_lib.extract(encode, self.bank_source, self.mesh, size,
-                                                 image_size=self.config.data.get("host_resize"))
-    queries, query_labels = features_lib.extract(encode, self.query_source, self.mesh, size,
-                                                    image_size=self.config.data.get("host_resize"))
-    accuracy = knn_accuracy(bank, bank_labels, queries, query_labels, num_classes=self.num_classes,
-                            ks=tuple(self.config.knn.ks), temperature=self.config.knn.temperature)
-    return {f"knn_top1_k{k}": v for k, v in accuracy.items()}

@@ -12,6 +12,8 @@ import ml_collections
 import numpy as np
 import optax
 
+from ssl_jax import validate
+
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -21,8 +23,20 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   config.weight_decays = (0.0, 1e-5, 1e-4, 1e-3)   # L2 penalties searched
   config.holdout_fraction = 0.1                    # share of train held out for the search
   config.seed = 0                                  # split, init and minibatch order
-  config.update(overrides)
-  return config
+  return validate.strict_update(config, overrides, "eval.linear")
+
+
+def protocol(config: ml_collections.ConfigDict) -> dict:
+  return {"classifier": "softmax on standardised features, Adam + cosine",
+          "epochs": config.epochs, "batch_size": config.batch_size,
+          "learning_rates": list(config.learning_rates),
+          "weight_decays": list(config.weight_decays),
+          "selection": f"held-out {config.holdout_fraction:g} of train, then refit on all of train",
+          "seed": config.seed}
+
+
+def evaluate(train, test, *, num_classes: int, config: ml_collections.ConfigDict) -> dict:
+  return linear_probe(*train, *test, num_classes=num_classes, config=config)
 
 
 def standardize(fit: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:

@@ -1,28 +1,73 @@
-"""Self-supervised objectives, one module per method.
+"""Self-supervised objectives, one module per method: the method contract (v2).
 
 The module path is the registry: `config.method = "simclr"` means
-`ssl_jax.methods.simclr`. Every method module exposes the same pure functions:
+`ssl_jax.methods.simclr`, and every module in this folder is a method (shared helpers
+live outside it: ssl_jax/views.py, ssl_jax/teacher.py, ssl_jax/losses.py). Any other
+name is imported as a module path (`config.method = "my_project.my_method"`): a method
+that lives outside the package, e.g. in a fork's own folder or a test. A method is
+pure functions of plain pytrees; the trainer calls them in this order and knows nothing
+else about any method:
 
-  default_config() -> ConfigDict                     # the method's own hyper-parameters
-  init(rng, config, batch) -> (params, extra)        # extra: batch_stats, EMA target, queue...
-  views(batch, rng, config) -> views                 # on-device augmentation / masking
-  loss(params, extra, views, rng, config, train=True) -> (loss, (metrics, new_extra))
-  update(state, config) -> state                     # after the optimizer step: EMA, queue...
-  encode(params, extra, images, config) -> features  # frozen features for evaluation
+  default_config(**overrides) -> ConfigDict
+      The method's own section (config.<name>); strict: an unknown field raises.
+  init(rng, config, example_batch) -> (params, method_state)
+      `example_batch` is one real record of the training data as a batch of one, with
+      whatever keys the dataset has (config.data.features). `params` are what the
+      optimizer trains; `method_state` is everything else the method keeps (batch_stats,
+      EMA target params, a queue, a centre): the trainer checkpoints it and never looks
+      inside.
+  views(batch, rng, step, config) -> views
+      On-device augmentation or masking of the whole (global) batch, any pytree.
+  loss(params, method_state, views, rng, step, config, train=True)
+      -> (loss, (metrics, method_state))
+      Differentiated with respect to `params`. `metrics` is a dict of scalars, logged
+      every config.log_every_steps with no extra host sync.
+  update(params, method_state, step, config) -> (method_state, metrics)
+      Runs after the optimizer: `params` are the new ones; EMA targets, queues and
+      centres move here.
+  encode(params, method_state, batch, config) -> features | {name: features}
+      Frozen features [B, D] of an evaluation batch (no randomness, train=False); a dict
+      names several feature sets (e.g. "backbone", "projection"), the first is primary.
+
+`step` is the same int32 scalar in views, loss and update: the number of optimizer
+steps taken before this one (0 for the first step). The step is jitted over the device
+mesh with the batch sharded on 'data' and the state replicated, so global-batch
+quantities need no collectives; it runs under `jax.sharding.use_abstract_mesh`, so a
+method may use `jax.shard_map` (its mesh is picked up) where it truly needs per-device
+semantics.
+
+Optional:
+  param_labels(params, config) -> pytree of "default" | "no_decay" | "frozen"
+      Optimizer parameter groups (ssl_jax/optim.py).
+  load_pretrained(params, method_state, pretrained_params, pretrained_state, config)
+      -> (params, method_state)
+      Puts a pretrained run's weights into a freshly initialised state (fine-tuning).
 """
 import importlib
 import pkgutil
 from types import ModuleType
 
-_NOT_METHODS = {"common"}
+from ssl_jax.validate import ConfigError
+
+REQUIRED = ("default_config", "init", "views", "loss", "update", "encode")
 
 
 def available() -> list[str]:
-  return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in _NOT_METHODS)
+  return sorted(m.name for m in pkgutil.iter_modules(__path__))
 
 
 def get(name: str) -> ModuleType:
   """The method module for `config.method`, with an error listing the valid names."""
-  if name not in available():
-    raise ValueError(f"config.method={name!r} is not a method; available: {available()}")
-  return importlib.import_module(f"{__name__}.{name}")
+  if name in available():
+    module = importlib.import_module(f"{__name__}.{name}")
+  else:
+    try:  # a method outside the package, by its module path
+      module = importlib.import_module(name)
+    except ModuleNotFoundError:
+      raise ConfigError(f"config.method={name!r} is not a method; available: {available()} "
+                        "(or the importable module path of a method outside the package)") from None
+  missing = [f for f in REQUIRED if not callable(getattr(module, f, None))]
+  if missing:
+    raise TypeError(f"method {name!r} ({module.__file__}) lacks {missing} of the method "
+                    "contract (ssl_jax/methods/__init__.py)")
+  return module

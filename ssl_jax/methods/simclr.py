@@ -1,20 +1,19 @@
 """SimCLR: "A Simple Framework for Contrastive Learning of Visual Representations",
 Chen, Kornblith, Norouzi, Hinton, ICML 2020 (arXiv:2002.05709).
 
-Two augmented views of every image go through backbone + MLP projection head; the
-NT-Xent loss pulls the two views of an image together against the other 2N-2 views of
-the GLOBAL batch (the similarity matrix is computed on global arrays, so on 8 devices
-it is the same matrix as on 1). Evaluation uses the backbone features, before the head.
+Two augmented views of every image (one view group with count 2) go through backbone +
+MLP projection head; the NT-Xent loss pulls the two views of an image together against
+the other 2N-2 views of the GLOBAL batch (the similarity matrix is computed on global
+arrays, so on 8 devices it is the same matrix as on 1). Evaluation uses the backbone
+features, before the head.
 """
 from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax import losses, models, validate
-from ssl_jax.methods import common
+from ssl_jax import diagnostics, losses, models, validate, views as views_lib
 from ssl_jax.models.heads import MLPHead
 
 
@@ -23,8 +22,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   config.temperature = 0.2                 # NT-Xent softmax temperature (0.5 in the paper's CIFAR runs)
   config.projection_hidden_dims = (2048,)  # hidden widths of the projection MLP
   config.projection_dim = 128              # output width of the projection MLP
-  config.update(overrides)
-  return config
+  return validate.strict_update(config, overrides, "simclr")
 
 
 class SimCLRNetwork(nn.Module):
@@ -47,29 +45,36 @@ def network(config: ml_collections.ConfigDict) -> SimCLRNetwork:
       head=MLPHead(tuple(config.simclr.projection_hidden_dims), config.simclr.projection_dim))
 
 
-def init(rng: jax.Array, config: ml_collections.ConfigDict, batch: dict) -> tuple[Any, Any]:
-  images = common.evaluation_images(batch["image"][:1], config)
+def init(rng: jax.Array, config: ml_collections.ConfigDict, example_batch: dict) -> tuple[Any, Any]:
+  images = views_lib.evaluation_images(example_batch["image"][:1], config)
   variables = network(config).init(rng, images, train=False)
   return variables["params"], {"batch_stats": variables.get("batch_stats", {})}
 
 
-def views(batch: dict, rng: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:
-  return common.two_views(batch["image"], rng, config)
+def views(batch: dict, rng: jax.Array, step, config: ml_collections.ConfigDict) -> jax.Array:
+  del step  # the same augmentation all run long
+  (pair,) = views_lib.make(batch["image"], rng, config)  # [2B, S, S, C], view-major
+  if pair.shape[0] != 2 * batch["image"].shape[0]:
+    raise validate.ConfigError("SimCLR needs exactly one view group with count=2")
+  return pair
 
 
-def loss(params, extra, views, rng, config, train: bool = True):
-  del rng  # SimCLR's randomness is all in the views.
+def loss(params, method_state, views, rng, step, config, train: bool = True):
+  del rng, step  # SimCLR's randomness is all in the views.
   (_, projections), updates = network(config).apply(
-      {"params": params, **extra}, views, train=train, mutable=["batch_stats"])
+      {"params": params, **method_state}, views, train=train, mutable=["batch_stats"])
   value, top1 = losses.nt_xent(projections, config.simclr.temperature)
-  return value, ({"contrastive_top1": top1}, {**extra, **updates})
+  metrics = {"contrastive_top1": top1, "embedding_std": diagnostics.embedding_std(projections),
+             "effective_rank": diagnostics.effective_rank(projections)}
+  return value, (metrics, {**method_state, **updates})
 
 
-def update(state, config):
-  return state  # No EMA target, queue or centre.
+def update(params, method_state, step, config):
+  del params, step, config
+  return method_state, {}  # No EMA target, queue or centre.
 
 
-def encode(params, extra, images, config) -> jax.Array:
-  return network(config).apply({"params": params, **extra},
-                               common.evaluation_images(images, config),
+def encode(params, method_state, batch, config) -> jax.Array:
+  return network(config).apply({"params": params, **method_state},
+                               views_lib.evaluation_images(batch["image"], config),
                                method=SimCLRNetwork.features)

@@ -1,0 +1,87 @@
+"""SimCLR (Chen et al. 2020, arXiv:2002.05709) on any dataset preset.
+
+    python -m experiments.simclr --workdir /tmp/simclr_fashion_mnist          # the README demo
+    python -m experiments.simclr --dataset cifar10 --workdir gs://BUCKET/simclr_cifar10
+    TFDS_DATA_DIR=gs://BUCKET/tensorflow_datasets \\
+      python -m experiments.simclr --dataset imagenet2012 --workdir gs://BUCKET/simclr_in1k
+
+fashion_mnist (the demo, sized for 2 CPU cores): ResNet-18 at width 0.25 (16-32-64-128
+channels, 3x3 stride-1 stem), batch 256 (512 views of 24x24; evaluation sees 28x28), 650
+steps, LARS lr 2.0, T = 0.1. Measured 2026-11-23 on 2 cores (11 min 04 s with setup):
+linear probe 85.54% test top-1 (seed 1: 85.99%; random-init ResNet 76.04%, raw pixels
+84.54%), kNN k=20 83.61% (seed 1: 84.17%; 77.15%, 85.69%).
+
+cifar10: ResNet-50 (small-image stem), batch 1024, 1000 epochs, LARS lr 1.0 x B/256,
+T = 0.5, colour strength 0.5, no blur. Target: 94.0% linear-evaluation top-1, the paper's
+Appendix B.9. Not run by us.
+
+imagenet2012: ResNet-50, batch 4096, 1000 epochs, LARS lr 0.3 x B/256 = 4.8, wd 1e-6,
+T = 0.1, projection 2048-2048-128, 224x224 views, colour strength 1.0, blur. Target: 69.3%
+linear-evaluation top-1, the paper's Table 6. Not run by us: it needs a pod slice.
+"""
+import ml_collections
+
+from experiments import common, datasets
+from ssl_jax import evaluate, optim, train, views
+from ssl_jax.methods import simclr
+
+TRAIN_IMAGES = {"fashion_mnist": 60_000, "cifar10": 50_000, "imagenet2012": 1_281_167}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  dataset, smoke = common.parse_arg(arg)
+  config = train.default_config()
+  config.method = "simclr"
+  config.data = datasets.data_config(dataset)
+  config.views = ml_collections.ConfigDict()
+  config.eval = evaluate.default_config()
+  if dataset == "fashion_mnist":
+    config.global_batch_size = 256       # images per step (512 views)
+    config.total_steps = 650             # ~2.8 epochs: what 2 CPU cores do in ~8 minutes
+    config.log_every_steps = 25
+    config.checkpoint_every_steps = 325
+    config.eval.monitor_every_steps = 325
+    config.model = datasets.resnet_config(18, width_multiplier=0.25)
+    # Grey images: no saturation/hue/grayscale; milder crops than ImageNet's 0.08. Views
+    # are 24x24 while evaluation sees the full 28x28: a step costs 0.70 s instead of 1.03 s.
+    config.views.pair = views.group(
+        count=2, crop_size=24, crop_scale=(0.2, 1.0), brightness=0.4, contrast=0.4,
+        saturation=0.0, hue=0.0, grayscale_prob=0.0, jitter_prob=0.8)
+    # At 200 steps, T=0.1 and lr 2.0 each gained ~0.7 points of linear probe over T=0.2 and
+    # lr 1.0, 1.8 together; lr 4.0 was no better than 2.0; crops of scale >= 0.4 were worse.
+    config.simclr = simclr.default_config(temperature=0.1, projection_hidden_dims=(512,))
+    config.optimizer = optim.default_config(name="lars", learning_rate=2.0, warmup_steps=50)
+  elif dataset == "cifar10":
+    config.global_batch_size = 1024
+    steps_per_epoch = TRAIN_IMAGES[dataset] // config.global_batch_size
+    config.total_steps = 1000 * steps_per_epoch
+    config.log_every_steps = 100
+    config.checkpoint_every_steps = 2000
+    config.eval.monitor_every_steps = 5000
+    config.model = datasets.resnet_config(50)
+    config.views.pair = views.group(count=2, crop_size=32)  # strength 0.5, no blur
+    config.simclr = simclr.default_config(temperature=0.5)
+    config.optimizer = optim.default_config(name="lars", learning_rate=1.0,
+                                            warmup_steps=10 * steps_per_epoch)
+  else:
+    config.global_batch_size = 4096
+    steps_per_epoch = TRAIN_IMAGES[dataset] // config.global_batch_size
+    config.total_steps = 1000 * steps_per_epoch
+    config.log_every_steps = 100
+    config.checkpoint_every_steps = 5000
+    config.model = datasets.resnet_config(50, small_image_stem=False)
+    config.views.pair = views.group(count=2, crop_size=224, brightness=0.8, contrast=0.8,
+                                    saturation=0.8, hue=0.2, blur_prob=0.5)
+    config.simclr = simclr.default_config(temperature=0.1)
+    config.optimizer = optim.default_config(name="lars", learning_rate=0.3,
+                                            warmup_steps=10 * steps_per_epoch)
+    config.eval.test_split = "validation"
+    config.eval.batch_size = 1024
+    config.eval.monitor_every_steps = 10 * steps_per_epoch
+    config.eval.monitor_train_split = "train[:50000]"
+    config.eval.monitor_test_split = "validation[:10000]"
+  return common.smoke(config) if smoke else config
+
+
+if __name__ == "__main__":
+  common.main(get_config)
