@@ -3,6 +3,7 @@ method config composes with any of them instead of one file per method x dataset
 import ml_collections
 
 PRESETS = ("fashion_mnist", "cifar10", "imagenet2012")
+TRAIN_IMAGES = {"fashion_mnist": 60_000, "cifar10": 50_000, "imagenet2012": 1_281_167}
 
 
 def data_config(name: str) -> ml_collections.ConfigDict:

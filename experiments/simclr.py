@@ -25,9 +25,6 @@ from experiments import common, datasets
 from ssl_jax import evaluate, optim, train, views
 from ssl_jax.methods import simclr
 
-TRAIN_IMAGES = {"fashion_mnist": 60_000, "cifar10": 50_000, "imagenet2012": 1_281_167}
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   dataset, smoke = common.parse_arg(arg)
   config = train.default_config()
@@ -53,7 +50,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer = optim.default_config(name="lars", learning_rate=2.0, warmup_steps=50)
   elif dataset == "cifar10":
     config.global_batch_size = 1024
-    steps_per_epoch = TRAIN_IMAGES[dataset] // config.global_batch_size
+    steps_per_epoch = datasets.TRAIN_IMAGES[dataset] // config.global_batch_size
     config.total_steps = 1000 * steps_per_epoch
     config.log_every_steps = 100
     config.checkpoint_every_steps = 2000
@@ -65,7 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                             warmup_steps=10 * steps_per_epoch)
   else:
     config.global_batch_size = 4096
-    steps_per_epoch = TRAIN_IMAGES[dataset] // config.global_batch_size
+    steps_per_epoch = datasets.TRAIN_IMAGES[dataset] // config.global_batch_size
     config.total_steps = 1000 * steps_per_epoch
     config.log_every_steps = 100
     config.checkpoint_every_steps = 5000

@@ -1,54 +1,93 @@
 """Steady-state train-step benchmark on synthetic data, one JSON line on stdout.
 
     python -m ssl_jax.bench simclr_resnet18 [--batch 128] [--steps 10] [--warmup 2]
+    python -m ssl_jax.bench byol_resnet18 | moco_resnet18 | dino_resnet18
+    python -m ssl_jax.bench --experiment simclr:fashion_mnist     # any experiment's step
 
-`simclr_resnet18` mirrors ../shared/peers/simclr_resnet18.py: ResNet-18 with the
-small-image stem, 32x32x3 uint8 images, batch B images (2B views), projection
-512-2048-128, NT-Xent T=0.2, SGD momentum 0.9 (lr 0.1, wd 5e-4). Unlike the peer, the
-views are augmented inside the timed step (crop, flip, colour jitter, grayscale), as in
-real training. `simclr_fashion_mnist` times the README demo's step (28x28x1, its model).
+The `*_resnet18` specs share the backbone and input of ../shared/peers/simclr_resnet18.py:
+ResNet-18 with the small-image stem, 32x32x3 uint8 images, batch B images, SGD momentum
+0.9 (lr 0.1, wd 5e-4). simclr: 2 views, projection 512-2048-128, NT-Xent T=0.2 (the peer's
+spec). byol: 2 views, projector and predictor 4096-256, EMA target. moco: 2 views, v3
+projector 4096-4096-256 and predictor 4096-256, momentum encoder. dino: 2 global 32x32
+crops + 6 local 16x16 crops, head 2048-2048-256 -> 65536, EMA teacher. Unlike the peer,
+views are augmented inside the timed step, as in real training. `--experiment M:DATASET`
+times the step of `experiments/M.py` for that dataset (the README demo:
+`simclr:fashion_mnist`).
 
 Fields: step_s_median over the timed steps, items_per_s = batch / step_s_median,
 compile_s (lower + compile), flops_per_step from XLA's cost analysis; on CPU also
 matmul_peak_gflops (float32 2048x2048 jitted matmul, best of 5, same run) and mfu =
-flops_per_step / step_s_median / peak.
+flops_per_step / step_s_median / peak; the CPU model, since these machines differ.
 """
 import argparse
+import importlib
 import json
+import platform
 import statistics
 import sys
 import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
-from ssl_jax import engine, optim, parallel
+from ssl_jax import engine, evaluate, methods, optim, parallel, train, views
+
+CIFAR_SHAPE = (32, 32, 3)
 
 
-def _simclr_resnet18(batch: int):
-  from experiments import simclr
-  config = simclr.get_config("cifar10")
+def _resnet18_spec(method: str, batch: int) -> ml_collections.ConfigDict:
+  """The peer's backbone, input and optimizer, with `method`'s objective."""
+  config = train.default_config()
+  config.method = method
   config.global_batch_size = batch
   config.total_steps = 1000
-  config.model.depth = 18
-  config.simclr.temperature = 0.2
-  config.simclr.projection_hidden_dims = (2048,)
-  config.simclr.projection_dim = 128
+  config.data = ml_collections.ConfigDict(dict(
+      name="synthetic", features=("image", "label"), label_key="label", modality="image",
+      image_size=32, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)))
+  config.model = ml_collections.ConfigDict(dict(name="resnet", depth=18, width_multiplier=1.0,
+                                                small_image_stem=True, small_stem_stride=1))
+  config.views = ml_collections.ConfigDict()
+  settings = methods.get(method).default_config
+  if method == "simclr":
+    config.views.pair = views.group(count=2, crop_size=32)
+    config.simclr = settings(temperature=0.2, projection_hidden_dims=(2048,), projection_dim=128)
+  elif method in ("byol", "moco"):
+    config.views.first = views.group(count=1, crop_size=32)
+    config.views.second = views.group(count=1, crop_size=32, solarize_prob=0.2)
+    config[method] = settings()
+  else:
+    config.views.global_crops = views.group(count=2, crop_size=32, crop_scale=(0.3, 1.0))
+    config.views.local_crops = views.group(count=6, crop_size=16, crop_scale=(0.05, 0.3))
+    config.dino = settings(head_hidden_dims=(2048, 2048), bottleneck_dim=256, output_dim=65536)
   config.optimizer = optim.default_config(name="sgd", learning_rate=0.1, lr_scaling="none",
                                           weight_decay=5e-4, momentum=0.9)
-  return config, (32, 32, 3)
+  config.eval = evaluate.default_config()
+  return config
 
 
-def _simclr_fashion_mnist(batch: int):
-  from experiments import simclr
-  config = simclr.get_config("fashion_mnist")
-  config.global_batch_size = batch
-  return config, (28, 28, 1)
+BENCHES = {f"{m}_resnet18": (lambda batch, m=m: _resnet18_spec(m, batch), 128)
+           for m in ("simclr", "byol", "moco", "dino")}
 
 
-BENCHES = {"simclr_resnet18": (_simclr_resnet18, 128),
-           "simclr_fashion_mnist": (_simclr_fashion_mnist, 256)}
+def _experiment_config(spec: str, batch: int | None) -> ml_collections.ConfigDict:
+  module, _, arg = spec.partition(":")
+  config = importlib.import_module(f"experiments.{module}").get_config(arg or None)
+  if batch:
+    config.global_batch_size = batch
+  return config
+
+
+def cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown"
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -71,12 +110,19 @@ def _flops(compiled) -> float | None:
   return float(analysis["flops"]) if analysis and "flops" in analysis else None
 
 
-def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2) -> dict:
-  if name not in BENCHES:
+def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
+        experiment: str | None = None) -> dict:
+  if experiment:
+    config = _experiment_config(experiment, batch)
+    data = config.data
+    image_shape = (data.image_size, data.image_size, len(data.mean))
+    name = f"experiment:{experiment}"
+  elif name in BENCHES:
+    make_config, default_batch = BENCHES[name]
+    config, image_shape = make_config(batch or default_batch), CIFAR_SHAPE
+  else:
     raise SystemExit(f"unknown bench {name!r}; available: {sorted(BENCHES)}")
-  make_config, default_batch = BENCHES[name]
-  batch = batch or default_batch
-  config, image_shape = make_config(batch)
+  batch = config.global_batch_size
   mesh = parallel.make_mesh()
   example = {"image": np.zeros((1, *image_shape), np.uint8), "label": np.zeros((1,), np.int32)}
   _, init, step = engine.build(config, mesh, example)
@@ -104,7 +150,8 @@ def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2) -
             "items_per_s": round(batch / median, 2), "compile_s": round(compile_s, 2),
             "flops_per_step": _flops(compiled), "step_s_min": round(min(times), 4),
             "step_s_max": round(max(times), 4), "final_loss": float(metrics["loss"]),
-            "backend": jax.default_backend(), "devices": jax.device_count()}
+            "backend": jax.default_backend(), "devices": jax.device_count(),
+            "device_kind": jax.devices()[0].device_kind, "cpu": cpu_model()}
   if jax.default_backend() == "cpu":
     peak = matmul_peak_gflops()
     result["matmul_peak_gflops"] = round(peak, 1)
@@ -115,12 +162,16 @@ def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2) -
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("bench", choices=sorted(BENCHES))
+  parser.add_argument("bench", nargs="?", choices=sorted(BENCHES), default=None)
+  parser.add_argument("--experiment", default=None,
+                      help="time experiments/M.py's step instead: M:DATASET, e.g. simclr:fashion_mnist")
   parser.add_argument("--batch", type=int, default=None, help="images per step (default: per bench)")
   parser.add_argument("--steps", type=int, default=10, help="timed steps")
   parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
   args = parser.parse_args(argv)
-  print(json.dumps(run(args.bench, args.batch, args.steps, args.warmup)))
+  if not args.bench and not args.experiment:
+    parser.error(f"give a bench ({', '.join(sorted(BENCHES))}) or --experiment M:DATASET")
+  print(json.dumps(run(args.bench, args.batch, args.steps, args.warmup, args.experiment)))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,15 @@ def ema_update(target: Any, online: Any, momentum: float | jax.Array) -> Any:
   return jax.tree.map(update, target, online)
 
 
+def follow(method_state: dict, key: str, online: Any, momentum: jax.Array) -> tuple[dict, dict]:
+  """The momentum teacher's move after the optimizer (BYOL, MoCo, DINO): the params in
+  method_state[key] take one EMA step towards `online`; its batch_stats stay those its
+  own forward produced. Returns (method_state, {"ema_momentum": momentum})."""
+  followed = {**method_state[key],
+              "params": ema_update(method_state[key]["params"], online, momentum)}
+  return {**method_state, key: followed}, {"ema_momentum": momentum}
+
+
 def _fraction(step, num_steps) -> jax.Array:
   """step / num_steps clipped to [0, 1]; 1 when num_steps <= 0 (the schedule is over)."""
   step = jnp.asarray(step, jnp.float32)

@@ -54,6 +54,32 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   number("seed", config.seed, low=0, high=2**32 - 1, integer=True)
 
 
+class CollapseWatch:
+  """Warns once when the loss sits at the method's collapsed value for several logs.
+
+  A method reports that value as the metric `collapsed_loss` (ln(2N-1) for NT-Xent, ln K
+  for DINO); methods whose collapse has no such value (BYOL) do not report it.
+  """
+
+  LOGS = 3              # consecutive logs at the value before the warning
+  TOLERANCE = 0.01      # relative distance that counts as "at" it
+
+  def __init__(self, warn):
+    self._warn, self._count, self._warned = warn, 0, False
+
+  def observe(self, step: int, metrics: dict) -> None:
+    collapsed = metrics.get("collapsed_loss")
+    if collapsed is None or self._warned:
+      return
+    at_value = abs(float(metrics["loss"]) - float(collapsed)) <= self.TOLERANCE * abs(float(collapsed))
+    self._count = self._count + 1 if at_value else 0
+    if self._count >= self.LOGS:
+      self._warned = True
+      self._warn(f"warning: at step {step} the loss has sat at its collapsed value "
+                 f"{float(collapsed):.4g} for {self.LOGS} logs: the representation may have "
+                 "collapsed (see embedding_std and effective_rank in metrics.jsonl)")
+
+
 class _Preemption:
   """Turns SIGTERM and SIGINT (Ctrl-C) into a flag the loop checks, so the run saves and
   stops cleanly. A second Ctrl-C interrupts at once."""
@@ -115,6 +141,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   stop = False
   step = first_step = int(state.step)
   first_nonfinite = jnp.asarray(-1, jnp.int32)
+  collapse = CollapseWatch(progress.message)
   progress.restart_clock(step)
 
   def check_finite(now: int, first_bad: int | None = None) -> None:
@@ -146,6 +173,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
         rate = progress.report(step, {"loss": metrics["loss"]})
         writer.write(step, {**metrics, "images_per_second": rate})
         check_finite(step, int(first_bad))
+        collapse.observe(step, metrics)
         # Hosts must agree before a collective save; they compare flags here only.
         stop = parallel.any_process(bool(preemption.requested))
       if jax.process_count() == 1:

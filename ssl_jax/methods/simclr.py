@@ -9,12 +9,12 @@ features, before the head.
 """
 from typing import Any
 
-import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax import diagnostics, losses, models, validate, views as views_lib
-from ssl_jax.models.heads import MLPHead
+from ssl_jax.models.heads import BackboneWithHead, MLPHead
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
@@ -25,22 +25,9 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   return validate.strict_update(config, overrides, "simclr")
 
 
-class SimCLRNetwork(nn.Module):
-  """Backbone followed by the projection head."""
-  backbone: nn.Module
-  head: nn.Module
-
-  def __call__(self, images, train: bool = True):
-    features = self.backbone(images, train=train)
-    return features, self.head(features, train=train)
-
-  def features(self, images):
-    return self.backbone(images, train=False)
-
-
-def network(config: ml_collections.ConfigDict) -> SimCLRNetwork:
+def network(config: ml_collections.ConfigDict) -> BackboneWithHead:
   validate.number("simclr.temperature", config.simclr.temperature, low=0, low_open=True)
-  return SimCLRNetwork(
+  return BackboneWithHead(
       backbone=models.build(config.model),
       head=MLPHead(tuple(config.simclr.projection_hidden_dims), config.simclr.projection_dim))
 
@@ -64,7 +51,10 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
   (_, projections), updates = network(config).apply(
       {"params": params, **method_state}, views, train=train, mutable=["batch_stats"])
   value, top1 = losses.nt_xent(projections, config.simclr.temperature)
-  metrics = {"contrastive_top1": top1, "embedding_std": diagnostics.embedding_std(projections),
+  # ln(2N - 1): every anchor scores all other views alike (the trainer warns at it).
+  collapsed = jnp.log(jnp.float32(projections.shape[0] - 1))
+  metrics = {"contrastive_top1": top1, "collapsed_loss": collapsed,
+             "embedding_std": diagnostics.embedding_std(projections),
              "effective_rank": diagnostics.effective_rank(projections)}
   return value, (metrics, {**method_state, **updates})
 
@@ -77,4 +67,4 @@ def update(params, method_state, step, config):
 def encode(params, method_state, batch, config) -> jax.Array:
   return network(config).apply({"params": params, **method_state},
                                views_lib.evaluation_images(batch["image"], config),
-                               method=SimCLRNetwork.features)
+                               method=BackboneWithHead.features)

@@ -33,3 +33,20 @@ class MLPHead(nn.Module):
                        epsilon=1e-5, use_scale=False, use_bias=False,
                        name="output_bn")(x)
     return x
+
+
+class BackboneWithHead(nn.Module):
+  """A backbone, then a head on its features: returns (features, head(features)).
+
+  SimCLR's network (head: the projector), and the online and target encoders of BYOL and
+  MoCo (the part their momentum targets copy).
+  """
+  backbone: nn.Module
+  head: nn.Module
+
+  def __call__(self, images, train: bool = True):
+    features = self.backbone(images, train=train)
+    return features, self.head(features, train=train)
+
+  def features(self, images):
+    return self.backbone(images, train=False)

@@ -1,0 +1,84 @@
+"""MoCo v3 (Chen, Xie, He 2021, arXiv:2104.02057) on any dataset preset.
+
+    python -m experiments.moco --workdir /tmp/moco_fashion_mnist
+    python -m experiments.moco --dataset imagenet2012 --workdir gs://BUCKET/moco_in1k
+    python -m experiments.moco --workdir W --config.moco.queue_size=4096   # v2-style queue
+
+fashion_mnist: the SimCLR demo's budget and backbone (ResNet-18 width 0.25, batch 256,
+650 steps, 24x24 views of the grey images, LARS lr 2.0 warmed up over 50 steps),
+projector 512-128 and predictor 512-128, T = 0.2, τ_base 0.99. The two views differ as
+in BYOL's demo: blur 1.0 / 0.1 and solarize 0.0 / 0.2. None of these numbers is tuned
+and none is measured yet.
+
+imagenet2012: the official ResNet-50 300-epoch recipe (facebookresearch/moco-v3,
+CONFIG.md and main_moco.py): batch 4096, LARS lr 0.3 x B/256 = 4.8, wd 1e-6, 10 warm-up
+epochs, T = 1.0, τ_base 0.99 on a cosine to 1, projector 2048-4096-256 with an
+affine-free output BN, predictor 256-4096-256 without one, BYOL's views with crop scale
+(0.2, 1): colour jitter 0.4/0.4/0.2/0.1 with p=0.8, grey 0.2, blur 1.0/0.1, solarize
+0.0/0.2. Target: 72.8% linear-evaluation top-1 (CONFIG.md's 300-epoch row). Not run by us.
+
+cifar10: the paper gives no CIFAR pretraining recipe; this is the ImageNet recipe's
+optimizer, T and τ with a ResNet-18 (small-image stem), batch 512, 1000 epochs, 32x32
+views without blur. No published target. Not run by us.
+"""
+import ml_collections
+
+from experiments import common, datasets
+from ssl_jax import evaluate, optim, train, views
+from ssl_jax.methods import moco
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  dataset, smoke = common.parse_arg(arg)
+  config = train.default_config()
+  config.method = "moco"
+  config.data = datasets.data_config(dataset)
+  config.views = ml_collections.ConfigDict()
+  config.eval = evaluate.default_config()
+  if dataset == "fashion_mnist":
+    config.global_batch_size = 256       # images per step (512 views)
+    config.total_steps = 650             # ~2.8 epochs, the SimCLR demo's budget
+    config.log_every_steps = 25
+    config.checkpoint_every_steps = 325
+    config.eval.monitor_every_steps = 325
+    config.model = datasets.resnet_config(18, width_multiplier=0.25)
+    # Grey images: no saturation/hue/grayscale; SimCLR's demo crops.
+    grey = dict(crop_size=24, crop_scale=(0.2, 1.0), brightness=0.4, contrast=0.4,
+                saturation=0.0, hue=0.0, grayscale_prob=0.0, jitter_prob=0.8)
+    config.views.first = views.group(count=1, blur_prob=1.0, solarize_prob=0.0, **grey)
+    config.views.second = views.group(count=1, blur_prob=0.1, solarize_prob=0.2, **grey)
+    config.moco = moco.default_config(
+        temperature=0.2, projection_hidden_dims=(512,), projection_dim=128,
+        predictor_hidden_dims=(512,), base_momentum=0.99)
+    config.optimizer = optim.default_config(name="lars", learning_rate=2.0, warmup_steps=50)
+  else:
+    size = config.data.image_size
+    imagenet = dataset == "imagenet2012"
+    config.global_batch_size = 4096 if imagenet else 512
+    steps_per_epoch = datasets.TRAIN_IMAGES[dataset] // config.global_batch_size
+    config.total_steps = (300 if imagenet else 1000) * steps_per_epoch
+    config.log_every_steps = 100
+    config.checkpoint_every_steps = 5000
+    config.eval.monitor_every_steps = 10 * steps_per_epoch
+    config.model = (datasets.resnet_config(50, small_image_stem=False) if imagenet
+                    else datasets.resnet_config(18))
+    colour = dict(crop_size=size, crop_scale=(0.2, 1.0), brightness=0.4, contrast=0.4,
+                  saturation=0.2, hue=0.1, grayscale_prob=0.2, jitter_prob=0.8)
+    config.views.first = views.group(count=1, blur_prob=1.0 if imagenet else 0.0,
+                                     solarize_prob=0.0, **colour)
+    config.views.second = views.group(count=1, blur_prob=0.1 if imagenet else 0.0,
+                                      solarize_prob=0.2, **colour)
+    # The official ResNet code: a 2-layer projector, no BN on the predictor's output.
+    config.moco = moco.default_config(temperature=1.0, projection_hidden_dims=(4096,),
+                                      predictor_last_bn=False, base_momentum=0.99)
+    config.optimizer = optim.default_config(name="lars", learning_rate=0.3, weight_decay=1e-6,
+                                            warmup_steps=10 * steps_per_epoch)
+    if imagenet:
+      config.eval.test_split = "validation"
+      config.eval.batch_size = 1024
+      config.eval.monitor_train_split = "train[:50000]"
+      config.eval.monitor_test_split = "validation[:10000]"
+  return common.smoke(config) if smoke else config
+
+
+if __name__ == "__main__":
+  common.main(get_config)
