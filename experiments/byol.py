@@ -21,16 +21,12 @@ setting. Not run by us.
 import ml_collections
 
 from experiments import common, datasets
-from ssl_jax import evaluate, optim, train, views
+from ssl_jax import optim, views
 from ssl_jax.methods import byol
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   dataset, smoke = common.parse_arg(arg)
-  config = train.default_config()
-  config.method = "byol"
-  config.data = datasets.data_config(dataset)
-  config.views = ml_collections.ConfigDict()
-  config.eval = evaluate.default_config()
+  config = common.base_config("byol", dataset)
   if dataset == "fashion_mnist":
     config.global_batch_size = 256
     config.total_steps = 650

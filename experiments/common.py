@@ -34,6 +34,17 @@ def parse_arg(arg: str | None, default_dataset: str = "fashion_mnist") -> tuple[
   return dataset, smoke
 
 
+def base_config(method: str, dataset: str) -> ml_collections.ConfigDict:
+  """What every experiment starts from: the trainer's fields, `method`, the dataset
+  preset's data section, an empty view-group section and the default evaluation."""
+  config = train.default_config()
+  config.method = method
+  config.data = datasets.data_config(dataset)
+  config.views = ml_collections.ConfigDict()
+  config.eval = evaluate.default_config()
+  return config
+
+
 def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The same experiment shrunk to seconds on 2 CPU cores (every method, every dataset)."""
   config.global_batch_size = 16

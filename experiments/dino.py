@@ -30,16 +30,12 @@ ImageNet only (CIFAR-10 is a transfer task there), so there is no target. Not ru
 import ml_collections
 
 from experiments import common, datasets
-from ssl_jax import evaluate, optim, train, views
+from ssl_jax import optim, views
 from ssl_jax.methods import dino
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   dataset, smoke = common.parse_arg(arg)
-  config = train.default_config()
-  config.method = "dino"
-  config.data = datasets.data_config(dataset)
-  config.views = ml_collections.ConfigDict()
-  config.eval = evaluate.default_config()
+  config = common.base_config("dino", dataset)
   if dataset == "fashion_mnist":
     config.global_batch_size = 256       # images per step (512 global + 1024 local crops)
     config.total_steps = 650             # ~2.8 epochs, the SimCLR demo's budget

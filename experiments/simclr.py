@@ -22,16 +22,12 @@ linear-evaluation top-1, the paper's Table 6. Not run by us: it needs a pod slic
 import ml_collections
 
 from experiments import common, datasets
-from ssl_jax import evaluate, optim, train, views
+from ssl_jax import optim, views
 from ssl_jax.methods import simclr
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   dataset, smoke = common.parse_arg(arg)
-  config = train.default_config()
-  config.method = "simclr"
-  config.data = datasets.data_config(dataset)
-  config.views = ml_collections.ConfigDict()
-  config.eval = evaluate.default_config()
+  config = common.base_config("simclr", dataset)
   if dataset == "fashion_mnist":
     config.global_batch_size = 256       # images per step (512 views)
     config.total_steps = 650             # ~2.8 epochs: what 2 CPU cores do in ~8 minutes
