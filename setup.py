@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "absl-py>=2.1",
     "numpy>=2.0,<3",
     "tensorboardX>=2.6.5,<2.7",
+    "matplotlib>=3.9,<3.12",         # ssl_jax.plot and the results table's figures
     "pillow>=10",
 ]
 

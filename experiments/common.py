@@ -8,7 +8,7 @@ An experiment module is one method composed with a dataset preset
     python -m ssl_jax.train --config experiments/simclr.py:cifar10 --workdir W   # same config
 
 `--smoke` (big_vision's `runlocal`) shrinks the run to seconds: a few tiny steps on a
-slice of the data, a narrow network and a small probe, so a test can run every
+slice of the data, a ResNet-10 at 1/16 width and a small probe, so a test can run every
 experiment and none of them rots.
 """
 import sys
@@ -53,7 +53,8 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 2
   config.optimizer.warmup_steps = 1
   config.data.train_split = "train[:256]"
-  if "width_multiplier" in config.model:
+  if config.model.get("name") == "resnet":  # ResNet-10 at 1/16 width: compiles in seconds
+    config.model.depth = 10
     config.model.width_multiplier = 0.0625
   for group in config.views.values():  # at most 2 views per group and image-sized crops
     group.count = min(group.count, 2)

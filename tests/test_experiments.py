@@ -11,21 +11,70 @@ import pytest
 import experiments
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NOT_EXPERIMENTS = {"common", "datasets"}  # shared helpers of the experiment modules
+NOT_EXPERIMENTS = {"common", "datasets", "table"}  # helpers, and the results-table driver
 MODULES = sorted(m.name for m in pkgutil.iter_modules(experiments.__path__)
                  if m.name not in NOT_EXPERIMENTS)
 
 
+@pytest.fixture(scope="module")
+def smoke_root(tmp_path_factory):
+  """One workdir per experiment, shared with the results-table test below."""
+  return tmp_path_factory.mktemp("smoke_runs")
+
+
+def _run(command, **kwargs):
+  return subprocess.run([sys.executable, *command], cwd=ROOT,
+                        env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+                        timeout=600, **kwargs)
+
+
 @pytest.mark.parametrize("name", MODULES)
-def test_experiment_runs_in_smoke_mode(name, tiny_data_dir, tmp_path):
-  workdir = tmp_path / name
-  result = subprocess.run(
-      [sys.executable, "-m", f"experiments.{name}", "--smoke", "--workdir", str(workdir),
-       f"--config.data.data_dir={tiny_data_dir}"],
-      cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
-      timeout=600)
+def test_experiment_runs_in_smoke_mode(name, tiny_data_dir, smoke_root):
+  workdir = smoke_root / name
+  result = _run(["-m", f"experiments.{name}", "--smoke", "--workdir", str(workdir),
+                 f"--config.data.data_dir={tiny_data_dir}"])
   assert result.returncode == 0, result.stderr[-4000:]
   config = json.load(open(workdir / "config.json"))
   for mode in config["eval"]["modes"].split(","):
     report = json.load(open(workdir / "eval" / f"{mode}.json"))
     assert 0 <= report["top1"] <= 1 and report["checkpoint_step"] == config["total_steps"]
+
+
+def test_results_table_skips_finished_rows_and_writes_readme(tiny_data_dir, smoke_root, tmp_path):
+  """The table over the smoke runs above: finished rows are not rerun, the README section
+  between the markers is replaced by rows read from each run's eval/*.json, and a figure
+  is drawn per run plus the overview."""
+  from experiments import table
+  methods = [m for m in table.METHODS if m in MODULES]
+  for method in methods:  # the smoke test of that experiment may not have run (-k)
+    if not table.is_evaluated(smoke_root / method):
+      assert _run(["-m", f"experiments.{method}", "--smoke", "--workdir",
+                   str(smoke_root / method),
+                   f"--config.data.data_dir={tiny_data_dir}"]).returncode == 0
+  readme = tmp_path / "README.md"
+  readme.write_text(f"intro\n{table.START}\nold table\n{table.END}\noutro\n")
+  figures = tmp_path / "figures"
+  result = _run(["-m", "experiments.table", "--smoke", "--root", str(smoke_root),
+                 "--readme", str(readme), "--figures", str(figures),
+                 f"--data_dir={tiny_data_dir}"])
+  assert result.returncode == 0, result.stderr[-4000:]
+  for method in methods:
+    assert f"{method}: already trained and evaluated" in result.stdout
+  text = readme.read_text()
+  assert text.startswith("intro\n") and text.endswith("outro\n") and "old table" not in text
+  rows = [line for line in text.splitlines() if line.startswith("| ")]
+  assert len(rows) == 2 + len(methods) + 1  # header, rule, methods, raw pixels
+  for method, row in zip(methods, rows[2:]):
+    report = json.load(open(smoke_root / method / "eval" / "linear.json"))
+    knn = json.load(open(smoke_root / method / "eval" / "knn.json"))
+    assert f"**{100 * report['top1']:.2f}%**" in row and f"{100 * knn['top1']:.2f}%" in row
+    assert f"python3 -m experiments.{method} --workdir {smoke_root / method}" in row
+  assert f"{100 * report['baselines']['raw_input']:.2f}%" in rows[-1]
+  for name in [*methods, "overview"]:
+    assert (figures / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert "figures/overview.png" in text
+  out = tmp_path / "one.png"
+  plotted = _run(["-m", "ssl_jax.plot", "--workdir", str(smoke_root / methods[0]), "--out", str(out)])
+  assert plotted.returncode == 0 and out.exists(), plotted.stderr[-2000:]
+  missing = _run(["-m", "ssl_jax.plot", "--workdir", str(tmp_path / "nothing")])
+  assert missing.returncode == 1 and "metrics.jsonl does not exist" in missing.stderr

@@ -40,7 +40,14 @@ def cache(tmp_path_factory):
 
 
 def assert_same_step(got, want):
-  """`one_step` results (views, loss, gradients, new BatchNorm statistics) agree."""
+  """`one_step` results (views, loss, gradients, new method_state) agree.
+
+  Each gradient leaf may differ by 2e-5 of its scale plus 10x what a 1e-7 relative change
+  of the views does to it in `want`'s own run: at some test batches a float32 gradient is
+  that sensitive to rounding (MoCo's tiny ResNet: 1.4e-5 of a BatchNorm scale's gradient),
+  and a device count only changes the order of float32 sums. Real faults (per-device
+  statistics, one device's negatives) are orders of magnitude larger.
+  """
   assert set(got) == set(want)
   # Augmentation is keyed per example, so the views agree up to float rounding.
   for name in [k for k in want if k.startswith("views")]:
@@ -53,7 +60,14 @@ def assert_same_step(got, want):
   floor = 1e-2 * max(np.abs(want[k]).max() for k in names if k.startswith("grads"))
   for name in names:
     scale = max(np.abs(want[name]).max(), floor if name.startswith("grads") else 0.0) + 1e-12
-    np.testing.assert_allclose(got[name] / scale, want[name] / scale, atol=2e-5, err_msg=name)
+    tolerance = 2e-5
+    if name.startswith("grads"):
+      sensitivity = np.abs(want["perturbed_" + name] - want[name]).max() / scale
+      # Beyond this the gradient is discontinuous at the test batch and no comparison holds.
+      assert sensitivity < 1e-3, f"{name}: a 1e-7 change of the views moves it {sensitivity:.1e}"
+      tolerance += 10 * sensitivity
+    np.testing.assert_allclose(got[name] / scale, want[name] / scale, atol=tolerance,
+                               err_msg=name)
   # Batch statistics, where the network has them, moved away from their init (mean 0,
   # var 1): they are global ones, and were compared above.
   means = [k for k in names if "batch_stats" in k and k.endswith("['mean']")]

@@ -6,7 +6,8 @@ MODE `train`: trains the tiny test config (total_steps=--steps) in --workdir, re
 if a checkpoint is there and stopping early at --stop_at, and saves the final
 parameters and batch statistics.
 MODE `one_step`: one loss/gradient evaluation on a fixed global batch; saves loss,
-gradients and the new BatchNorm statistics.
+gradients, the new method_state, and the gradients at views perturbed by 1e-7 (rounding
+sensitivity).
 MODE `features`: the evaluation features (pretrained, random_init, raw_input; train and
 test) of the latest checkpoint in --workdir, as `python -m ssl_jax.evaluate` extracts them.
 XLA_FLAGS must be set before jax is imported, hence a separate process per device count.
@@ -50,6 +51,7 @@ def tiny_config(data_dir: str, total_steps: int):
   config.total_steps = total_steps
   config.log_every_steps = 1
   config.checkpoint_every_steps = 2
+  config.model.depth = 10                   # one block per stage: compiles fast
   config.model.width_multiplier = 0.0625    # 4-8-16-32 channels: fast to run
   config.simclr.projection_hidden_dims = (32,)
   config.simclr.projection_dim = 16
@@ -141,17 +143,21 @@ def main():
                              mesh)
 
   @jax.jit
-  def loss_and_grads(state, batch):
+  def loss_and_grads(state, batch, scale):
     step = jax.numpy.zeros((), jax.numpy.int32)
     views = method.views(batch, jax.random.PRNGKey(1), step, config)
+    views = jax.tree.map(lambda v: v * scale, views)  # scale 1 leaves them unchanged
     grad_fn = jax.value_and_grad(method.loss, has_aux=True)
     (loss, (metrics, method_state)), grads = grad_fn(state.params, state.method_state, views,
                                                      jax.random.PRNGKey(2), step, config)
     return loss, grads, method_state, views
 
-  loss, grads, method_state, views = parallel.to_host(loss_and_grads(state, batch))
+  loss, grads, method_state, views = parallel.to_host(loss_and_grads(state, batch, 1.0))
+  # The same step with every view scaled by 1 + 1e-7, about one float32 rounding: how far
+  # rounding alone moves each gradient here. Device-count comparisons are held to that.
+  _, perturbed, _, _ = parallel.to_host(loss_and_grads(state, batch, 1.0 + 1e-7))
   np.savez(args.out, loss=loss, **flatten(views, "views"), **flatten(grads, "grads"),
-           **flatten(method_state, "method_state"))
+           **flatten(perturbed, "perturbed_grads"), **flatten(method_state, "method_state"))
 
 
 if __name__ == "__main__":

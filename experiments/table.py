@@ -1,0 +1,213 @@
+"""The README's results table: every image method pretrained and evaluated on Fashion-MNIST.
+
+    python -m experiments.table                     # all rows, then README + docs/figures
+    python -m experiments.table --methods simclr,dino --root /tmp/ssl_table
+    python -m experiments.table --smoke --root /tmp/t --readme= --figures=/tmp/t/fig
+
+Each row is one experiment module run exactly as its row's command says
+(`python3 -m experiments.METHOD --workdir ROOT/METHOD`, its Fashion-MNIST config: ResNet-18
+at width 0.25, batch 256, steps sized to the budget below), pretraining and then its
+linear and kNN evaluation. A row whose workdir is already trained and evaluated is not
+run again, so an interrupted table resumes where it stopped (a half-trained row resumes
+from its checkpoint). Minutes are measured around each row's processes on this machine and
+kept in ROOT/METHOD/table_row.json.
+
+Then: a PNG of each run's curves (ssl_jax.plot) and one overview in --figures, and the
+markdown table between the README's `<!-- results-table:start -->` and
+`<!-- results-table:end -->` markers.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+from ssl_jax import plot
+
+METHODS = ("simclr", "byol", "moco", "dino")
+START, END = "<!-- results-table:start -->", "<!-- results-table:end -->"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def row_command(method: str, workdir: str) -> str:
+  return f"python3 -m experiments.{method} --workdir {workdir}"
+
+
+def _read_json(path: str):
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def is_trained(workdir: str) -> bool:
+  """The run reached its total_steps (its last metrics record is the final step)."""
+  config = _read_json(os.path.join(workdir, "config.json"))
+  if not config or not os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+    return False
+  steps = [r["step"] for r in plot.read_metrics(workdir) if "loss" in r]
+  return bool(steps) and steps[-1] == config["total_steps"]
+
+
+def is_evaluated(workdir: str, modes=("linear", "knn")) -> bool:
+  """Every mode's report exists and scores the final checkpoint."""
+  config = _read_json(os.path.join(workdir, "config.json"))
+  reports = plot.read_evals(workdir)
+  return bool(config) and all(
+      mode in reports and reports[mode]["checkpoint_step"] == config["total_steps"]
+      for mode in modes)
+
+
+def _run(command: list[str], what: str) -> float:
+  """Runs one row's process with its output streamed; returns its minutes."""
+  print(f"[table] {what}: {' '.join(command)}", flush=True)
+  start = time.time()
+  result = subprocess.run(command, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), check=False)
+  if result.returncode != 0:
+    raise SystemExit(f"[table] {what} failed with exit status {result.returncode}; "
+                     "rerun the table to resume from the last checkpoint")
+  return (time.time() - start) / 60
+
+
+def run_row(method: str, workdir: str, extra: list[str]) -> dict:
+  """Pretrains and evaluates one row unless already done; returns its table_row.json."""
+  record_path = os.path.join(workdir, "table_row.json")
+  record = _read_json(record_path) or {"pretrain_minutes": None, "eval_minutes": None}
+  if not is_trained(workdir):
+    # Pretraining alone first, so that its minutes are measured apart from evaluation.
+    minutes = _run([sys.executable, "-m", f"experiments.{method}", "--workdir", workdir,
+                    "--config.eval.modes=none", *extra], f"{method}: pretraining")
+    record["pretrain_minutes"] = (record["pretrain_minutes"] or 0.0) + minutes  # over attempts
+    record["cpu"] = platform.processor() or platform.machine()
+    record["cores"] = os.cpu_count()
+    record["date"] = time.strftime("%Y-%m-%d")
+    os.makedirs(workdir, exist_ok=True)
+    with open(record_path, "w") as f:
+      json.dump(record, f, indent=2)
+    if not is_trained(workdir):
+      raise SystemExit(f"[table] {method}: pretraining stopped before its last step; "
+                       "rerun the table to resume it")
+  if not is_evaluated(workdir):
+    record["eval_minutes"] = _run([sys.executable, "-m", "ssl_jax.evaluate", "--workdir",
+                                   workdir, "--mode", "linear,knn"], f"{method}: evaluation")
+    with open(record_path, "w") as f:
+      json.dump(record, f, indent=2)
+  else:
+    print(f"[table] {method}: already trained and evaluated in {workdir}; skipped", flush=True)
+  return record
+
+
+def _percent(value) -> str:
+  return "–" if value is None else f"{100 * value:.2f}%"
+
+
+def _minutes(value) -> str:
+  return "–" if value is None else f"{value:.1f}"
+
+
+def row_summary(method: str, workdir: str, record: dict) -> dict:
+  """The numbers of one row, read back from the run's own files."""
+  config = _read_json(os.path.join(workdir, "config.json"))
+  reports = plot.read_evals(workdir)
+  linear, knn = reports["linear"], reports["knn"]
+  speeds = [r["images_per_second"] for r in plot.read_metrics(workdir)
+            if r.get("images_per_second")]
+  return {
+      "method": method, "steps": config["total_steps"],
+      "batch": config["global_batch_size"],
+      "views": ", ".join(f"{g['count']}x{g['crop_size']}" for g in config["views"].values()),
+      "linear": linear["top1"], "knn": knn["top1"],
+      "knn_k": knn["protocol"]["reported_k"],
+      "random_linear": linear["baselines"]["random_init"],
+      "random_knn": knn["baselines"]["random_init"],
+      "raw_linear": linear["baselines"]["raw_input"], "raw_knn": knn["baselines"]["raw_input"],
+      "images_per_s": statistics.median(speeds) if speeds else None,
+      "pretrain_minutes": record.get("pretrain_minutes"),
+      "eval_minutes": record.get("eval_minutes"),
+      "command": row_command(method, workdir),
+  }
+
+
+def markdown(rows: list[dict]) -> str:
+  """The results table: one row per method, then the raw-pixel baseline."""
+  k = rows[0]["knn_k"]
+  lines = [
+      f"| method | views | steps | linear top-1 | kNN top-1 (k={k}) | random-init linear / kNN "
+      "| pretrain min | eval min | images/s | command |",
+      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+  ]
+  for r in rows:
+    speed = "–" if r["images_per_s"] is None else f"{r['images_per_s']:.0f}"
+    lines.append(
+        f"| {r['method']} | {r['views']} | {r['steps']} | **{_percent(r['linear'])}** "
+        f"| {_percent(r['knn'])} | {_percent(r['random_linear'])} / {_percent(r['random_knn'])} "
+        f"| {_minutes(r['pretrain_minutes'])} | {_minutes(r['eval_minutes'])} | {speed} "
+        f"| `{r['command']}` |")
+  raw = rows[0]
+  lines.append(f"| raw pixels (784-d) | – | – | {_percent(raw['raw_linear'])} "
+               f"| {_percent(raw['raw_knn'])} | – | – | – | – | (every row's baseline) |")
+  return "\n".join(lines)
+
+
+def write_readme(path: str, table: str, overview: str) -> None:
+  """Replaces the text between the README's markers with the table and its figure."""
+  with open(path) as f:
+    text = f.read()
+  if START not in text or END not in text:
+    raise SystemExit(f"[table] {path} has no {START} ... {END} section to replace")
+  head, rest = text.split(START, 1)
+  _, tail = rest.split(END, 1)
+  figure = os.path.relpath(overview, os.path.dirname(os.path.abspath(path)))
+  body = f"{START}\n{table}\n\n![loss and top-1 against step, every method]({figure})\n{END}"
+  with open(path, "w") as f:
+    f.write(head + body + tail)
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--root", default="/tmp/ssl_table", help="one workdir per method under it")
+  parser.add_argument("--methods", default=",".join(METHODS),
+                      help=f"comma-separated rows, from {','.join(METHODS)}")
+  parser.add_argument("--readme", default=os.path.join(ROOT, "README.md"),
+                      help="README to update between its markers; empty: print only")
+  parser.add_argument("--figures", default=os.path.join(ROOT, "docs", "figures"),
+                      help="where the per-run PNGs and overview.png go")
+  parser.add_argument("--smoke", action="store_true",
+                      help="every row in its experiment's smoke mode (seconds, not minutes)")
+  parser.add_argument("--data_dir", default=None, help="TFDS data_dir for every row")
+  args = parser.parse_args(argv)
+  methods = [m for m in args.methods.split(",") if m]
+  unknown = [m for m in methods if m not in METHODS]
+  if unknown or not methods:
+    parser.error(f"--methods {args.methods!r}: expected some of {','.join(METHODS)}")
+  extra = (["--smoke"] if args.smoke else []) + (
+      [f"--config.data.data_dir={args.data_dir}"] if args.data_dir else [])
+
+  start = time.time()
+  rows = []
+  for method in methods:
+    workdir = os.path.join(args.root, method)
+    record = run_row(method, workdir, extra)
+    rows.append(row_summary(method, workdir, record))
+  os.makedirs(args.figures, exist_ok=True)
+  for method in methods:
+    path = plot.plot_run(os.path.join(args.root, method),
+                         os.path.join(args.figures, f"{method}.png"))
+    print(f"[table] wrote {path}")
+  overview = plot.plot_overview({m: os.path.join(args.root, m) for m in methods},
+                                os.path.join(args.figures, "overview.png"))
+  print(f"[table] wrote {overview}")
+  table = markdown(rows)
+  print(table)
+  if args.readme:
+    write_readme(args.readme, table, overview)
+    print(f"[table] updated {args.readme}")
+  print(f"[table] wall time {(time.time() - start) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+  main()
