@@ -14,6 +14,7 @@ that record. A step that fails to restore or to verify is moved aside to
 """
 import json
 import os
+import re
 import shutil
 import zlib
 from typing import Any, Callable
@@ -77,6 +78,16 @@ def _all_processes(value: int) -> list[int]:
 def _barrier(name: str) -> None:
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
+
+
+def _field_of(name: str) -> str:
+  """".params['encoder']..." (a TrainState leaf's path) -> "params"."""
+  return re.match(r"\.(\w+)", name).group(1) if name.startswith(".") else name
+
+
+def _as_field_path(name: str) -> str:
+  """"['params']['encoder']..." (the same leaf in a dict of fields) -> ".params['encoder']..."."""
+  return re.sub(r"^\['(\w+)'\]", r".\1", name)
 
 
 def _shape_differences(saved: dict, wanted: dict) -> list[str]:
@@ -186,6 +197,44 @@ class Checkpointer:
     except _Corrupt as error:
       raise CheckpointError(f"checkpoint step {step} in {self.directory} is damaged: {error}") from None
 
+  def restore_fields(self, abstract_fields: dict, step: int | None = None) -> dict:
+    """Restores only some fields of the saved train state, e.g. {"step", "params",
+    "method_state"} -> their values: evaluation and fine-tuning need no optimizer state,
+    so they never build or read one. Verified against the step's integrity record like
+    `restore`; raises CheckpointError if the step is damaged."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    try:
+      record = self._read_record(step)
+      saved = {name: leaf for name, leaf in record["leaves"].items()
+               if _field_of(name) in abstract_fields}
+      wanted = {_as_field_path(name): leaf
+                for name, leaf in _abstract_records(abstract_fields).items()}
+      differences = _shape_differences(saved, wanted)
+      if differences:
+        raise StateMismatchError(
+            f"checkpoint step {step} in {self.directory} holds differently shaped "
+            f"{', '.join(abstract_fields)} than this config builds:\n" +
+            "\n".join(differences[:20]))
+      path = epath.Path(self.step_path(step)) / STATE
+      try:
+        fields = ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(
+            item=abstract_fields,
+            restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_fields),
+            partial_restore=True))
+      except Exception as error:  # pylint: disable=broad-except
+        raise _Corrupt(f"{type(error).__name__}: {str(error)[:300]}") from None
+      restored = {_as_field_path(name): leaf for name, leaf in _leaf_records(fields).items()}
+      bad = [name for name, leaf in saved.items()
+             if restored.get(name, {}).get("crc32") != leaf["crc32"]]
+      if bad:
+        raise _Corrupt(f"{len(bad)} of {len(restored)} arrays do not match their checksums "
+                       f"(first: {bad[0]})")
+      return dict(fields)
+    except _Corrupt as error:
+      raise CheckpointError(f"checkpoint step {step} in {self.directory} is damaged: {error}") from None
+
   def restore_latest_good(self, abstract_state: Any, data_iterator: Any = None) -> Any:
     """Restores the newest step that restores and verifies, moving damaged steps aside.
 
@@ -228,14 +277,7 @@ class Checkpointer:
     processes run different collectives inside orbax: they all reach the agreement in
     restore_latest_good. The manager is reset by the caller, on every process at once.
     """
-    path = epath.Path(self.step_path(step))
-    try:
-      record = json.loads((path / INTEGRITY / "metadata").read_text())
-    except Exception as error:  # pylint: disable=broad-except
-      raise _Corrupt(f"its integrity record is unreadable ({type(error).__name__}: "
-                     f"{str(error)[:200]})") from None
-    if not isinstance(record, dict) or record.get("format") != FORMAT or "leaves" not in record:
-      raise _Corrupt("its integrity record is not one this version writes")
+    record = self._read_record(step)
     differences = _shape_differences(record["leaves"], _abstract_records(abstract_state))
     if differences:
       raise StateMismatchError(
@@ -257,6 +299,17 @@ class Checkpointer:
     if data_iterator is not None:
       self._restore_iterator(step, record, data_iterator)
     return state
+
+  def _read_record(self, step: int) -> dict:
+    """The step's integrity record, read as a plain file; raises _Corrupt if unusable."""
+    try:
+      record = json.loads((epath.Path(self.step_path(step)) / INTEGRITY / "metadata").read_text())
+    except Exception as error:  # pylint: disable=broad-except
+      raise _Corrupt(f"its integrity record is unreadable ({type(error).__name__}: "
+                     f"{str(error)[:200]})") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT or "leaves" not in record:
+      raise _Corrupt("its integrity record is not one this version writes")
+    return record
 
   def _restore_iterator(self, step: int, record: dict, data_iterator: Any) -> None:
     """Sets `data_iterator` to this process's saved position (as grain's handler would)."""

@@ -117,6 +117,25 @@ def abstract_state(init, rng, mesh) -> TrainState:
       jax.eval_shape(init, rng))
 
 
+def model_init(method, config, example: dict):
+  """rng -> (params, method_state) exactly as create_train_state makes them from the same
+  rng, with no optimizer: what evaluation and fine-tuning build."""
+  def init(rng):
+    init_rng, _ = jax.random.split(rng)
+    return method.init(init_rng, config, example)
+  return init
+
+
+def abstract_model_fields(method, config, mesh, example: dict) -> dict:
+  """{"step", "params", "method_state"}: the shapes of the train state's fields that an
+  evaluation restores (Checkpointer.restore_fields), replicated on `mesh`."""
+  params, method_state = jax.eval_shape(model_init(method, config, example),
+                                        jax.random.PRNGKey(0))
+  spec = lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=parallel.replicated(mesh))
+  return {"step": spec(jax.ShapeDtypeStruct((), jnp.int32)),
+          "params": jax.tree.map(spec, params), "method_state": jax.tree.map(spec, method_state)}
+
+
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)

@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
-from ssl_jax import checkpoint, engine, evals, log, parallel, validate
+from ssl_jax import checkpoint, engine, evals, log, methods, parallel, validate
 from ssl_jax.data import modality, preprocess, sources
 from ssl_jax.evals import _features
 
@@ -115,31 +115,36 @@ def _scalars(result: dict, prefix: str = "") -> dict:
 
 def feature_sets(workdir: str, config, mesh, step: int | None = None) -> tuple[dict, int]:
   """{"pretrained" | "random_init" | "raw_input": {"train": ({set: x}, y), "test": ...}}."""
-  method, init, _ = engine.build(config, mesh)
+  # Only params and method_state are restored: no optimizer is built or read.
+  method = methods.get(config.method)
+  example = engine.example_batch(config)
   checkpoints = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints, async_save=False)
-  state = checkpoints.restore(engine.abstract_state(init, jax.random.PRNGKey(config.seed), mesh),
-                              step=step)
+  fields = checkpoints.restore_fields(
+      engine.abstract_model_fields(method, config, mesh, example), step=step)
   checkpoints.close()
-  bad = _count_nonfinite((state.params, state.method_state))
+  trained_step = int(fields["step"])
+  bad = _count_nonfinite((fields["params"], fields["method_state"]))
   if bad:
     # Checked on the weights, not only on the features: XLA:CPU's fused ReLU can turn a NaN
     # into 0, so a diverged network may yield finite, all-zero features.
     raise NonFiniteFeaturesError(
-        f"the checkpoint at step {int(state.step)} in {workdir} holds {bad} non-finite values: "
+        f"the checkpoint at step {trained_step} in {workdir} holds {bad} non-finite values: "
         "its network diverged, and no probe can score it. Evaluate an earlier checkpoint with "
         "--step, or retrain with a lower learning rate.")
-  random_state = init(jax.random.PRNGKey(config.eval.random_init_seed))
+  random_init = jax.jit(engine.model_init(method, config, example),
+                        out_shardings=parallel.replicated(mesh))
+  random_params, random_method_state = random_init(jax.random.PRNGKey(config.eval.random_init_seed))
   raw = jax.jit(lambda batch: modality.raw_features(batch, config))
   splits = {"train": config.eval.train_split, "test": config.eval.test_split}
   sets = {
-      "pretrained": extract_splits(encoder(method, config, state.params, state.method_state),
+      "pretrained": extract_splits(encoder(method, config, fields["params"],
+                                           fields["method_state"]),
                                    config, mesh, splits, "pretrained"),
-      "random_init": extract_splits(encoder(method, config, random_state.params,
-                                            random_state.method_state),
+      "random_init": extract_splits(encoder(method, config, random_params, random_method_state),
                                     config, mesh, splits, "random_init"),
       "raw_input": extract_splits(raw, config, mesh, splits, "raw_input"),
   }
-  return sets, int(state.step)
+  return sets, trained_step
 
 
 def score(mode: str, sets: dict, config) -> dict:

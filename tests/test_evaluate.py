@@ -110,3 +110,44 @@ def test_evaluate_tiny_run(tiny_data_dir, tmp_path):
   assert reports["knn"]["baselines"]["raw_input"] == pytest.approx(expected, abs=1 / 256 + 1e-9)
   # On real images the raw-pixel kNN is far above chance (10%).
   assert expected > 0.5
+
+
+def test_evaluation_restores_params_and_method_state_only(tiny_data_dir, tmp_path):
+  """Evaluation never reads the optimizer state: with config.json's optimizer switched to
+  one whose state has another shape, a full train-state restore fails, while evaluation
+  yields exactly the same features from exactly the trained params."""
+  import jax
+  from ssl_jax import checkpoint, engine, parallel
+  workdir = str(tmp_path / "run")
+  state = train.train(tiny_config(tiny_data_dir, total_steps=2), workdir)
+  trained = parallel.to_host(state.params)
+  config = evaluate.load_run_config(workdir)
+  mesh = parallel.make_mesh()
+  before, step = evaluate.feature_sets(workdir, config, mesh)
+  assert step == 2
+
+  saved = json.load(open(os.path.join(workdir, "config.json")))
+  assert saved["optimizer"]["name"] == "lars"
+  saved["optimizer"]["name"] = "adamw"
+  json.dump(saved, open(os.path.join(workdir, "config.json"), "w"))
+  changed = evaluate.load_run_config(workdir)
+  _, init, _ = engine.build(changed, mesh)
+  checkpoints = checkpoint.Checkpointer(workdir, async_save=False)
+  with pytest.raises(checkpoint.StateMismatchError):
+    checkpoints.restore(engine.abstract_state(init, jax.random.PRNGKey(0), mesh))
+  method = evaluate.methods.get(changed.method)
+  fields = checkpoints.restore_fields(engine.abstract_model_fields(
+      method, changed, mesh, engine.example_batch(changed)))
+  checkpoints.close()
+  assert set(fields) == {"step", "params", "method_state"}
+  for got, want in zip(jax.tree.leaves(parallel.to_host(fields["params"])),
+                       jax.tree.leaves(trained)):
+    np.testing.assert_array_equal(got, want)
+  after, _ = evaluate.feature_sets(workdir, changed, mesh)
+  for name in ("pretrained", "random_init", "raw_input"):
+    for split in ("train", "test"):
+      (features_before, labels_before), (features_after, labels_after) = (
+          before[name][split], after[name][split])
+      np.testing.assert_array_equal(labels_after, labels_before)
+      for key in features_before:
+        np.testing.assert_array_equal(features_after[key], features_before[key])

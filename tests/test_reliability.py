@@ -277,6 +277,17 @@ def test_evaluate_refuses_nonfinite_features(tiny_data_dir, stopped, tmp_path):
   assert not (workdir / "eval").exists()
 
 
+@pytest.mark.parametrize("damage", [overwrite_all_array_files, overwrite_manifest,
+                                    delete_integrity_record], ids=lambda f: f.__name__)
+def test_evaluate_refuses_a_damaged_checkpoint(tiny_data_dir, stopped, tmp_path, damage):
+  """Evaluation reads only params and method_state, and verifies those like a resume."""
+  workdir = copy_of(stopped, tmp_path)
+  damage(workdir, STOP_AT)
+  with pytest.raises(checkpoint.CheckpointError, match=f"step {STOP_AT} .* is damaged"):
+    evaluate.run(str(workdir), ["knn"])
+  assert not (workdir / "eval").exists()
+
+
 def _experiment(workdir, data_dir):
   return [sys.executable, "-m", "experiments.simclr", "--workdir", str(workdir),
           f"--config.data.data_dir={data_dir}", "--config.global_batch_size=32",
