@@ -77,8 +77,13 @@ def extract_splits(encode, config, mesh, splits: dict, name: str) -> dict:
   return out
 
 
-def encoder(method, config, params, method_state):
-  encode = jax.jit(lambda p, s, batch: method.encode(p, s, batch, config))
+def encoder(method, config):
+  """The jitted encode(params, method_state, batch). Built once and bound to each set of
+  weights (`bind`), so the pretrained and random-init networks share one compilation."""
+  return jax.jit(lambda p, s, batch: method.encode(p, s, batch, config))
+
+
+def bind(encode, params, method_state):
   return lambda batch: encode(params, method_state, batch)
 
 
@@ -88,11 +93,12 @@ class Monitor:
   def __init__(self, config, mesh, method):
     self.config, self.mesh, self.method = config, mesh, method
     self.evaluator = evals.get(config.eval.monitor)
+    self.encode = encoder(method, config)
     self.num_classes = sources.dataset_info(config.data.name, config.data.data_dir).num_classes
 
   def __call__(self, params, method_state) -> dict:
     settings = self.config.eval
-    sets = extract_splits(encoder(self.method, self.config, params, method_state), self.config,
+    sets = extract_splits(bind(self.encode, params, method_state), self.config,
                           self.mesh, {"train": settings.monitor_train_split,
                                       "test": settings.monitor_test_split}, "monitor")
     (train_x, train_y), (test_x, test_y) = sets["train"], sets["test"]
@@ -136,11 +142,11 @@ def feature_sets(workdir: str, config, mesh, step: int | None = None) -> tuple[d
   random_params, random_method_state = random_init(jax.random.PRNGKey(config.eval.random_init_seed))
   raw = jax.jit(lambda batch: modality.raw_features(batch, config))
   splits = {"train": config.eval.train_split, "test": config.eval.test_split}
+  encode = encoder(method, config)
   sets = {
-      "pretrained": extract_splits(encoder(method, config, fields["params"],
-                                           fields["method_state"]),
+      "pretrained": extract_splits(bind(encode, fields["params"], fields["method_state"]),
                                    config, mesh, splits, "pretrained"),
-      "random_init": extract_splits(encoder(method, config, random_params, random_method_state),
+      "random_init": extract_splits(bind(encode, random_params, random_method_state),
                                     config, mesh, splits, "random_init"),
       "raw_input": extract_splits(raw, config, mesh, splits, "raw_input"),
   }

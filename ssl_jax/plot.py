@@ -111,7 +111,7 @@ def _draw_scores(axis, records, evals, key, color=None, label=None, baselines=Tr
         if name in report.get("baselines", {}):
           axis.axhline(report["baselines"][name], linestyle=style, linewidth=1,
                        color="black" if color else mode_color, label=f"{name} ({mode})")
-  axis.set_xlim(0, max(last_step, 1) * 1.05)
+  axis.set_xlim(0, max(last_step, axis.get_xlim()[1] / 1.05 if label else 0, 1) * 1.05)
   axis.set_xlabel("step")
   axis.set_ylabel("top-1 accuracy")
 
@@ -142,7 +142,7 @@ def plot_overview(workdirs: dict, out: str) -> str:
   logged value; the baselines drawn are those of the first run that has them (all runs of
   the results table share the dataset, splits and backbone).
   """
-  figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+  figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
   drew_baselines = False
   for label, workdir in workdirs.items():
     records = [r for r in read_metrics(workdir) if "step" in r]
@@ -156,7 +156,8 @@ def plot_overview(workdirs: dict, out: str) -> str:
   left.set_title("pretraining loss (relative)")
   handles, labels = right.get_legend_handles_labels()
   unique = dict(zip(labels, handles))
-  right.legend(unique.values(), unique.keys(), fontsize=7, loc="lower right")
+  right.legend(unique.values(), unique.keys(), fontsize=7, loc="center left",
+               bbox_to_anchor=(1.0, 0.5))
   right.set_title("monitor (lines); final linear (squares), kNN (triangles)")
   figure.tight_layout()
   figure.savefig(out, dpi=100)

@@ -143,6 +143,13 @@ def test_evaluation_restores_params_and_method_state_only(tiny_data_dir, tmp_pat
   for got, want in zip(jax.tree.leaves(parallel.to_host(fields["params"])),
                        jax.tree.leaves(trained)):
     np.testing.assert_array_equal(got, want)
+  # The random-init baseline's weights are those a training run would start from.
+  rng = jax.random.PRNGKey(changed.eval.random_init_seed)
+  started = parallel.to_host(init(rng).params)
+  built = parallel.to_host(
+      jax.jit(engine.model_init(method, changed, engine.example_batch(changed)))(rng)[0])
+  for got, want in zip(jax.tree.leaves(built), jax.tree.leaves(started)):
+    np.testing.assert_array_equal(got, want)
   after, _ = evaluate.feature_sets(workdir, changed, mesh)
   for name in ("pretrained", "random_init", "raw_input"):
     for split in ("train", "test"):

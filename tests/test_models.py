@@ -115,7 +115,7 @@ def test_init_follows_torchvision():
 
 
 def test_bad_depth_and_impl_give_clear_errors():
-  with pytest.raises(ValueError, match=r"depth 20.*\[18, 34, 50\]"):
+  with pytest.raises(ValueError, match=r"depth 20.*\[10, 18, 34, 50\]"):
     resnet.build(ml_collections.ConfigDict(dict(depth=20, width_multiplier=1.0,
                                                 small_image_stem=True)))
   with pytest.raises(ValueError, match="fancy"):

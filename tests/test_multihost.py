@@ -6,6 +6,7 @@ position); SIGTERM delivered to one host makes both save and exit, and the resum
 is still exact; evaluation features extracted by both processes (each reading its own
 shard, padded to equal batch counts) are those one process extracts."""
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -79,6 +80,15 @@ def uninterrupted(tiny_data_dir, tmp_path_factory, cache):
   return first, second, path / "work"
 
 
+@pytest.fixture(scope="module")
+def stopped_job(tiny_data_dir, tmp_path_factory, cache):
+  """A two-process run stopped at STEPS // 2: copied, then resumed (or damaged), per test."""
+  path = tmp_path_factory.mktemp("stopped")
+  run_job("train", tiny_data_dir, path / "half.npz", cache, workdir=path / "work", steps=STEPS,
+          stop_at=STEPS // 2)
+  return path / "work"
+
+
 def test_two_processes_match_one_process(tiny_data_dir, tmp_path, cache):
   single, _ = run_worker("one_step", tiny_data_dir, tmp_path / "single.npz", cache,
                          devices=PROCESSES * DEVICES_PER_PROCESS)
@@ -101,11 +111,11 @@ def test_two_process_run_is_replicated_and_sharded(uninterrupted):
   assert files == [f"process_{i}-of-{PROCESSES}.json" for i in range(PROCESSES)], files
 
 
-def test_two_process_resume_is_bitwise(tiny_data_dir, tmp_path, cache, uninterrupted):
+def test_two_process_resume_is_bitwise(tiny_data_dir, tmp_path, cache, uninterrupted,
+                                      stopped_job):
   full, _, _ = uninterrupted
   workdir = tmp_path / "split"
-  run_job("train", tiny_data_dir, tmp_path / "half.npz", cache, workdir=workdir, steps=STEPS,
-          stop_at=STEPS // 2)
+  shutil.copytree(stopped_job, workdir)
   (resumed, _), logs = run_job("train", tiny_data_dir, tmp_path / "resumed.npz", cache,
                                workdir=workdir, steps=STEPS)
   assert f"at step {STEPS // 2}" in logs[0]
@@ -113,13 +123,13 @@ def test_two_process_resume_is_bitwise(tiny_data_dir, tmp_path, cache, uninterru
     np.testing.assert_array_equal(resumed[name], value, err_msg=name)
 
 
-def test_damage_seen_by_one_host_makes_both_fall_back(tiny_data_dir, tmp_path, cache, uninterrupted):
+def test_damage_seen_by_one_host_makes_both_fall_back(tiny_data_dir, tmp_path, cache, uninterrupted,
+                                                      stopped_job):
   """Only process 1's data-iterator state of the newest step is damaged: process 0 restores
   that step fine, yet both must agree to fall back to the previous step."""
   full, _, _ = uninterrupted
   workdir = tmp_path / "damaged"
-  run_job("train", tiny_data_dir, tmp_path / "half.npz", cache, workdir=workdir, steps=STEPS,
-          stop_at=STEPS // 2)
+  shutil.copytree(stopped_job, workdir)
   newest = workdir / "checkpoints" / str(STEPS // 2)
   (newest / "data" / f"process_1-of-{PROCESSES}.json").write_text('{"not": "a grain state"}')
   (resumed, second), logs = run_job("train", tiny_data_dir, tmp_path / "resumed.npz", cache,
