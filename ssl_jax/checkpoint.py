@@ -90,6 +90,15 @@ def _as_field_path(name: str) -> str:
   return re.sub(r"^\['(\w+)'\]", r".\1", name)
 
 
+def _verify(saved: dict, restored: dict) -> None:
+  """Raises _Corrupt unless every recorded leaf was restored with its recorded CRC32."""
+  bad = [name for name, leaf in saved.items()
+         if restored.get(name, {}).get("crc32") != leaf["crc32"]]
+  if bad:
+    raise _Corrupt(f"{len(bad)} of {len(restored)} arrays do not match their checksums "
+                   f"(first: {bad[0]})")
+
+
 def _shape_differences(saved: dict, wanted: dict) -> list[str]:
   lines = []
   for path in sorted(set(saved) | set(wanted)):
@@ -225,12 +234,8 @@ class Checkpointer:
             partial_restore=True))
       except Exception as error:  # pylint: disable=broad-except
         raise _Corrupt(f"{type(error).__name__}: {str(error)[:300]}") from None
-      restored = {_as_field_path(name): leaf for name, leaf in _leaf_records(fields).items()}
-      bad = [name for name, leaf in saved.items()
-             if restored.get(name, {}).get("crc32") != leaf["crc32"]]
-      if bad:
-        raise _Corrupt(f"{len(bad)} of {len(restored)} arrays do not match their checksums "
-                       f"(first: {bad[0]})")
+      _verify(saved, {_as_field_path(name): leaf
+                      for name, leaf in _leaf_records(fields).items()})
       return dict(fields)
     except _Corrupt as error:
       raise CheckpointError(f"checkpoint step {step} in {self.directory} is damaged: {error}") from None
@@ -290,12 +295,7 @@ class Checkpointer:
           step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(abstract_state)}))[STATE]
     except Exception as error:  # pylint: disable=broad-except
       raise _Corrupt(f"{type(error).__name__}: {str(error)[:300]}") from None
-    restored = _leaf_records(state)
-    bad = [name for name, leaf in record["leaves"].items()
-           if restored.get(name, {}).get("crc32") != leaf["crc32"]]
-    if bad:
-      raise _Corrupt(f"{len(bad)} of {len(restored)} arrays do not match their checksums "
-                     f"(first: {bad[0]})")
+    _verify(record["leaves"], _leaf_records(state))
     if data_iterator is not None:
       self._restore_iterator(step, record, data_iterator)
     return state
