@@ -18,6 +18,10 @@ import pytest
 # stay deterministic, and every comparison runs both sides under the same setting.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_backend_optimization_level=0").strip()
+# Every entrypoint imports ssl_jax before jax, which adds its XLA:CPU flags (ssl_jax/
+# __init__.py); so does the suite, so that in-process runs compute exactly what the
+# experiment processes they are compared with compute.
+import ssl_jax  # noqa: E402,F401
 
 FASHION_MNIST_DIR = pathlib.Path(os.environ.get("SSL_JAX_FASHION_MNIST_DIR",
                                                 "/usr/share/datasets/fashion-mnist"))
@@ -83,4 +87,29 @@ def compilation_cache(tmp_path_factory):
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  yield
+  yield path
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tiny_data_dir, tmp_path_factory, compilation_cache):
+  """NAME -> (workdir, finished process) of `python -m experiments.NAME --smoke` on the
+  tiny subset, run once per session and shared: the experiment tests check its output,
+  the method contract resumes it, the results-table test tabulates it. The process shares
+  this session's compilation cache, so an in-process run of its config compiles nothing."""
+  import subprocess
+  import sys
+  root, runs = tmp_path_factory.mktemp("smoke_runs"), {}
+  repo = str(pathlib.Path(__file__).resolve().parent.parent)
+  env = dict(os.environ, PYTHONPATH=repo, JAX_COMPILATION_CACHE_DIR=compilation_cache,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+
+  def run(name: str):
+    if name not in runs:
+      workdir = root / name
+      runs[name] = workdir, subprocess.run(
+          [sys.executable, "-m", f"experiments.{name}", "--smoke", "--workdir", str(workdir),
+           f"--config.data.data_dir={tiny_data_dir}"],
+          cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    return runs[name]
+  return run

@@ -16,12 +16,6 @@ MODULES = sorted(m.name for m in pkgutil.iter_modules(experiments.__path__)
                  if m.name not in NOT_EXPERIMENTS)
 
 
-@pytest.fixture(scope="module")
-def smoke_root(tmp_path_factory):
-  """One workdir per experiment, shared with the results-table test below."""
-  return tmp_path_factory.mktemp("smoke_runs")
-
-
 def _run(command, **kwargs):
   return subprocess.run([sys.executable, *command], cwd=ROOT,
                         env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
@@ -29,10 +23,8 @@ def _run(command, **kwargs):
 
 
 @pytest.mark.parametrize("name", MODULES)
-def test_experiment_runs_in_smoke_mode(name, tiny_data_dir, smoke_root):
-  workdir = smoke_root / name
-  result = _run(["-m", f"experiments.{name}", "--smoke", "--workdir", str(workdir),
-                 f"--config.data.data_dir={tiny_data_dir}"])
+def test_experiment_runs_in_smoke_mode(name, smoke_run):
+  workdir, result = smoke_run(name)
   assert result.returncode == 0, result.stderr[-4000:]
   config = json.load(open(workdir / "config.json"))
   for mode in config["eval"]["modes"].split(","):
@@ -40,17 +32,15 @@ def test_experiment_runs_in_smoke_mode(name, tiny_data_dir, smoke_root):
     assert 0 <= report["top1"] <= 1 and report["checkpoint_step"] == config["total_steps"]
 
 
-def test_results_table_skips_finished_rows_and_writes_readme(tiny_data_dir, smoke_root, tmp_path):
+def test_results_table_skips_finished_rows_and_writes_readme(tiny_data_dir, smoke_run, tmp_path):
   """The table over the smoke runs above: finished rows are not rerun, the README section
   between the markers is replaced by rows read from each run's eval/*.json, and a figure
   is drawn per run plus the overview."""
   from experiments import table
   methods = [m for m in table.METHODS if m in MODULES]
-  for method in methods:  # the smoke test of that experiment may not have run (-k)
-    if not table.is_evaluated(smoke_root / method):
-      assert _run(["-m", f"experiments.{method}", "--smoke", "--workdir",
-                   str(smoke_root / method),
-                   f"--config.data.data_dir={tiny_data_dir}"]).returncode == 0
+  for method in methods:
+    assert smoke_run(method)[1].returncode == 0
+  smoke_root = smoke_run(methods[0])[0].parent
   readme = tmp_path / "README.md"
   readme.write_text(f"intro\n{table.START}\nold table\n{table.END}\noutro\n")
   figures = tmp_path / "figures"

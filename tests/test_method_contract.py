@@ -5,11 +5,13 @@ and resumed equals the uninterrupted run bitwise."""
 import importlib
 import json
 
+import jax
 import numpy as np
 import pytest
 
-from ssl_jax import methods
-from test_train import _params, assert_same_step, run_worker
+from ssl_jax import checkpoint, engine, evaluate, methods, parallel, train
+from test_train import assert_same_step, run_worker
+from train_worker import flatten
 
 METHODS = methods.available()
 
@@ -30,28 +32,43 @@ def test_every_method_has_an_experiment_with_a_smoke_config(method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_eight_devices_match_one_device(method, tiny_data_dir, tmp_path, cache):
-  one, _ = run_worker("one_step", tiny_data_dir, tmp_path / "one.npz", cache, devices=1,
-                      method=method)
+  """One 8-device process computes the step on all 8 devices and, from the same initial
+  state, on one of them (at the first init seed where the gradient is smooth)."""
   eight, _ = run_worker("one_step", tiny_data_dir, tmp_path / "eight.npz", cache, devices=8,
-                        method=method)
+                        method=method, one_device_out=tmp_path / "one.npz")
+  one = dict(np.load(tmp_path / "one.npz"))
+  one.pop("init_seed")
   assert_same_step(eight, one)
 
 
+def _final_fields(workdir, config) -> dict:
+  """{name: array} of the step, params and method_state saved last in `workdir`."""
+  mesh = parallel.make_mesh()
+  method = methods.get(config.method)
+  abstract = engine.abstract_model_fields(method, config, mesh, engine.example_batch(config))
+  fields = checkpoint.Checkpointer(str(workdir), async_save=False).restore_fields(abstract)
+  return flatten(parallel.to_host(fields))
+
+
 @pytest.mark.parametrize("method", METHODS)
-def test_resume_is_bitwise(method, tiny_data_dir, tmp_path, cache):
-  full, _ = run_worker("train", tiny_data_dir, tmp_path / "full.npz", cache,
-                       workdir=tmp_path / "full", steps=4, method=method)
-  run_worker("train", tiny_data_dir, tmp_path / "half.npz", cache, workdir=tmp_path / "split",
-             steps=4, stop_at=2, method=method)
-  resumed, log = run_worker("train", tiny_data_dir, tmp_path / "resumed.npz", cache,
-                            workdir=tmp_path / "split", steps=4, method=method)
-  assert "resumed from" in log and "at step 2" in log
-  assert int(full["step"]) == int(resumed["step"]) == 4
-  values = _params(full)
-  assert any(k.startswith("method_state") for k in values)
-  for name, value in values.items():
-    np.testing.assert_array_equal(resumed[name], value, err_msg=name)
-  # The resumed run appended to the same metrics file: steps 1..4 once each.
-  steps = [json.loads(line)["step"] for line in open(tmp_path / "split" / "metrics.jsonl")
-           if "loss" in line]
-  assert steps == [1, 2, 3, 4]
+def test_resume_is_bitwise(method, smoke_run, tmp_path, capfd):
+  """The experiment's smoke run (its own process, uninterrupted) against the same config
+  stopped at its first checkpoint and resumed, here in the test's process."""
+  full, result = smoke_run(method)
+  assert result.returncode == 0, result.stderr[-4000:]
+  config = evaluate.load_run_config(str(full))  # exactly what the smoke run trained
+  stop = config.checkpoint_every_steps
+  assert stop < config.total_steps
+  split = tmp_path / "split"
+  train.train(config, str(split), stop_at_step=stop)
+  train.train(config, str(split))
+  log = capfd.readouterr()
+  assert f"at step {stop}" in log.out + log.err and "resumed from" in log.out + log.err
+  want, got = _final_fields(full, config), _final_fields(split, config)
+  assert set(got) == set(want) and any(k.startswith("['method_state']") for k in want)
+  assert int(got["['step']"]) == int(want["['step']"]) == config.total_steps
+  for name, value in want.items():
+    np.testing.assert_array_equal(got[name], value, err_msg=name)
+  # The resumed run appended to the same metrics file: every step once.
+  steps = [json.loads(line)["step"] for line in open(split / "metrics.jsonl") if "loss" in line]
+  assert steps == list(range(1, config.total_steps + 1))
