@@ -1,7 +1,8 @@
 """Steady-state train-step benchmark on synthetic data, one JSON line on stdout.
 
     python -m ssl_jax.bench simclr_resnet18 [--batch 128] [--steps 10] [--warmup 2]
-    python -m ssl_jax.bench byol_resnet18 | moco_resnet18 | dino_resnet18
+    python -m ssl_jax.bench byol_resnet18 | moco_resnet18 | dino_resnet18 | simsiam_resnet18
+    python -m ssl_jax.bench barlow_twins_resnet18 | vicreg_resnet18 | simdino_resnet18
     python -m ssl_jax.bench --experiment simclr:fashion_mnist     # any experiment's step
 
 The `*_resnet18` specs share the backbone and input of ../shared/peers/simclr_resnet18.py:
@@ -9,7 +10,10 @@ ResNet-18 with the small-image stem, 32x32x3 uint8 images, batch B images, SGD m
 0.9 (lr 0.1, wd 5e-4). simclr: 2 views, projection 512-2048-128, NT-Xent T=0.2 (the peer's
 spec). byol: 2 views, projector and predictor 4096-256, EMA target. moco: 2 views, v3
 projector 4096-4096-256 and predictor 4096-256, momentum encoder. dino: 2 global 32x32
-crops + 6 local 16x16 crops, head 2048-2048-256 -> 65536, EMA teacher. Unlike the peer,
+crops + 6 local 16x16 crops, head 2048-2048-256 -> 65536, EMA teacher. simsiam: 2 views,
+projector 2048-2048-2048, predictor 512. barlow_twins, vicreg: 2 views, projector
+8192-8192-8192 (the papers'). simdino: dino's crops, head 2048-2048-256, EMA teacher,
+coding rate over 256 dims. Unlike the peer,
 views are augmented inside the timed step, as in real training. `--experiment M:DATASET`
 times the step of `experiments/M.py` for that dataset (the README demo:
 `simclr:fashion_mnist`).
@@ -53,14 +57,18 @@ def _resnet18_spec(method: str, batch: int) -> ml_collections.ConfigDict:
   if method == "simclr":
     config.views.pair = views.group(count=2, crop_size=32)
     config.simclr = settings(temperature=0.2, projection_hidden_dims=(2048,), projection_dim=128)
-  elif method in ("byol", "moco"):
+  elif method == "simsiam":
+    config.views.pair = views.group(count=2, crop_size=32)
+    config.simsiam = settings()
+  elif method in ("byol", "moco", "barlow_twins", "vicreg"):
     config.views.first = views.group(count=1, crop_size=32)
     config.views.second = views.group(count=1, crop_size=32, solarize_prob=0.2)
     config[method] = settings()
-  else:
+  else:  # dino, simdino
     config.views.global_crops = views.group(count=2, crop_size=32, crop_scale=(0.3, 1.0))
     config.views.local_crops = views.group(count=6, crop_size=16, crop_scale=(0.05, 0.3))
-    config.dino = settings(head_hidden_dims=(2048, 2048), bottleneck_dim=256, output_dim=65536)
+    config[method] = (settings(head_hidden_dims=(2048, 2048), bottleneck_dim=256, output_dim=65536)
+                      if method == "dino" else settings())
   config.optimizer = optim.default_config(name="sgd", learning_rate=0.1, lr_scaling="none",
                                           weight_decay=5e-4, momentum=0.9)
   config.eval = evaluate.default_config()
@@ -68,7 +76,8 @@ def _resnet18_spec(method: str, batch: int) -> ml_collections.ConfigDict:
 
 
 BENCHES = {f"{m}_resnet18": (lambda batch, m=m: _resnet18_spec(m, batch), 128)
-           for m in ("simclr", "byol", "moco", "dino")}
+           for m in ("simclr", "byol", "moco", "dino", "simsiam", "barlow_twins", "vicreg",
+                     "simdino")}
 
 
 def _experiment_config(spec: str, batch: int | None) -> ml_collections.ConfigDict:

@@ -164,3 +164,144 @@ def dino_center_update(center: jax.Array, teacher_logits: jax.Array, momentum: f
                           axis=0)
   new_center = center.astype(jnp.float32) * momentum + batch_center * (1.0 - momentum)
   return jax.lax.stop_gradient(new_center).reshape(center.shape).astype(center.dtype)
+
+
+def negative_cosine(predictions: jax.Array, targets: jax.Array) -> jax.Array:
+  """SimSiam's D(p, z) = -cos(p, stopgrad(z)), averaged over rows (Chen & He 2021, eq. 1
+  with the stop-gradient of eq. 3). Symmetrise as (D(p1, z2) + D(p2, z1)) / 2.
+
+  The target is stop-gradiented here, so its branch never receives a gradient.
+  """
+  if predictions.shape != targets.shape:
+    raise ValueError(f"negative_cosine needs matching shapes, got {predictions.shape} and "
+                     f"{targets.shape}")
+  p = l2_normalize(predictions.astype(jnp.float32))
+  z = l2_normalize(jax.lax.stop_gradient(targets).astype(jnp.float32))
+  return -jnp.mean(jnp.sum(p * z, axis=-1))
+
+
+def _standardize(z: jax.Array, eps: float) -> jax.Array:
+  """Each column to zero mean and unit (biased) variance over the rows: BatchNorm without
+  affine in training mode, which is how the official Barlow Twins code normalises."""
+  z = z.astype(jnp.float32)
+  mean = jnp.mean(z, axis=0, keepdims=True)
+  variance = jnp.mean(jnp.square(z - mean), axis=0, keepdims=True)
+  return (z - mean) * jax.lax.rsqrt(variance + eps)
+
+
+def barlow_twins(z1: jax.Array, z2: jax.Array, redundancy_weight: float,
+                 eps: float = 1e-5) -> tuple[jax.Array, jax.Array]:
+  """Barlow Twins, Zbontar et al. 2021 eq. (1)-(2):
+
+      C = z1_std^T z2_std / N,   L = sum_i (1 - C_ii)^2 + lambda * sum_{i != j} C_ij^2
+
+  where z_std is each embedding dimension standardised over the batch (biased variance,
+  `eps` inside the root as BatchNorm's). On global arrays N is the global batch, so C is
+  the official code's all-reduced cross-correlation.
+
+  Args:
+    z1, z2: [N, D] projector outputs of the two views, row i of each from image i.
+    redundancy_weight: lambda (the paper: 5.1e-3 at D = 8192).
+
+  Returns:
+    (loss, C): the loss and the [D, D] cross-correlation (for diagnostics).
+  """
+  if z1.shape != z2.shape or z1.ndim != 2:
+    raise ValueError(f"barlow_twins needs two [N, D] arrays of one shape, got {z1.shape} and "
+                     f"{z2.shape}")
+  c = _standardize(z1, eps).T @ _standardize(z2, eps) / z1.shape[0]
+  diagonal = jnp.diagonal(c)
+  on_diagonal = jnp.sum(jnp.square(1.0 - diagonal))
+  off_diagonal = jnp.sum(jnp.square(c)) - jnp.sum(jnp.square(diagonal))
+  return on_diagonal + redundancy_weight * off_diagonal, c
+
+
+def vicreg_terms(z1: jax.Array, z2: jax.Array, std_target: float = 1.0,
+                 eps: float = 1e-4) -> dict[str, jax.Array]:
+  """The three VICReg terms, Bardes, Ponce, LeCun 2022 eq. (1)-(5), unweighted:
+
+      invariance  s(Z, Z') = mean over n and d of (z - z')^2                (eq. 5, the MSE)
+      variance    v(Z) = (1/d) sum_j max(0, gamma - sqrt(Var(z_j) + eps))   (eq. 1)
+      covariance  c(Z) = (1/d) sum_{i != j} C(Z)_ij^2,
+                  C(Z) = (1/(n-1)) sum_i (z_i - z_mean)(z_i - z_mean)^T     (eq. 3-4)
+
+  Var is the unbiased variance over the batch. `variance` and `covariance` are summed
+  over the two branches, v(Z) + v(Z') and c(Z) + c(Z'), as eq. (6) uses them.
+  """
+  if z1.shape != z2.shape or z1.ndim != 2:
+    raise ValueError(f"vicreg needs two [N, D] arrays of one shape, got {z1.shape} and {z2.shape}")
+  n, d = z1.shape
+  if n < 2:
+    raise ValueError("vicreg needs at least 2 rows: its variance and covariance are over the batch")
+  z1, z2 = z1.astype(jnp.float32), z2.astype(jnp.float32)
+
+  def variance(z):
+    std = jnp.sqrt(jnp.var(z, axis=0, ddof=1) + eps)
+    return jnp.mean(jax.nn.relu(std_target - std))
+
+  def covariance(z):
+    centred = z - jnp.mean(z, axis=0, keepdims=True)
+    cov = centred.T @ centred / (n - 1)
+    return (jnp.sum(jnp.square(cov)) - jnp.sum(jnp.square(jnp.diagonal(cov)))) / d
+
+  return {"invariance": jnp.mean(jnp.square(z1 - z2)),
+          "variance": variance(z1) + variance(z2),
+          "covariance": covariance(z1) + covariance(z2)}
+
+
+def vicreg(z1: jax.Array, z2: jax.Array, invariance_weight: float = 25.0,
+           variance_weight: float = 25.0, covariance_weight: float = 1.0,
+           std_target: float = 1.0, eps: float = 1e-4) -> tuple[jax.Array, dict]:
+  """VICReg's loss, eq. (6): lambda s(Z, Z') + mu [v(Z) + v(Z')] + nu [c(Z) + c(Z')], with
+  the paper's lambda = mu = 25, nu = 1 as defaults. Returns (loss, the unweighted terms).
+
+  The official code halves the variance term (mean of the two branches' hinges), which is
+  this loss with variance_weight = 12.5.
+  """
+  terms = vicreg_terms(z1, z2, std_target, eps)
+  value = (invariance_weight * terms["invariance"] + variance_weight * terms["variance"]
+           + covariance_weight * terms["covariance"])
+  return value, terms
+
+
+def coding_rate(z: jax.Array, eps: float) -> jax.Array:
+  """R_eps(Z) = 1/2 logdet(I_d + d / (n eps^2) Z^T Z) of n features [n, d] (Ma et al.'s
+  rate-distortion of Gaussian features, as SimDINO writes it).
+
+  Computed from the Cholesky factor of the [d, d] matrix (positive definite: at least I),
+  so R = sum(log(diag(L))). On global arrays n is the global batch and Z^T Z sums over
+  every device's rows.
+  """
+  if z.ndim != 2:
+    raise ValueError(f"coding_rate needs [n, d] features, got {z.shape}")
+  n, d = z.shape
+  z = z.astype(jnp.float32)
+  gram = jnp.eye(d, dtype=jnp.float32) + (d / (n * eps ** 2)) * (z.T @ z)
+  return jnp.sum(jnp.log(jnp.diagonal(jnp.linalg.cholesky(gram))))
+
+
+def simdino_alignment(student: list[jax.Array] | tuple[jax.Array, ...], teacher: jax.Array
+                      ) -> jax.Array:
+  """SimDINO's student-teacher term: the mean of 1/2 ||z_s - z_t||^2 between l2-normalised
+  features, over the batch and over every pair (teacher global view i, student view j != i).
+
+  Args:
+    student: V arrays [B, D] (or [V, B, D]); the first G are the global crops, in the
+      teacher's order, the rest local crops (any resolution: they are separate arrays).
+    teacher: [G, B, D] teacher features of the global crops; stop-gradiented here.
+  """
+  students = list(student)
+  if teacher.ndim != 3 or len(students) < 2 or len(students) < teacher.shape[0]:
+    raise ValueError(f"simdino_alignment needs teacher [G, B, D] and at least max(G, 2) student "
+                     f"views, got {teacher.shape} and {len(students)}")
+  t = l2_normalize(jax.lax.stop_gradient(teacher).astype(jnp.float32))
+  total, pairs = jnp.zeros((), jnp.float32), 0
+  for j, view in enumerate(students):
+    if view.shape != teacher.shape[1:]:
+      raise ValueError(f"simdino_alignment student views must be {teacher.shape[1:]}, got {view.shape}")
+    s = l2_normalize(view.astype(jnp.float32))
+    for i in range(teacher.shape[0]):
+      if i != j:  # a crop is never its own target
+        total = total + 0.5 * jnp.mean(jnp.sum(jnp.square(s - t[i]), axis=-1))
+        pairs += 1
+  return total / pairs

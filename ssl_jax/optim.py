@@ -6,9 +6,11 @@ trust-ratio adaptation are masked off biases and normalisation parameters (every
 parameter with fewer than two dimensions), as in SimCLR/BYOL.
 
 Parameter groups: a method's optional `param_labels(params, config)` gives every
-parameter one of LABELS. "default" trains normally; "no_decay" trains without weight
-decay (position embeddings, tokens); "frozen" never changes (its updates are set to zero
-after the optimizer, so every optimizer keeps its usual state layout).
+parameter one of LABELS, and each label is its own optax transformation
+(`optax.multi_transform`). "default" trains normally; "no_decay" trains without weight
+decay or trust-ratio adaptation (position embeddings, tokens); "constant_lr" trains at the
+peak learning rate all run long, with no warm-up or decay (SimSiam's predictor); "frozen"
+never changes and keeps no optimizer state.
 """
 from typing import Any, Callable
 
@@ -19,7 +21,7 @@ import optax
 from ssl_jax.validate import ConfigError, number, strict_update
 
 OPTIMIZERS = ("sgd", "lars", "adamw", "lamb")
-LABELS = ("default", "no_decay", "frozen")
+LABELS = ("default", "no_decay", "constant_lr", "frozen")
 LR_SCALINGS = ("linear", "sqrt", "none")
 
 
@@ -41,13 +43,9 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   return strict_update(config, overrides, "optimizer")
 
 
-def decay_mask(params: Any, param_labels: Callable[[Any], Any] | None = None) -> Any:
-  """True for parameters that get weight decay: kernels, not biases or norm scales, and
-  none labelled "no_decay" or "frozen"."""
-  if param_labels is None:
-    return jax.tree.map(lambda p: p.ndim > 1, params)
-  return jax.tree.map(lambda p, label: p.ndim > 1 and label == "default", params,
-                      checked_labels(params, param_labels))
+def decay_mask(params: Any) -> Any:
+  """True for parameters that get weight decay: kernels, not biases or norm scales."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
 def checked_labels(params: Any, param_labels: Callable[[Any], Any]) -> Any:
@@ -105,13 +103,19 @@ def make_optimizer(config: ml_collections.ConfigDict, total_steps: int, global_b
   """
   check_config(config)
   schedule = make_schedule(config, total_steps, global_batch_size)
-  tx = _base_optimizer(config, schedule, lambda params: decay_mask(params, param_labels))
+  if param_labels is None:
+    tx = _base_optimizer(config, schedule, decay_mask)
+  else:
+    no_decay = lambda params: jax.tree.map(lambda p: False, params)
+    peak = peak_learning_rate(config, global_batch_size)
+    tx = optax.multi_transform(
+        {"default": _base_optimizer(config, schedule, decay_mask),
+         "no_decay": _base_optimizer(config, schedule, no_decay),
+         "constant_lr": _base_optimizer(config, peak, decay_mask),
+         "frozen": optax.set_to_zero()},
+        lambda params: checked_labels(params, param_labels))
   if config.grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
-  if param_labels is not None:
-    frozen = lambda params: jax.tree.map(lambda label: label == "frozen",
-                                         checked_labels(params, param_labels))
-    tx = optax.chain(tx, optax.masked(optax.set_to_zero(), frozen))
   return tx, schedule
 
 

@@ -69,3 +69,20 @@ def evaluation_images(images: jax.Array, config: ml_collections.ConfigDict) -> j
   """uint8 [B,H,W,C] -> normalised float32 at the evaluation resolution, no randomness."""
   images = augment.center_view(images, config.data.image_size)
   return augment.normalize(images, config.data.mean, config.data.std)
+
+
+def two_views(images: jax.Array, rng: jax.Array, config: ml_collections.ConfigDict,
+              method: str) -> jax.Array:
+  """Two views of every image as one array [2B, S, S, C] (all first views, then all second
+  views), for the methods that run both through one forward pass. Either one group of
+  count 2 (symmetric augmentation: `pair`) or two groups of count 1 and one crop size
+  (asymmetric: `first`/`second`, BYOL's blur and solarisation)."""
+  groups = _groups(config)
+  counts = [settings.count for _, settings in groups]
+  sizes = {settings.crop_size for _, settings in groups}
+  if counts not in ([2], [1, 1]) or len(sizes) != 1:
+    raise ConfigError(f"{method} needs two views of every image of one crop size: one view group "
+                      "of count 2 (views.pair) or two of count 1 (views.first, views.second); got "
+                      + ", ".join(f"{name} (count {s.count}, crop_size {s.crop_size})"
+                                  for name, s in groups))
+  return jnp.concatenate(make(images, rng, config))

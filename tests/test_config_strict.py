@@ -8,7 +8,7 @@ import ml_collections
 import pytest
 
 from experiments import common, datasets, simclr as simclr_experiment
-from ssl_jax import evaluate, optim, validate, views
+from ssl_jax import evaluate, methods, optim, validate, views
 from ssl_jax.evals import knn, linear
 from ssl_jax.methods import simclr
 
@@ -73,3 +73,20 @@ def test_experiment_argument_errors():
   assert common.parse_arg("cifar10,smoke") == ("cifar10", True)
   assert common.parse_arg(None) == ("fashion_mnist", False)
   assert set(datasets.PRESETS) == {"fashion_mnist", "cifar10", "imagenet2012"}
+
+
+@pytest.mark.parametrize("method", methods.available())
+def test_every_method_section_is_strict(method):
+  """Each method's default_config names its section and the closest field, and the
+  section its experiment builds refuses a new field."""
+  import importlib
+  defaults = methods.get(method).default_config()
+  field = sorted(defaults.keys())[0]
+  typo = field[:-1] + ("x" if field[-1] != "x" else "y")
+  with pytest.raises(validate.ConfigError) as error:
+    methods.get(method).default_config(**{typo: 1})
+  assert f"config.{method} has no field {typo!r}" in str(error.value)
+  assert f"did you mean {field!r}" in str(error.value)
+  config = importlib.import_module(f"experiments.{method}").get_config("fashion_mnist")
+  with pytest.raises(AttributeError, match="zz_typo"):
+    config[method].zz_typo = 1

@@ -45,10 +45,10 @@ def setup():
     """Student logits of every crop and teacher logits of the global crops, train mode."""
     global_crops, local_crops = views
     net = dino.network(config)
-    (_, _, student), _ = net.apply({"params": params, "batch_stats": state["batch_stats"]},
+    (_, (_, student)), _ = net.apply({"params": params, "batch_stats": state["batch_stats"]},
                                    [global_crops, local_crops], train=True,
                                    mutable=["batch_stats"])
-    (_, _, teacher), _ = net.apply(state["teacher"], [global_crops], train=True,
+    (_, (_, teacher)), _ = net.apply(state["teacher"], [global_crops], train=True,
                                    mutable=["batch_stats"])
     return student, teacher
 

@@ -100,3 +100,21 @@ def test_parameter_groups_freeze_and_skip_decay():
   assert np.all(np.asarray(new["kernel"]) < np.asarray(new["token"]))
   with pytest.raises(validate.ConfigError, match="param_labels gave"):
     optim.make_optimizer(config, 10, 256, param_labels=lambda p: {k: "nope" for k in p})[0].init(params)
+
+
+def test_constant_lr_group_skips_the_schedule():
+  """A "constant_lr" parameter steps at the peak lr from step 0; a "default" one follows
+  the warm-up (lr 0 at step 0) and the cosine: by hand, plain SGD, lr 0.1, warm-up 4."""
+  params = {"scheduled": jnp.zeros((2, 2)), "constant": jnp.zeros((2, 2))}
+  grads = jax.tree.map(jnp.ones_like, params)
+  config = optim.default_config(name="sgd", learning_rate=0.1, lr_scaling="none",
+                                weight_decay=0.0, momentum=0.0, warmup_steps=4)
+  labels = lambda p: {"scheduled": "default", "constant": "constant_lr"}
+  tx, schedule = optim.make_optimizer(config, total_steps=20, global_batch_size=256,
+                                      param_labels=labels)
+  state = tx.init(params)
+  for step in range(6):
+    updates, state = tx.update(grads, state, params)
+    np.testing.assert_allclose(np.asarray(updates["constant"]), -0.1, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(updates["scheduled"]), -float(schedule(step)), rtol=1e-6)
+  assert float(schedule(0)) == 0.0 and float(schedule(2)) == pytest.approx(0.05)

@@ -37,8 +37,9 @@ method may use `jax.shard_map` (its mesh is picked up) where it truly needs per-
 semantics.
 
 Optional:
-  param_labels(params, config) -> pytree of "default" | "no_decay" | "frozen"
-      Optimizer parameter groups (ssl_jax/optim.py).
+  param_labels(params, config) -> pytree of "default" | "no_decay" | "constant_lr" | "frozen"
+      Optimizer parameter groups (ssl_jax/optim.py): e.g. SimSiam's predictor at a fixed
+      learning rate ("constant_lr"), tokens without weight decay.
   load_pretrained(params, method_state, pretrained_params, pretrained_state, config)
       -> (params, method_state)
       Puts a pretrained run's weights into a freshly initialised state (fine-tuning).

@@ -18,9 +18,9 @@ method_state: {"batch_stats": student BN statistics,
 Choices the contract leaves open, and what the official code does:
 - Crops of different sizes are separate arrays, so the student's backbone runs once on
   the global crops and once on the local crops, and the head once on all their features
-  together (the official MultiCropWrapper). Its BatchNorm running statistics take both
-  updates in that order (flax hands the second call the first call's new values), as
-  PyTorch's BatchNorm does for the official two backbone calls.
+  together (ssl_jax/multicrop.py, the official MultiCropWrapper). Its BatchNorm running
+  statistics take both updates in that order (flax hands the second call the first call's
+  new values), as PyTorch's BatchNorm does for the official two backbone calls.
 - The teacher runs in train mode (batch statistics), as in the official code, which
   never calls teacher.eval(); its running statistics come from its own forward passes,
   and the EMA moves only its params.
@@ -40,9 +40,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax import diagnostics, losses, models, teacher, validate, views as views_lib
-
-GLOBAL, LOCAL = "global_crops", "local_crops"  # the view groups DINO reads
+from ssl_jax import diagnostics, losses, models, multicrop, teacher, validate, views as views_lib
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
@@ -104,43 +102,7 @@ class DINOHead(nn.Module):
     return bottleneck, logits
 
 
-class DINONetwork(nn.Module):
-  """The backbone on each crop group in turn, then the head on all their features."""
-  backbone: nn.Module
-  head: nn.Module
-
-  def __call__(self, crop_groups, train: bool = True, freeze_last_layer=False):
-    features = [self.backbone(crops, train=train) for crops in crop_groups]
-    bottleneck, logits = self.head(jnp.concatenate(features), train=train,
-                                   freeze_last_layer=freeze_last_layer)
-    return features, bottleneck, logits
-
-  def features(self, images):
-    return self.backbone(images, train=False)
-
-
-def _crop_counts(config) -> tuple[int, int]:
-  """(global crops, local crops) per image, checked; the global count is a Python int
-  because the loss pairs crops in Python."""
-  names = list(config.views.keys())
-  if GLOBAL not in names:
-    raise validate.ConfigError(f"DINO needs a view group config.views.{GLOBAL} (count 2, the "
-                               f"teacher's crops); got groups {names}")
-  others = [n for n in names if n not in (GLOBAL, LOCAL)]
-  if others:
-    raise validate.ConfigError(f"DINO reads only the view groups {GLOBAL} and {LOCAL}; "
-                               f"config.views also has {others}")
-  num_global = config.views[GLOBAL].count
-  num_local = config.views[LOCAL].count if LOCAL in names else 0
-  validate.number(f"views.{GLOBAL}.count", num_global, low=1, integer=True)
-  validate.number(f"views.{LOCAL}.count", num_local, low=0, integer=True)
-  if num_global + num_local < 2:
-    raise validate.ConfigError(f"DINO needs at least two crops per image; views.{GLOBAL}.count="
-                               f"{num_global} with no {LOCAL} has one (the paper: 2 global crops)")
-  return num_global, num_local
-
-
-def network(config: ml_collections.ConfigDict) -> DINONetwork:
+def network(config: ml_collections.ConfigDict) -> multicrop.MultiCropNetwork:
   dino = config.dino
   for name in ("student_temperature", "teacher_temperature", "warmup_teacher_temperature"):
     validate.number(f"dino.{name}", dino[name], low=0, low_open=True)
@@ -150,8 +112,8 @@ def network(config: ml_collections.ConfigDict) -> DINONetwork:
     validate.number(f"dino.{name}", dino[name], low=0, integer=True)
   for name in ("bottleneck_dim", "output_dim"):
     validate.number(f"dino.{name}", dino[name], low=1, integer=True)
-  _crop_counts(config)
-  return DINONetwork(
+  multicrop.crop_counts(config, "DINO")
+  return multicrop.MultiCropNetwork(
       backbone=models.build(config.model),
       head=DINOHead(tuple(dino.head_hidden_dims), dino.bottleneck_dim, dino.output_dim,
                     use_bn=dino.use_bn_in_head))
@@ -171,15 +133,7 @@ def init(rng: jax.Array, config: ml_collections.ConfigDict, example_batch: dict)
 def views(batch: dict, rng: jax.Array, step, config: ml_collections.ConfigDict):
   """(global crops [G*B, S, S, C], local crops [N*B, s, s, C] or None), view-major."""
   del step  # the same augmentation all run long
-  _, num_local = _crop_counts(config)
-  view_config = config
-  if LOCAL in config.views and num_local == 0:
-    # views.make refuses a count of 0, so --config.views.local_crops.count=0 (no multi-crop)
-    # drops the group here.
-    view_config = ml_collections.ConfigDict({"data": config.data,
-                                             "views": {GLOBAL: config.views[GLOBAL]}})
-  groups = dict(zip(view_config.views.keys(), views_lib.make(batch["image"], rng, view_config)))
-  return groups[GLOBAL], groups.get(LOCAL)
+  return multicrop.make(batch["image"], rng, config, "DINO")
 
 
 def teacher_temperature(step, config) -> jax.Array:
@@ -192,17 +146,17 @@ def teacher_temperature(step, config) -> jax.Array:
 def loss(params, method_state, views, rng, step, config, train: bool = True):
   del rng  # DINO's randomness is all in the views.
   global_crops, local_crops = views
-  num_global, _ = _crop_counts(config)
+  num_global, _ = multicrop.crop_counts(config, "DINO")
   net, dino = network(config), config.dino
   crop_groups = [global_crops] + ([] if local_crops is None else [local_crops])
-  num_crops = sum(group.shape[0] for group in crop_groups) // (global_crops.shape[0] // num_global)
+  num_crops = multicrop.crops_per_image(global_crops, local_crops, num_global)
   freeze = jnp.asarray(step) < dino.freeze_last_layer_steps
-  (_, bottleneck, student_logits), student_updates = net.apply(
+  (_, (bottleneck, student_logits)), student_updates = net.apply(
       {"params": params, "batch_stats": method_state["batch_stats"]}, crop_groups, train=train,
       freeze_last_layer=freeze, mutable=["batch_stats"])
   teacher_vars = method_state["teacher"]
-  (_, _, teacher_logits), teacher_updates = net.apply(teacher_vars, [global_crops], train=train,
-                                                      mutable=["batch_stats"])
+  (_, (_, teacher_logits)), teacher_updates = net.apply(teacher_vars, [global_crops],
+                                                        train=train, mutable=["batch_stats"])
   teacher_logits = jax.lax.stop_gradient(teacher_logits)
   temperature = teacher_temperature(step, config)
   center = method_state["center"]
@@ -242,6 +196,7 @@ def encode(params, method_state, batch, config) -> dict:
   net = network(config)
   images = views_lib.evaluation_images(batch["image"], config)
   student = net.apply({"params": params, "batch_stats": method_state["batch_stats"]}, images,
-                      method=DINONetwork.features)
-  teacher_features = net.apply(method_state["teacher"], images, method=DINONetwork.features)
+                      method=multicrop.MultiCropNetwork.features)
+  teacher_features = net.apply(method_state["teacher"], images,
+                               method=multicrop.MultiCropNetwork.features)
   return {"backbone": student, "teacher_backbone": teacher_features}
