@@ -5,11 +5,11 @@
 
 fashion_mnist: the results table's budget (experiments/datasets.fashion_mnist_budget:
 ResNet-18 width 0.25, batch 256; 700 steps: SimCLR's 650-step minutes at this step's
-cost, 0.93x SimCLR's, `python -m ssl_jax.bench --experiment barlow_twins:fashion_mnist`), BYOL's
-asymmetric views (blur 1.0/0.1, solarize 0.0/0.2) on the demo's grey-image crops, LARS
-lr 2.0 with 50 warm-up steps, projector 1024-1024-1024 and the paper's lambda = 5.1e-3
-unscaled (see methods/barlow_twins.py). Not tuned. Measured in the README's results table
-(`python -m experiments.table`).
+cost, 0.93x SimCLR's, `python -m ssl_jax.bench --experiment
+barlow_twins:fashion_mnist`), BYOL's asymmetric views (blur 1.0/0.1, solarize 0.0/0.2)
+on the demo's grey-image crops, LARS lr 2.0 with 50 warm-up steps, projector
+1024-1024-1024 and the paper's lambda = 5.1e-3 unscaled (see methods/barlow_twins.py).
+Not tuned. Measured in the README's results table (`python -m experiments.table`).
 
 imagenet2012: the paper's recipe: ResNet-50, batch 2048, 1000 epochs, LARS lr 0.2 x B/256
 with 10 warm-up epochs, cosine, wd 1.5e-6, projector 8192-8192-8192, lambda 5.1e-3, BYOL's

@@ -5,12 +5,12 @@
 
 fashion_mnist: the DINO row's setting with DINO's machinery removed, at the results
 table's budget (experiments/datasets.fashion_mnist_budget: ResNet-18 width 0.25, batch
-256; 370 steps: SimCLR's 650-step minutes at this step's cost, 1.77x SimCLR's, `python -m ssl_jax.bench
---experiment simdino:fashion_mnist`): 2 x 24x24 global crops (scale 0.3-1) + 4 x 12x12
-local crops (scale 0.1-0.3), head 512-512-128 with BN (the ResNet's all-positive pooled
-features need it, as in the DINO row), τ_base 0.99, LARS lr 2.0 with 50 warm-up steps,
-gamma and eps the official code's (see methods/simdino.py). Not tuned. Measured in the
-README's results table (`python -m experiments.table`).
+256; 370 steps: SimCLR's 650-step minutes at this step's cost, 1.77x SimCLR's, `python
+-m ssl_jax.bench --experiment simdino:fashion_mnist`): 2 x 24x24 global crops (scale
+0.3-1) + 4 x 12x12 local crops (scale 0.1-0.3), head 512-512-128 with BN (the ResNet's
+all-positive pooled features need it, as in the DINO row), τ_base 0.99, LARS lr 2.0 with
+50 warm-up steps, gamma and eps the official code's (see methods/simdino.py). Not tuned.
+Measured in the README's results table (`python -m experiments.table`).
 
 imagenet2012: the official recipe where a ResNet-50 can follow it: batch 1024, 100
 epochs, 2 global crops 224 (scale 0.4-1) and 10 local crops 96 (scale 0.05-0.4), head
@@ -60,7 +60,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.views.global_crops = views.group(count=2, crop_size=size, crop_scale=(0.4, 1.0),
                                             blur_prob=0.55 if imagenet else 0.0,
                                             solarize_prob=0.1, **colour)
-    config.views.local_crops = views.group(count=10 if imagenet else 6, crop_size=96 if imagenet else 16,
+    config.views.local_crops = views.group(count=10 if imagenet else 6,
+                                           crop_size=96 if imagenet else 16,
                                            crop_scale=(0.05, 0.4),
                                            blur_prob=0.5 if imagenet else 0.0, **colour)
     config.simdino = simdino.default_config(use_bn_in_head=True)

@@ -5,10 +5,11 @@
 
 fashion_mnist: the results table's budget (experiments/datasets.fashion_mnist_budget:
 ResNet-18 width 0.25, batch 256; 670 steps: SimCLR's 650-step minutes at this step's
-cost, 0.97x SimCLR's, `python -m ssl_jax.bench --experiment simsiam:fashion_mnist`), the SimCLR demo's
-views and optimizer (LARS lr 2.0, 50 warm-up steps), projector 512-512-512 and predictor
-512-128-512 (the paper's 2048 / 512 at a quarter width), predictor at a fixed lr. Not
-tuned. Measured in the README's results table (`python -m experiments.table`).
+cost, 0.97x SimCLR's, `python -m ssl_jax.bench --experiment simsiam:fashion_mnist`), the
+SimCLR demo's views and optimizer (LARS lr 2.0, 50 warm-up steps), projector 512-512-512
+and predictor 512-128-512 (the paper's 2048 / 512 at a quarter width), predictor at a
+fixed lr. Not tuned. Measured in the README's results table (`python -m
+experiments.table`).
 
 imagenet2012: the paper's recipe: ResNet-50, batch 512, 100 epochs, SGD lr 0.05 x B/256,
 momentum 0.9, wd 1e-4, cosine, no warm-up; projector 2048-2048-2048, predictor 512, fixed
@@ -48,13 +49,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     size = config.data.image_size
     config.model = (datasets.resnet_config(50, small_image_stem=False) if imagenet
                     else datasets.resnet_config(18))
-    config.views.pair = views.group(count=2, crop_size=size, crop_scale=(0.2, 1.0), brightness=0.4, contrast=0.4,
+    config.views.pair = views.group(count=2, crop_size=size, crop_scale=(0.2, 1.0),
+                                    brightness=0.4, contrast=0.4,
                                     saturation=0.4, hue=0.1,
                                     blur_prob=0.5 if imagenet else 0.0)
     config.simsiam = simsiam.default_config(
         projection_hidden_dims=(2048, 2048) if imagenet else (2048,))
     config.optimizer = optim.default_config(
-        name="sgd", learning_rate=0.05 if imagenet else 0.03, weight_decay=1e-4 if imagenet else 5e-4,
+        name="sgd", learning_rate=0.05 if imagenet else 0.03,
+        weight_decay=1e-4 if imagenet else 5e-4,
         momentum=0.9)
     if imagenet:
       config.eval.test_split = "validation"

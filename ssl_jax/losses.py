@@ -298,7 +298,8 @@ def simdino_alignment(student: list[jax.Array] | tuple[jax.Array, ...], teacher:
   total, pairs = jnp.zeros((), jnp.float32), 0
   for j, view in enumerate(students):
     if view.shape != teacher.shape[1:]:
-      raise ValueError(f"simdino_alignment student views must be {teacher.shape[1:]}, got {view.shape}")
+      raise ValueError(f"simdino_alignment student views must be {teacher.shape[1:]}, "
+                       f"got {view.shape}")
     s = l2_normalize(view.astype(jnp.float32))
     for i in range(teacher.shape[0]):
       if i != j:  # a crop is never its own target

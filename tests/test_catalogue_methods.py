@@ -162,8 +162,8 @@ def test_simdino_teacher_gets_no_gradient_and_follows_by_ema(simdino_setup):
   for old, new, moved in zip(jax.tree.leaves(state["teacher"]["params"]),
                              jax.tree.leaves(new_state["teacher"]["params"]),
                              jax.tree.leaves(online)):
-    np.testing.assert_allclose(np.asarray(new), tau * np.asarray(old) + (1 - tau) * np.asarray(moved),
-                               rtol=1e-6, atol=1e-6)
+    want = tau * np.asarray(old) + (1 - tau) * np.asarray(moved)
+    np.testing.assert_allclose(np.asarray(new), want, rtol=1e-6, atol=1e-6)
 
 
 def test_two_view_methods_refuse_other_view_groups():

@@ -37,7 +37,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.projection_hidden_dims = (8192, 8192)  # projector hidden widths (paper: 8192, 8192)
   config.projection_dim = 8192                  # D, the projector output (paper: 8192)
-  config.redundancy_weight = 5.1e-3             # lambda of the off-diagonal term (paper: 5.1e-3 at D=8192)
+  config.redundancy_weight = 5.1e-3             # lambda, off-diagonal weight (paper: 5.1e-3, D=8192)
   return validate.strict_update(config, overrides, "barlow_twins")
 
 

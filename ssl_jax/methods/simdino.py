@@ -50,7 +50,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   config.coding_rate_weight = 1.0         # gamma, or its multiplier with coding_rate_balance
   config.coding_rate_balance = True       # gamma *= (d + n) / (d n), the official code's factor
   config.epsilon = 0.05 ** 0.5            # eps of R_eps (official command: eps^2 = 0.05)
-  config.base_momentum = 0.996            # teacher EMA momentum at step 0, cosine to 1 (official: 0.996)
+  config.base_momentum = 0.996            # teacher EMA at step 0, cosine to 1 (official: 0.996)
   return validate.strict_update(config, overrides, "simdino")
 
 
