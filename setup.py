@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     "tensorboardX>=2.6.5,<2.7",
     "matplotlib>=3.9,<3.12",         # ssl_jax.plot and the results table's figures
     "pillow>=10",
+    "safetensors>=0.8,<0.9",          # ssl_jax.export
 ]
 
 setup(
@@ -33,7 +34,7 @@ setup(
     packages=find_packages(include=["ssl_jax", "ssl_jax.*", "experiments"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest>=8", "scikit-learn>=1.5"],
+        "test": ["pytest>=8", "pytest-xdist>=3.8,<4", "scikit-learn>=1.5"],
         "text": ["tokenizers>=0.20"],
         "tf": ["tensorflow>=2.16"],
     },

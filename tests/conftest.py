@@ -113,3 +113,20 @@ def smoke_run(tiny_data_dir, tmp_path_factory, compilation_cache):
           cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     return runs[name]
   return run
+
+
+# Independent per-method tests, spread over the workers one by one.
+SPREAD_MODULES = {"test_method_contract.py"}
+
+
+def pytest_collection_modifyitems(items):
+  """Under pytest-xdist (--dist loadgroup), tests that share expensive fixtures run in one
+  worker, so each fixture is built once per session rather than once per worker: every
+  test using the smoke runs in one group, every other module's tests in a group of their
+  own, except the independent per-method tests of SPREAD_MODULES."""
+  for item in items:
+    module = pathlib.Path(str(item.fspath)).name
+    if "smoke_run" in getattr(item, "fixturenames", ()):
+      item.add_marker(pytest.mark.xdist_group("smoke_runs"))
+    elif module not in SPREAD_MODULES:
+      item.add_marker(pytest.mark.xdist_group(module))

@@ -80,15 +80,6 @@ def uninterrupted(tiny_data_dir, tmp_path_factory, cache):
   return first, second, path / "work"
 
 
-@pytest.fixture(scope="module")
-def stopped_job(tiny_data_dir, tmp_path_factory, cache):
-  """A two-process run stopped at STEPS // 2: copied, then resumed (or damaged), per test."""
-  path = tmp_path_factory.mktemp("stopped")
-  run_job("train", tiny_data_dir, path / "half.npz", cache, workdir=path / "work", steps=STEPS,
-          stop_at=STEPS // 2)
-  return path / "work"
-
-
 def test_two_processes_match_one_process(tiny_data_dir, tmp_path, cache):
   single, _ = run_worker("one_step", tiny_data_dir, tmp_path / "single.npz", cache,
                          devices=PROCESSES * DEVICES_PER_PROCESS)
@@ -111,38 +102,29 @@ def test_two_process_run_is_replicated_and_sharded(uninterrupted):
   assert files == [f"process_{i}-of-{PROCESSES}.json" for i in range(PROCESSES)], files
 
 
-def test_two_process_resume_is_bitwise(tiny_data_dir, tmp_path, cache, uninterrupted,
-                                      stopped_job):
-  full, _, _ = uninterrupted
-  workdir = tmp_path / "split"
-  shutil.copytree(stopped_job, workdir)
-  (resumed, _), logs = run_job("train", tiny_data_dir, tmp_path / "resumed.npz", cache,
-                               workdir=workdir, steps=STEPS)
-  assert f"at step {STEPS // 2}" in logs[0]
-  for name, value in _params(full).items():
-    np.testing.assert_array_equal(resumed[name], value, err_msg=name)
-
-
-def test_damage_seen_by_one_host_makes_both_fall_back(tiny_data_dir, tmp_path, cache, uninterrupted,
-                                                      stopped_job):
-  """Only process 1's data-iterator state of the newest step is damaged: process 0 restores
-  that step fine, yet both must agree to fall back to the previous step."""
-  full, _, _ = uninterrupted
+def test_damage_seen_by_one_host_makes_both_fall_back(tiny_data_dir, tmp_path, cache, uninterrupted):
+  """Only process 1's data-iterator state of the newest step (the last, STEPS) is damaged:
+  process 0 restores that step fine, yet both must agree to fall back to the previous step
+  and train the last two steps again, to the same weights."""
+  full, _, finished = uninterrupted
   workdir = tmp_path / "damaged"
-  shutil.copytree(stopped_job, workdir)
-  newest = workdir / "checkpoints" / str(STEPS // 2)
+  shutil.copytree(finished, workdir)
+  newest = workdir / "checkpoints" / str(STEPS)
   (newest / "data" / f"process_1-of-{PROCESSES}.json").write_text('{"not": "a grain state"}')
   (resumed, second), logs = run_job("train", tiny_data_dir, tmp_path / "resumed.npz", cache,
                                     workdir=workdir, steps=STEPS)
-  assert f"checkpoint step {STEPS // 2} is damaged" in logs[0], logs[0]
-  assert f"at step {STEPS // 2 - 2}" in logs[0]
-  assert (workdir / "checkpoints" / f"corrupt-{STEPS // 2}").is_dir()
+  assert f"checkpoint step {STEPS} is damaged" in logs[0], logs[0]
+  assert f"at step {STEPS - 2}" in logs[0]
+  assert (workdir / "checkpoints" / f"corrupt-{STEPS}").is_dir()
   for name, value in _params(full).items():
     np.testing.assert_array_equal(resumed[name], value, err_msg=name)
     np.testing.assert_array_equal(second[name], value, err_msg=name)
 
 
-def test_sigterm_to_one_host_saves_on_both(tiny_data_dir, tmp_path, cache, uninterrupted):
+def test_sigterm_to_one_host_saves_on_both_and_resume_is_bitwise(tiny_data_dir, tmp_path, cache,
+                                                                uninterrupted):
+  """Process 1 alone is preempted; both save the same step and exit 0; the two-process run
+  resumed from there equals the uninterrupted one bitwise."""
   full, _, _ = uninterrupted
   workdir = tmp_path / "preempted"
   processes = start_job("train", tiny_data_dir, tmp_path / "never.npz", cache, workdir=workdir,

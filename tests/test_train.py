@@ -79,9 +79,16 @@ def _params(result):
   return {k: v for k, v in result.items() if k.startswith(("params", "method_state"))}
 
 
-def test_sigterm_saves_and_resume_is_exact(tiny_data_dir, tmp_path, cache):
-  full, _ = run_worker("train", tiny_data_dir, tmp_path / "full.npz", cache,
-                       workdir=tmp_path / "full", steps=8)
+@pytest.fixture(scope="module")
+def full_run(tiny_data_dir, tmp_path_factory, cache):
+  """An uninterrupted 8-step run on 1 device: the reference for the resumes below."""
+  path = tmp_path_factory.mktemp("full_run")
+  return run_worker("train", tiny_data_dir, path / "full.npz", cache, workdir=path / "full",
+                    steps=8)[0]
+
+
+def test_sigterm_saves_and_resume_is_exact(tiny_data_dir, tmp_path, cache, full_run):
+  full = full_run
   workdir = tmp_path / "preempted"
   command = [sys.executable, WORKER, "train", "--devices", "1", "--data_dir", tiny_data_dir,
              "--out", str(tmp_path / "never.npz"), "--workdir", str(workdir), "--steps", "8",
@@ -107,16 +114,14 @@ def test_sigterm_saves_and_resume_is_exact(tiny_data_dir, tmp_path, cache):
     np.testing.assert_array_equal(resumed[name], value, err_msg=name)
 
 
-def test_restore_onto_a_different_device_count(tiny_data_dir, tmp_path, cache):
-  """Saved on 1 device after 5 steps, resumed on 8 for the 6th: the same run numerically."""
-  full, _ = run_worker("train", tiny_data_dir, tmp_path / "full.npz", cache,
-                       workdir=tmp_path / "full", steps=6)
-  run_worker("train", tiny_data_dir, tmp_path / "half.npz", cache, workdir=tmp_path / "moved", steps=6,
-             stop_at=5)
+def test_restore_onto_a_different_device_count(tiny_data_dir, tmp_path, cache, full_run):
+  """Saved on 1 device after 7 steps, resumed on 8 for the 8th: the same run numerically."""
+  run_worker("train", tiny_data_dir, tmp_path / "half.npz", cache, workdir=tmp_path / "moved", steps=8,
+             stop_at=7)
   resumed, log = run_worker("train", tiny_data_dir, tmp_path / "resumed.npz", cache, devices=8,
-                            workdir=tmp_path / "moved", steps=6)
-  assert "at step 5" in log
-  for name, value in _params(full).items():
+                            workdir=tmp_path / "moved", steps=8)
+  assert "at step 7" in log
+  for name, value in _params(full_run).items():
     scale = np.abs(value).max() + 1e-12
     # One step on 8 devices: reductions round differently, so not bitwise (LARS amplifies
     # that over several steps); a wrong data order or a bad restore shows up as O(0.1).
