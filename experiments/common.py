@@ -8,7 +8,7 @@ An experiment module is one method composed with a dataset preset
     python -m ssl_jax.train --config experiments/simclr.py:cifar10 --workdir W   # same config
 
 `--smoke` (big_vision's `runlocal`) shrinks the run to seconds: a few tiny steps on a
-slice of the data, a ResNet-10 at 1/16 width and a small probe, so a test can run every
+slice of the data, a ResNet-10 at 1/16 width (or a one-block ViT) and a small probe, so a test can run every
 experiment and none of them rots.
 """
 import sys
@@ -56,6 +56,8 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if config.model.get("name") == "resnet":  # ResNet-10 at 1/16 width: compiles in seconds
     config.model.depth = 10
     config.model.width_multiplier = 0.0625
+  elif config.model.get("name") == "vit":  # one 16-wide block of 2 heads
+    config.model.depth, config.model.width, config.model.num_heads = 1, 16, 2
   for group in config.views.values():  # at most 2 views per group and image-sized crops
     group.count = min(group.count, 2)
     group.crop_size = min(group.crop_size, 32)
@@ -68,6 +70,9 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.eval.linear.batch_size = 64
   config.eval.linear.learning_rates = (0.01, 0.1)
   config.eval.linear.weight_decays = (0.0,)
+  config.eval.finetune.epochs = 2
+  config.eval.finetune.batch_size = 32
+  config.eval.finetune.warmup_epochs = 0
   return config
 
 

@@ -2,7 +2,7 @@
 method config composes with any of them instead of one file per method x dataset."""
 import ml_collections
 
-from ssl_jax import views
+from ssl_jax import validate, views
 
 PRESETS = ("fashion_mnist", "cifar10", "imagenet2012")
 TRAIN_IMAGES = {"fashion_mnist": 60_000, "cifar10": 50_000, "imagenet2012": 1_281_167}
@@ -48,6 +48,25 @@ def resnet_config(depth: int, width_multiplier: float = 1.0, small_image_stem: b
   model.lock()
   return model
 
+
+
+def vit_config(variant: str, patch_size: int, **fields) -> ml_collections.ConfigDict:
+  """config.model for a ViT (ssl_jax/models/vit.py): a preset (Ti | S | B | L) and patch
+  size; width, depth or num_heads > 0 replace the preset's."""
+  model = ml_collections.ConfigDict()
+  model.name = "vit"                    # module in ssl_jax/models/
+  model.variant = variant               # Ti | S | B | L: width, depth, heads
+  model.patch_size = patch_size         # pixels per patch side; the image side must be a multiple
+  model.width = 0                       # > 0: replaces the preset's token width
+  model.depth = 0                       # > 0: replaces the preset's number of blocks
+  model.num_heads = 0                   # > 0: replaces the preset's attention heads
+  model.mlp_ratio = 4.0                 # MLP hidden width / token width
+  model.pool = "token"                  # features: class token ("token") or mean of patches ("gap")
+  model.drop_path_rate = 0.0            # stochastic depth at the last block (0 at the first)
+  model.dtype = "float32"               # compute dtype of the matmuls
+  validate.strict_update(model, fields, "model")
+  model.lock()
+  return model
 
 # Fashion-MNIST's grey images have no saturation, hue or colour to drop; the SimCLR demo's
 # crops (scale >= 0.4 was worse at 200 steps) and jitter. Every results-table row uses it.

@@ -1,11 +1,16 @@
 """Turns a pretraining workdir into numbers: any evaluator of ssl_jax/evals/, by name.
 
     python -m ssl_jax.evaluate --workdir W --mode linear        # or knn, or linear,knn
+    python -m ssl_jax.evaluate --workdir W --mode finetune [--init F.safetensors]
 
-Loads W/config.json and the latest (or --step) checkpoint in W, extracts frozen features
-with the method's `encode` (jitted, batched, sharded over all devices) for the train and
-test splits, and scores them next to two baselines run through the same protocol: the
-same network with random weights, and the raw input (from the dataset's modality).
+Loads W/config.json and the latest (or --step) checkpoint in W (params and method_state
+only). Feature evaluators (knn, linear): extracts frozen features with the method's
+`encode` (jitted, batched, sharded over all devices) for the train and test splits, and
+scores them next to two baselines run through the same protocol: the same network with
+random weights, and the raw input (from the dataset's modality). Weight evaluators
+(finetune): hands the method's `backbone` variables, and the same backbone with random
+weights, to the evaluator, which trains its own network; `--init F` takes the pretrained
+backbone from an exported file (`python -m ssl_jax.export`) instead.
 Writes W/eval/<mode>.json, each with its `protocol` record, and prints a table.
 """
 import json
@@ -93,6 +98,9 @@ class Monitor:
   def __init__(self, config, mesh, method):
     self.config, self.mesh, self.method = config, mesh, method
     self.evaluator = evals.get(config.eval.monitor)
+    if evals.input_kind(config.eval.monitor) != "features":
+      raise validate.ConfigError(f"eval.monitor={config.eval.monitor!r} trains a network of its "
+                                 f"own; the monitor runs feature evaluators: {evals.feature_evaluators()}")
     self.encode = encoder(method, config)
     self.num_classes = sources.dataset_info(config.data.name, config.data.data_dir).num_classes
 
@@ -119,9 +127,10 @@ def _scalars(result: dict, prefix: str = "") -> dict:
   return out
 
 
-def feature_sets(workdir: str, config, mesh, step: int | None = None) -> tuple[dict, int]:
-  """{"pretrained" | "random_init" | "raw_input": {"train": ({set: x}, y), "test": ...}}."""
-  # Only params and method_state are restored: no optimizer is built or read.
+def restore(workdir: str, config, mesh, step: int | None = None) -> tuple[dict, tuple, int]:
+  """(params and method_state of the checkpoint, the same of a random init, its step).
+
+  Only params and method_state are restored: no optimizer is built or read."""
   method = methods.get(config.method)
   example = engine.example_batch(config)
   checkpoints = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints, async_save=False)
@@ -139,7 +148,36 @@ def feature_sets(workdir: str, config, mesh, step: int | None = None) -> tuple[d
         "--step, or retrain with a lower learning rate.")
   random_init = jax.jit(engine.model_init(method, config, example),
                         out_shardings=parallel.replicated(mesh))
-  random_params, random_method_state = random_init(jax.random.PRNGKey(config.eval.random_init_seed))
+  return fields, random_init(jax.random.PRNGKey(config.eval.random_init_seed)), trained_step
+
+
+def backbones(workdir: str, config, mesh, step: int | None = None,
+              init: str | None = None) -> tuple[dict, int, str]:
+  """({"pretrained", "random_init": backbone variables}, checkpoint step, where the
+  pretrained weights came from), through the method's `backbone`."""
+  method = methods.get(config.method)
+  if not callable(getattr(method, "backbone", None)):
+    raise validate.ConfigError(f"method {config.method!r} has no backbone(params, method_state, "
+                               "config): weight evaluators cannot build its network")
+  fields, (random_params, random_state), trained_step = restore(workdir, config, mesh, step)
+  pretrained = method.backbone(fields["params"], fields["method_state"], config)
+  source = f"{workdir} checkpoint step {trained_step}"
+  if init:
+    from ssl_jax import export  # pylint: disable=import-outside-toplevel
+    pretrained, sidecar = export.load(init)
+    if sidecar["model"] != config.model.to_dict():
+      raise validate.ConfigError(f"--init {init} holds a {sidecar['model']} backbone; the run's "
+                                 f"config.model is {config.model.to_dict()}")
+    trained_step, source = sidecar["checkpoint_step"], f"{init} ({sidecar['method']} step {trained_step})"
+  return ({"pretrained": parallel.replicate(pretrained, mesh),
+           "random_init": method.backbone(random_params, random_state, config)},
+          trained_step, source)
+
+
+def feature_sets(workdir: str, config, mesh, step: int | None = None) -> tuple[dict, int]:
+  """{"pretrained" | "random_init" | "raw_input": {"train": ({set: x}, y), "test": ...}}."""
+  method = methods.get(config.method)
+  fields, (random_params, random_method_state), trained_step = restore(workdir, config, mesh, step)
   raw = jax.jit(lambda batch: modality.raw_features(batch, config))
   splits = {"train": config.eval.train_split, "test": config.eval.test_split}
   encode = encoder(method, config)
@@ -174,34 +212,49 @@ def score(mode: str, sets: dict, config) -> dict:
   return results
 
 
-def run(workdir: str, modes=("linear",), step: int | None = None) -> dict:
-  """Evaluates `workdir`; returns {mode: report} and writes workdir/eval/<mode>.json."""
+def run(workdir: str, modes=("linear",), step: int | None = None,
+        init: str | None = None) -> dict:
+  """Evaluates `workdir`; returns {mode: report} and writes workdir/eval/<mode>.json.
+
+  `init`: an exported backbone (ssl_jax.export) that weight evaluators start from instead
+  of the checkpoint's."""
   modes = tuple(m for m in modes if m)
   bad = [m for m in modes if m not in evals.available()]
   if bad or not modes:
     raise validate.ConfigError(f"--mode {','.join(modes)}: expected one or more of "
                                f"{evals.available()}, comma-separated")
+  feature_modes = [m for m in modes if evals.input_kind(m) == "features"]
+  if init and feature_modes:
+    raise validate.ConfigError(f"--init is read by weight evaluators only; {feature_modes} score "
+                               "the checkpoint's own features (an export's are the same, bitwise)")
   config = load_run_config(workdir)
   mesh = parallel.make_mesh()
   _log(f"evaluating {workdir} ({', '.join(modes)}) on {jax.device_count()} device(s)")
-  sets, trained_step = feature_sets(workdir, config, mesh, step)
-  primary = next(iter(sets["pretrained"]["train"][0]))
   reports = {}
-  for mode in modes:
-    results = score(mode, sets, config)
-    report = {
-        "mode": mode, "top1": results["pretrained"]["top1"], "checkpoint_step": trained_step,
-        "dataset": config.data.name, "method": config.method,
-        "protocol": {"mode": mode, **evals.get(mode).protocol(config.eval[mode]),
-                     "train_split": config.eval.train_split,
-                     "test_split": config.eval.test_split,
-                     "checkpoint_step": trained_step,
-                     "features": f"{config.method}.encode -> {primary!r} (frozen, train=False)",
-                     "baselines": {"random_init": f"same network, seed {config.eval.random_init_seed}",
-                                   "raw_input": f"{config.data.modality} inputs, flattened"}},
-        "details": results,
-        "baselines": {name: results[name]["top1"] for name in ("random_init", "raw_input")}}
-    reports[mode] = report
+  if feature_modes:
+    sets, trained_step = feature_sets(workdir, config, mesh, step)
+    primary = next(iter(sets["pretrained"]["train"][0]))
+    for mode in feature_modes:
+      results = score(mode, sets, config)
+      reports[mode] = _report(
+          mode, results, config, trained_step,
+          features=f"{config.method}.encode -> {primary!r} (frozen, train=False)",
+          baselines={"random_init": f"same network, seed {config.eval.random_init_seed}",
+                     "raw_input": f"{config.data.modality} inputs, flattened"})
+  weight_modes = [m for m in modes if m not in feature_modes]
+  if weight_modes:
+    variables, trained_step, source = backbones(workdir, config, mesh, step, init)
+    num_classes = sources.dataset_info(config.data.name, config.data.data_dir).num_classes
+    for mode in weight_modes:
+      results = evals.get(mode).evaluate_weights(
+          variables, run_config=config, mesh=mesh, num_classes=num_classes,
+          config=config.eval[mode], log=_log)
+      reports[mode] = _report(
+          mode, results, config, trained_step,
+          features=f"{config.method}.backbone from {source}, trained further",
+          baselines={"random_init": f"same architecture and recipe from random weights (seed "
+                                    f"{config.eval.random_init_seed}): supervised from scratch"})
+  for mode, report in reports.items():
     if jax.process_index() == 0:
       os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
       with open(os.path.join(workdir, "eval", f"{mode}.json"), "w") as f:
@@ -209,6 +262,16 @@ def run(workdir: str, modes=("linear",), step: int | None = None) -> dict:
   if jax.process_index() == 0:
     print(table(reports))
   return reports
+
+
+def _report(mode: str, results: dict, config, trained_step: int, *, features: str,
+            baselines: dict) -> dict:
+  protocol = {"mode": mode, **evals.get(mode).protocol(config.eval[mode]),
+              "train_split": config.eval.train_split, "test_split": config.eval.test_split,
+              "checkpoint_step": trained_step, "features": features, "baselines": baselines}
+  return {"mode": mode, "top1": results["pretrained"]["top1"], "checkpoint_step": trained_step,
+          "dataset": config.data.name, "method": config.method, "protocol": protocol,
+          "details": results, "baselines": {name: results[name]["top1"] for name in baselines}}
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -230,9 +293,11 @@ def _merged(defaults: ml_collections.ConfigDict, overrides) -> ml_collections.Co
 def table(reports: dict) -> str:
   """A small text table: one row per mode, pretrained next to both baselines."""
   lines = [f"{'mode':<8} {'pretrained':>10} {'random_init':>12} {'raw_input':>10}"]
+  cell = lambda value, width: f"{value:>{width}.4f}" if value is not None else f"{'-':>{width}}"
   for mode, report in reports.items():
     b = report["baselines"]
-    lines.append(f"{mode:<8} {report['top1']:>10.4f} {b['random_init']:>12.4f} {b['raw_input']:>10.4f}")
+    lines.append(f"{mode:<8} {report['top1']:>10.4f} {cell(b.get('random_init'), 12)} "
+                 f"{cell(b.get('raw_input'), 10)}")
   return "\n".join(lines)
 
 
@@ -243,11 +308,13 @@ def main(argv):
   log.quiet_libraries()
   parallel.initialize_distributed()
   with log.fail_cleanly():
-    run(flags.FLAGS.workdir, flags.FLAGS.mode.split(","), flags.FLAGS.step)
+    run(flags.FLAGS.workdir, flags.FLAGS.mode.split(","), flags.FLAGS.step, flags.FLAGS.init)
 
 
 if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "Workdir of a pretraining run (holds config.json, checkpoints/).")
   flags.DEFINE_string("mode", "linear", f"evaluators, comma-separated: {', '.join(evals.available())}.")
   flags.DEFINE_integer("step", None, "Checkpoint step to evaluate; default: the latest.")
+  flags.DEFINE_string("init", None, "Weight evaluators (finetune): start from this exported "
+                      "backbone (python -m ssl_jax.export) instead of the checkpoint's.")
   app.run(main)

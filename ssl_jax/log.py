@@ -50,13 +50,13 @@ def fail_cleanly():
   """Turns the errors a user can act on (divergence, damaged checkpoints, config
   mismatch, bad config values) into one message and exit status 1, not a traceback."""
   # pylint: disable=import-outside-toplevel
-  from ssl_jax import checkpoint, evaluate, resume, train, validate
+  from ssl_jax import checkpoint, evaluate, export, resume, train, validate
   from ssl_jax.data import sources
   try:
     yield
   except (train.TrainingDiverged, checkpoint.CheckpointError, resume.ConfigMismatchError,
           validate.ConfigError, sources.DataNotPreparedError,
-          evaluate.NonFiniteFeaturesError) as error:
+          evaluate.NonFiniteFeaturesError, export.ExportError) as error:
     print(f"\nerror: {error}", file=sys.stderr, flush=True)
     raise SystemExit(1) from None
 

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax import validate, views as views_lib
+from ssl_jax import models, validate, views as views_lib
 
 GLOBAL, LOCAL = "global_crops", "local_crops"
 
@@ -55,6 +55,21 @@ def crops_per_image(global_crops: jax.Array, local_crops: jax.Array | None, num_
   return (global_crops.shape[0] + (0 if local_crops is None else local_crops.shape[0])) // batch
 
 
+def student_backbone(params, method_state) -> dict:
+  """The student's backbone variables of a MultiCropNetwork method (DINO, SimDINO)."""
+  return models.variables(params["backbone"], method_state["batch_stats"].get("backbone"))
+
+
+def encode(params, method_state, batch, config) -> dict:
+  """Backbone features of the student (primary) and of the EMA teacher."""
+  teacher = method_state["teacher"]
+  teacher_backbone = models.variables(teacher["params"]["backbone"],
+                                      teacher["batch_stats"].get("backbone"))
+  return {"backbone": models.encode_images(student_backbone(params, method_state), batch["image"],
+                                           config),
+          "teacher_backbone": models.encode_images(teacher_backbone, batch["image"], config)}
+
+
 class MultiCropNetwork(nn.Module):
   """The backbone on each crop group in turn, then the head on all their features.
 
@@ -68,6 +83,3 @@ class MultiCropNetwork(nn.Module):
   def __call__(self, crop_groups, train: bool = True, **head_kwargs):
     features = [self.backbone(crops, train=train) for crops in crop_groups]
     return features, self.head(jnp.concatenate(features), train=train, **head_kwargs)
-
-  def features(self, images):
-    return self.backbone(images, train=False)

@@ -120,14 +120,35 @@ def read_batch(source: Sequence[Any], indices: Sequence[int],
                keys: Sequence[str], preprocess: Preprocess | None = None
                ) -> dict[str, np.ndarray]:
   """Reads and stacks `source[indices]`, in one batched read if possible."""
-  indices = [int(i) for i in indices]
+  return stack_records(read_records(source, [int(i) for i in indices]), keys, preprocess)
+
+
+class Subset(Sequence):
+  """The records of `source` at `indices`, as a random-access source of its own (a
+  held-out slice of a split, chosen by index rather than by a split string)."""
+
+  def __init__(self, source: Sequence[Any], indices: Sequence[int], name: str = "subset"):
+    self.source, self.indices, self.name = source, np.asarray(indices, np.int64), name
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, index):
+    return self.source[int(self.indices[index])]
+
+  def __getitems__(self, indices: Sequence[int]) -> list:
+    return read_records(self.source, [int(self.indices[i]) for i in indices])
+
+  def __repr__(self) -> str:  # grain compares it when an iterator state is restored
+    return f"Subset({self.source!r}, {self.name}, {len(self)} records)"
+
+
+def read_records(source: Sequence[Any], indices: Sequence[int]) -> list:
   # ArrayRecord answers one `__getitems__` ~10x faster than as many
   # `source[i]` calls, which each pay a thread-pool round trip.
   if hasattr(source, "__getitems__"):
-    records = source.__getitems__(indices)
-  else:
-    records = [source[i] for i in indices]
-  return stack_records(records, keys, preprocess)
+    return source.__getitems__(indices)
+  return [source[i] for i in indices]
 
 
 class ReadBatch(grain.transforms.Map):

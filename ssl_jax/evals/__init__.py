@@ -7,12 +7,22 @@ Every evaluator exposes:
 
   default_config(**overrides) -> ConfigDict
       Its settings, the section config.eval.<name>; strict.
-  evaluate(train, test, *, num_classes, config) -> dict
-      `train` and `test` are (features [N, D] float32, labels [N] int32) on the host;
-      `config` is the evaluator's own section. Returns at least {"top1": float}.
   protocol(config) -> dict
       The settings that define the number (k and T, the probe grid, ...); written into
       every eval/<mode>.json beside the splits, the checkpoint step and the features.
+
+and, by its kind (module attribute INPUT, "features" when absent), one of:
+
+  evaluate(train, test, *, num_classes, config) -> dict                  (features)
+      `train` and `test` are (features [N, D] float32, labels [N] int32) on the host;
+      `config` is the evaluator's own section. Returns at least {"top1": float}. Run for
+      the pretrained features and both baselines (random init, raw input); the in-loop
+      monitor runs these.
+  evaluate_weights(backbones, *, run_config, mesh, num_classes, config, log) -> dict
+                                                                          (weights)
+      `backbones` is {"pretrained", "random_init": flax variables of
+      models.build(run_config.model)} (the method's `backbone`); the evaluator trains
+      its own network on run_config.data (fine-tuning) and returns {name: {"top1", ...}}.
 """
 import importlib
 import pkgutil
@@ -23,6 +33,15 @@ from ssl_jax.validate import ConfigError
 
 def available() -> list[str]:
   return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def input_kind(name: str) -> str:
+  """"features" (scored on frozen features) or "weights" (trains from the backbone)."""
+  return getattr(get(name), "INPUT", "features")
+
+
+def feature_evaluators() -> list[str]:
+  return [name for name in available() if input_kind(name) == "features"]
 
 
 def get(name: str) -> ModuleType:

@@ -36,6 +36,13 @@ quantities need no collectives; it runs under `jax.sharding.use_abstract_mesh`, 
 method may use `jax.shard_map` (its mesh is picked up) where it truly needs per-device
 semantics.
 
+Expected of every method whose features come from `config.model` (all in this folder):
+  backbone(params, method_state, config) -> variables
+      The trained backbone as the flax variables of `models.build(config.model)`
+      ({"params"}, plus {"batch_stats"} for a BatchNorm network): what `encode` evaluates
+      (through `models.encode_images`), what `python -m ssl_jax.export` writes and what
+      fine-tuning starts from.
+
 Optional:
   param_labels(params, config) -> pytree of "default" | "no_decay" | "constant_lr" | "frozen"
       Optimizer parameter groups (ssl_jax/optim.py): e.g. SimSiam's predictor at a fixed

@@ -100,10 +100,12 @@ def update(params, method_state, step, config):
   return teacher.follow(method_state, "target", params["encoder"], momentum(step, config))
 
 
+def backbone(params, method_state, config) -> dict:
+  """The online encoder's backbone (the paper evaluates the online network)."""
+  del config
+  return models.variables(params["encoder"]["backbone"],
+                          method_state["batch_stats"]["encoder"].get("backbone"))
+
+
 def encode(params, method_state, batch, config) -> jax.Array:
-  encoder, _ = _networks(config)
-  images = views_lib.evaluation_images(batch["image"], config)
-  features, _ = encoder.apply({"params": params["encoder"],
-                               "batch_stats": method_state["batch_stats"]["encoder"]},
-                              images, train=False)
-  return features
+  return models.encode_images(backbone(params, method_state, config), batch["image"], config)

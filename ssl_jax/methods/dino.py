@@ -190,13 +190,12 @@ def update(params, method_state, step, config):
   return teacher.follow(method_state, "teacher", params, momentum(step, config))
 
 
+def backbone(params, method_state, config) -> dict:
+  """The student's backbone (the primary features; see encode for the teacher's)."""
+  return multicrop.student_backbone(params, method_state)
+
+
 def encode(params, method_state, batch, config) -> dict:
   """Backbone features of the student (primary) and of the teacher (the paper evaluates
   the teacher, which it finds better)."""
-  net = network(config)
-  images = views_lib.evaluation_images(batch["image"], config)
-  student = net.apply({"params": params, "batch_stats": method_state["batch_stats"]}, images,
-                      method=multicrop.MultiCropNetwork.features)
-  teacher_features = net.apply(method_state["teacher"], images,
-                               method=multicrop.MultiCropNetwork.features)
-  return {"backbone": student, "teacher_backbone": teacher_features}
+  return multicrop.encode(params, method_state, batch, config)

@@ -177,9 +177,11 @@ def update(params, method_state, step, config):
   return teacher.follow(method_state, "target", params["encoder"], momentum(step, config))
 
 
+def backbone(params, method_state, config) -> dict:
+  del config
+  return models.variables(params["encoder"]["backbone"],
+                          method_state["batch_stats"].get("backbone"))
+
+
 def encode(params, method_state, batch, config) -> jax.Array:
-  encoder, _ = _networks(config)
-  images = views_lib.evaluation_images(batch["image"], config)
-  return encoder.apply({"params": params["encoder"],
-                        "batch_stats": method_state["batch_stats"]},
-                       images, method=BackboneWithHead.features)
+  return models.encode_images(backbone(params, method_state, config), batch["image"], config)

@@ -64,7 +64,10 @@ def update(params, method_state, step, config):
   return method_state, {}  # No EMA target, queue or centre.
 
 
+def backbone(params, method_state, config) -> dict:
+  del config
+  return models.variables(params["backbone"], method_state["batch_stats"].get("backbone"))
+
+
 def encode(params, method_state, batch, config) -> jax.Array:
-  return network(config).apply({"params": params, **method_state},
-                               views_lib.evaluation_images(batch["image"], config),
-                               method=BackboneWithHead.features)
+  return models.encode_images(backbone(params, method_state, config), batch["image"], config)

@@ -31,7 +31,6 @@ projector's affine-free output BN through a bias-free linear), a leaf of roundin
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax import diagnostics, losses, models, validate, views as views_lib
@@ -109,9 +108,11 @@ def param_labels(params, config):
           "predictor": jax.tree.map(lambda _: predictor, params["predictor"])}
 
 
+def backbone(params, method_state, config) -> dict:
+  del config
+  return models.variables(params["encoder"]["backbone"],
+                          method_state["batch_stats"].get("backbone"))
+
+
 def encode(params, method_state, batch, config) -> jax.Array:
-  encoder, _ = _networks(config)
-  images = views_lib.evaluation_images(batch["image"], config)
-  return encoder.apply({"params": params["encoder"],
-                        "batch_stats": method_state["batch_stats"]},
-                       images, method=BackboneWithHead.features)
+  return models.encode_images(backbone(params, method_state, config), batch["image"], config)

@@ -47,6 +47,3 @@ class BackboneWithHead(nn.Module):
   def __call__(self, images, train: bool = True):
     features = self.backbone(images, train=train)
     return features, self.head(features, train=train)
-
-  def features(self, images):
-    return self.backbone(images, train=False)

@@ -209,3 +209,20 @@ def build(model_config) -> ResNet:
                 conv_impl=get("conv_impl", "auto"),
                 bn_momentum=get("bn_momentum", 0.9),
                 zero_init_residual=get("zero_init_residual", False))
+
+
+def num_layers(model: ResNet) -> int:
+  """Layers for layer-wise lr decay: the stem (0), each residual block in order
+  (1..blocks), then anything on top (blocks + 1)."""
+  return sum(model.stage_sizes) + 1
+
+
+def layer_id(model: ResNet, path: tuple[str, ...]) -> int:
+  """The layer (see num_layers) of the parameter at `path` in a ResNet's params tree."""
+  name = path[0]
+  if name.startswith("stem"):
+    return 0
+  if name.startswith("stage"):
+    stage, block = (int(part) for part in name[len("stage"):].split("_block"))
+    return sum(model.stage_sizes[:stage - 1]) + block
+  return sum(model.stage_sizes) + 1

@@ -1,0 +1,139 @@
+"""Weights leave the framework: a pretrained backbone as a safetensors file.
+
+    python -m ssl_jax.export --workdir W [--step S] --out F.safetensors [--include_head]
+
+Restores params and method_state only (no optimizer state) from the latest or `--step`
+checkpoint of W, takes the method's backbone (`method.backbone(params, method_state,
+config)`: the variables of `models.build(config.model)`) and writes
+
+  F.safetensors   tensors "backbone/params/...", "backbone/batch_stats/..." (flax paths
+                  joined by "/"); with --include_head also "method/params/..." and
+                  "method/method_state/..." (every trained head, EMA target, queue)
+  F.json          the sidecar: format, method, architecture config (config.model),
+                  checkpoint step, feature dimension, input normalisation, tensor names
+
+The sidecar is also stored in the safetensors header (metadata key "ssl_jax"), so the file
+alone is enough. `load(F)` returns (backbone variables, sidecar), and
+`models.encode_images(variables, images, input_config(sidecar))` computes the features the
+checkpoint's `encode` gives, bitwise.
+"""
+import json
+import os
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from ssl_jax import checkpoint, engine, evaluate, log, methods, models, parallel
+
+FORMAT = "ssl_jax.export/1"
+METADATA_KEY = "ssl_jax"
+
+
+class ExportError(ValueError):
+  """The workdir's method cannot be exported, or a file is not an ssl_jax export."""
+
+
+def flatten(tree: dict, prefix: str) -> dict:
+  """{"prefix/a/b": array} for every leaf of a nested dict."""
+  out = {}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+    out["/".join([prefix] + [str(getattr(k, "key", k)) for k in path])] = np.asarray(leaf)
+  return out
+
+
+def unflatten(tensors: dict, prefix: str) -> dict:
+  """The nested dict under `prefix/` of a flat {"a/b/c": array} mapping."""
+  tree: dict = {}
+  for name, value in tensors.items():
+    parts = name.split("/")
+    if parts[0] != prefix:
+      continue
+    node = tree
+    for part in parts[1:-1]:
+      node = node.setdefault(part, {})
+    node[parts[-1]] = value
+  return tree
+
+
+def sidecar_path(out: str) -> str:
+  root, _ = os.path.splitext(out)
+  return root + ".json"
+
+
+def export(workdir: str, out: str, step: int | None = None, include_head: bool = False) -> dict:
+  """Writes `out` and its sidecar; returns the sidecar."""
+  config = evaluate.load_run_config(workdir)
+  method = methods.get(config.method)
+  if not callable(getattr(method, "backbone", None)) or "model" not in config:
+    raise ExportError(f"method {config.method!r} has no backbone(params, method_state, config) "
+                      "over config.model (see ssl_jax/methods/__init__.py): nothing to export")
+  mesh = parallel.make_mesh()
+  fields = checkpoint.Checkpointer(workdir, async_save=False).restore_fields(
+      engine.abstract_model_fields(method, config, mesh, engine.example_batch(config)), step=step)
+  params, method_state = parallel.to_host((fields["params"], fields["method_state"]))
+  tensors = flatten(method.backbone(params, method_state, config), "backbone")
+  if include_head:
+    tensors.update(flatten(params, "method/params"))
+    tensors.update(flatten(method_state, "method/method_state"))
+  sidecar = {
+      "format": FORMAT, "method": config.method, "model": config.model.to_dict(),
+      "checkpoint_step": int(fields["step"]), "workdir": os.path.abspath(workdir),
+      "feature_dim": int(models.build(config.model).feature_dim),
+      "input": {"dataset": config.data.name, "modality": config.data.modality,
+                "image_size": config.data.get("image_size"), "mean": list(config.data.mean),
+                "std": list(config.data.std), "pixel_scale": "uint8 / 255, then (x - mean) / std"},
+      "include_head": include_head, "tensors": sorted(tensors)}
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    save_file(tensors, out, metadata={METADATA_KEY: json.dumps(sidecar)})
+    with open(sidecar_path(out), "w") as f:
+      json.dump(sidecar, f, indent=2)
+  return sidecar
+
+
+def load(path: str) -> tuple[dict, dict]:
+  """(backbone variables {"params", ["batch_stats"]}, sidecar) of an exported file."""
+  with safe_open(path, framework="numpy") as f:
+    metadata = f.metadata() or {}
+    if METADATA_KEY not in metadata:
+      raise ExportError(f"{path} is not an ssl_jax export (no {METADATA_KEY!r} metadata)")
+    sidecar = json.loads(metadata[METADATA_KEY])
+    if sidecar.get("format") != FORMAT:
+      raise ExportError(f"{path}: format {sidecar.get('format')!r}, expected {FORMAT!r}")
+    tensors = {name: f.get_tensor(name) for name in f.keys()}
+  return unflatten(tensors, "backbone"), sidecar
+
+
+def input_config(sidecar: dict) -> ml_collections.ConfigDict:
+  """The `model` and `data` sections `models.encode_images` needs, from a sidecar."""
+  data = sidecar["input"]
+  return ml_collections.ConfigDict({
+      "model": sidecar["model"],
+      "data": {"image_size": data["image_size"], "mean": tuple(data["mean"]),
+               "std": tuple(data["std"])}})
+
+
+def main(argv):
+  del argv
+  log.quiet_libraries()
+  with log.fail_cleanly():
+    sidecar = export(flags.FLAGS.workdir, flags.FLAGS.out, flags.FLAGS.step,
+                     flags.FLAGS.include_head)
+  print(f"wrote {flags.FLAGS.out} ({len(sidecar['tensors'])} tensors, {sidecar['method']} "
+        f"step {sidecar['checkpoint_step']}, {sidecar['feature_dim']}-d features) and "
+        f"{sidecar_path(flags.FLAGS.out)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+  flags.DEFINE_string("workdir", None, "Workdir of a pretraining run.")
+  flags.DEFINE_string("out", None, "Output .safetensors path (the sidecar goes beside it, .json).")
+  flags.DEFINE_integer("step", None, "Checkpoint step to export; default: the latest.")
+  flags.DEFINE_bool("include_head", False, "Also write every trained parameter and the "
+                    "method_state (heads, EMA targets, queues) under method/.")
+  flags.mark_flags_as_required(["workdir", "out"])
+  app.run(main)
