@@ -119,6 +119,7 @@ def smoke_run(tiny_data_dir, tmp_path_factory, compilation_cache):
 SPREAD_MODULES = {"test_method_contract.py"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(items):
   """Under pytest-xdist (--dist loadgroup), tests that share expensive fixtures run in one
   worker, so each fixture is built once per session rather than once per worker: every

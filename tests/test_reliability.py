@@ -293,7 +293,8 @@ def _experiment(workdir, data_dir):
           f"--config.data.data_dir={data_dir}", "--config.global_batch_size=32",
           "--config.total_steps=40", "--config.log_every_steps=2",
           "--config.checkpoint_every_steps=100", "--config.eval.monitor_every_steps=0",
-          "--config.model.width_multiplier=0.0625", "--config.simclr.projection_hidden_dims=(32,)",
+          "--config.model.depth=10", "--config.model.width_multiplier=0.0625",
+          "--config.simclr.projection_hidden_dims=(32,)",
           "--config.simclr.projection_dim=16", "--config.optimizer.warmup_steps=1",
           "--config.eval.batch_size=64", "--config.eval.modes=knn"]
 

@@ -159,7 +159,9 @@ def main():
   def loss_and_grads(state, batch, scale):
     step = jax.numpy.zeros((), jax.numpy.int32)
     views = method.views(batch, jax.random.PRNGKey(1), step, config)
-    views = jax.tree.map(lambda v: v * scale, views)  # scale 1 leaves them unchanged
+    # Scale 1 leaves them unchanged; integer views (class labels of a pretext task) stay.
+    views = jax.tree.map(lambda v: v * scale if jax.numpy.issubdtype(v.dtype, jax.numpy.floating)
+                         else v, views)
     grad_fn = jax.value_and_grad(method.loss, has_aux=True)
     (loss, (metrics, method_state)), grads = grad_fn(state["params"], state["method_state"], views,
                                                      jax.random.PRNGKey(2), step, config)
