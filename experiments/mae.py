@@ -5,9 +5,13 @@
 
 fashion_mnist: a CPU budget, not the paper's scale: ViT-Ti width (192, 3 heads) at 6
 blocks on 4x4-pixel patches (a 7x7 grid; 12 of 49 patches visible), decoder 128-d with
-2 blocks of 4 heads, batch 256, 1000 steps, AdamW lr 1e-3 (b2 0.95, wd 0.05) with 100
-warm-up steps, random resized crops (scale 0.2-1) and flips of the 28x28 images. Not
-tuned; no number is measured here yet.
+2 blocks of 4 heads, batch 256, 540 steps (the results table's budget: SimCLR's 650-step
+minutes at this step's cost, 1.50 s against SimCLR's 1.25 s in one `python -m ssl_jax.bench
+--experiment M:fashion_mnist` pair on 2026-12-01), AdamW lr 1e-3 (b2 0.95, wd 0.05) with
+100 warm-up steps, random resized crops (scale 0.2-1) and flips of the 28x28 images. Not
+tuned. Measured 2026-12-01 in the README's results table: linear 80.79%, kNN k=20
+77.18% (the same ViT with random weights: 81.28% / 74.15%; raw pixels 84.54% /
+85.69%).
 
 imagenet2012: the paper's recipe: ViT-B/16, batch 4096, 1600 epochs, AdamW base lr
 1.5e-4 x B/256, b2 0.95, wd 0.05, 40 warm-up epochs, cosine; mask ratio 0.75, decoder
@@ -24,7 +28,7 @@ from experiments import common, datasets
 from ssl_jax import optim, views
 from ssl_jax.methods import mae
 
-STEPS = 1000
+STEPS = 540
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -27,7 +27,7 @@ import time
 
 from ssl_jax import plot
 
-METHODS = ("simclr", "byol", "moco", "dino", "simsiam", "barlow_twins", "vicreg", "simdino")
+METHODS = ("simclr", "byol", "moco", "dino", "simsiam", "barlow_twins", "vicreg", "simdino", "mae")
 START, END = "<!-- results-table:start -->", "<!-- results-table:end -->"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
