@@ -4,8 +4,9 @@ import ml_collections
 
 from ssl_jax import validate, views
 
-PRESETS = ("fashion_mnist", "cifar10", "imagenet2012")
-TRAIN_IMAGES = {"fashion_mnist": 60_000, "cifar10": 50_000, "imagenet2012": 1_281_167}
+PRESETS = ("fashion_mnist", "cifar10", "imagenet2012", "photo_crops")
+TRAIN_IMAGES = {"fashion_mnist": 60_000, "cifar10": 50_000, "imagenet2012": 1_281_167,
+                "photo_crops": 6_000}
 
 
 def data_config(name: str) -> ml_collections.ConfigDict:
@@ -24,6 +25,10 @@ def data_config(name: str) -> ml_collections.ConfigDict:
     data.image_size = 28                # side of the evaluation inputs
     data.mean = (0.2860,)               # per-channel mean of the train images in [0, 1]
     data.std = (0.3530,)                # per-channel std of the train images in [0, 1]
+  elif name == "photo_crops":           # ssl_jax/data/photo_crops.py: colour, built offline
+    data.image_size = 32
+    data.mean = (0.4176, 0.3747, 0.3351)
+    data.std = (0.3556, 0.2883, 0.2868)
   elif name == "cifar10":
     data.image_size = 32
     data.mean = (0.4914, 0.4822, 0.4465)

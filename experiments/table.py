@@ -27,7 +27,8 @@ import time
 
 from ssl_jax import plot
 
-METHODS = ("simclr", "byol", "moco", "dino", "simsiam", "barlow_twins", "vicreg", "simdino", "mae")
+METHODS = ("simclr", "byol", "moco", "dino", "simsiam", "barlow_twins", "vicreg", "simdino", "mae",
+           "denoising", "jigsaw", "rotation")
 START, END = "<!-- results-table:start -->", "<!-- results-table:end -->"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

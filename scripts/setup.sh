@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine for ssl_jax: the offline Fashion-MNIST files (Debian package),
-# the Python package with its pinned dependencies, and the prepared TFDS dataset.
+# the Python package with its pinned dependencies, and the prepared TFDS datasets.
 #   bash scripts/setup.sh          # package + test extras + data
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,3 +25,5 @@ $PYTHON -m pip install --quiet --disable-pip-version-check -e ".[test]"
 
 echo "== preparing the Fashion-MNIST TFDS dataset (ArrayRecord)"
 $PYTHON -m ssl_jax.data.prepare fashion_mnist
+echo "== preparing photo_crops, the offline colour dataset (ArrayRecord)"
+$PYTHON -m ssl_jax.data.prepare photo_crops

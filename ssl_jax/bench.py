@@ -3,6 +3,7 @@
     python -m ssl_jax.bench simclr_resnet18 [--batch 128] [--steps 10] [--warmup 2]
     python -m ssl_jax.bench byol_resnet18 | moco_resnet18 | dino_resnet18 | simsiam_resnet18
     python -m ssl_jax.bench barlow_twins_resnet18 | vicreg_resnet18 | simdino_resnet18
+    python -m ssl_jax.bench mae_vit                                 # ../shared/peers/mae_vit.py
     python -m ssl_jax.bench --experiment simclr:fashion_mnist     # any experiment's step
 
 The `*_resnet18` specs share the backbone and input of ../shared/peers/simclr_resnet18.py:
@@ -13,7 +14,10 @@ projector 4096-4096-256 and predictor 4096-256, momentum encoder. dino: 2 global
 crops + 6 local 16x16 crops, head 2048-2048-256 -> 65536, EMA teacher. simsiam: 2 views,
 projector 2048-2048-2048, predictor 512. barlow_twins, vicreg: 2 views, projector
 8192-8192-8192 (the papers'). simdino: dino's crops, head 2048-2048-256, EMA teacher,
-coding rate over 256 dims. Unlike the peer,
+coding rate over 256 dims. `mae_vit` is the spec of ../shared/peers/mae_vit.py: ViT-Ti/4
+on 32x32x3 images (192-d, 12 blocks, 3 heads), decoder 128-d x 4 blocks x 4 heads, 75%
+masking, AdamW 1.5e-4 (0.9, 0.95) wd 0.05; its view is a random resized crop and flip.
+Unlike the peers,
 views are augmented inside the timed step, as in real training. `--experiment M:DATASET`
 times the step of `experiments/M.py` for that dataset (the README demo:
 `simclr:fashion_mnist`).
@@ -64,7 +68,7 @@ def _resnet18_spec(method: str, batch: int) -> ml_collections.ConfigDict:
     config.views.first = views.group(count=1, crop_size=32)
     config.views.second = views.group(count=1, crop_size=32, solarize_prob=0.2)
     config[method] = settings()
-  else:  # dino, simdino
+  elif method in ("dino", "simdino"):
     config.views.global_crops = views.group(count=2, crop_size=32, crop_scale=(0.3, 1.0))
     config.views.local_crops = views.group(count=6, crop_size=16, crop_scale=(0.05, 0.3))
     config[method] = (settings(head_hidden_dims=(2048, 2048), bottleneck_dim=256, output_dim=65536)
@@ -75,9 +79,28 @@ def _resnet18_spec(method: str, batch: int) -> ml_collections.ConfigDict:
   return config
 
 
+def _mae_vit_spec(batch: int) -> ml_collections.ConfigDict:
+  """../shared/peers/mae_vit.py: ViT-Ti/4 on 32x32x3 (dim 192, 12 blocks, 3 heads, MLP 4),
+  decoder 128-d x 4 blocks x 4 heads, 75% masking, normalised-pixel loss, AdamW 1.5e-4
+  (0.9, 0.95), wd 0.05 off biases, norms and tokens."""
+  config = _resnet18_spec("mae", batch)
+  config.model = ml_collections.ConfigDict(dict(
+      name="vit", variant="Ti", patch_size=4, width=0, depth=0, num_heads=0, mlp_ratio=4.0,
+      pool="token", drop_path_rate=0.0, dtype="float32"))
+  config.views = ml_collections.ConfigDict()
+  config.views.crops = views.group(count=1, crop_size=32, crop_scale=(0.2, 1.0), jitter_prob=0.0,
+                                   grayscale_prob=0.0)
+  config.mae = methods.get("mae").default_config(decoder_width=128, decoder_depth=4,
+                                                 decoder_heads=4)
+  config.optimizer = optim.default_config(name="adamw", learning_rate=1.5e-4, lr_scaling="none",
+                                          b2=0.95, weight_decay=0.05)
+  return config
+
+
 BENCHES = {f"{m}_resnet18": (lambda batch, m=m: _resnet18_spec(m, batch), 128)
            for m in ("simclr", "byol", "moco", "dino", "simsiam", "barlow_twins", "vicreg",
                      "simdino")}
+BENCHES["mae_vit"] = (_mae_vit_spec, 128)
 
 
 def _experiment_config(spec: str, batch: int | None) -> ml_collections.ConfigDict:

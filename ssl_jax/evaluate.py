@@ -2,6 +2,8 @@
 
     python -m ssl_jax.evaluate --workdir W --mode linear        # or knn, or linear,knn
     python -m ssl_jax.evaluate --workdir W --mode finetune [--init F.safetensors]
+    python -m ssl_jax.evaluate --workdir W --mode finetune --eval finetune.epochs=3 \
+        --eval 'train_split=train[:10%]'          # any config.eval field, strictly
 
 Loads W/config.json and the latest (or --step) checkpoint in W (params and method_state
 only). Feature evaluators (knn, linear): extracts frozen features with the method's
@@ -13,6 +15,7 @@ weights, to the evaluator, which trains its own network; `--init F` takes the pr
 backbone from an exported file (`python -m ssl_jax.export`) instead.
 Writes W/eval/<mode>.json, each with its `protocol` record, and prints a table.
 """
+import ast
 import json
 import os
 import sys
@@ -213,11 +216,12 @@ def score(mode: str, sets: dict, config) -> dict:
 
 
 def run(workdir: str, modes=("linear",), step: int | None = None,
-        init: str | None = None) -> dict:
+        init: str | None = None, overrides=()) -> dict:
   """Evaluates `workdir`; returns {mode: report} and writes workdir/eval/<mode>.json.
 
   `init`: an exported backbone (ssl_jax.export) that weight evaluators start from instead
-  of the checkpoint's."""
+  of the checkpoint's. `overrides`: "FIELD=VALUE" strings on the run's config.eval (e.g.
+  "finetune.epochs=3", "train_split=train[:10%]"); every report records its protocol."""
   modes = tuple(m for m in modes if m)
   bad = [m for m in modes if m not in evals.available()]
   if bad or not modes:
@@ -228,6 +232,7 @@ def run(workdir: str, modes=("linear",), step: int | None = None,
     raise validate.ConfigError(f"--init is read by weight evaluators only; {feature_modes} score "
                                "the checkpoint's own features (an export's are the same, bitwise)")
   config = load_run_config(workdir)
+  apply_overrides(config.eval, overrides)
   mesh = parallel.make_mesh()
   _log(f"evaluating {workdir} ({', '.join(modes)}) on {jax.device_count()} device(s)")
   reports = {}
@@ -282,6 +287,32 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   return config
 
 
+def apply_overrides(section: ml_collections.ConfigDict, overrides) -> None:
+  """"a.b=value" strings onto `section` (values as Python literals, else strings); a field
+  the section lacks is an error, as everywhere in the configs."""
+  for override in overrides:
+    path, sep, text = override.partition("=")
+    if not sep:
+      raise validate.ConfigError(f"--eval {override!r}: expected FIELD=VALUE, e.g. finetune.epochs=3")
+    *parents, name = path.strip().split(".")
+    where = section
+    for i, part in enumerate(parents + [name]):
+      if not isinstance(where, ml_collections.ConfigDict) or part not in where:
+        valid = list(where.keys()) if isinstance(where, ml_collections.ConfigDict) else []
+        raise validate.ConfigError(validate.unknown_field_message(
+            ".".join(["eval", *parents[:i]]), part, valid))
+      if i < len(parents):
+        where = where[part]
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    if isinstance(where[name], tuple) and isinstance(value, list):
+      value = tuple(value)
+    with where.unlocked():
+      where[name] = value
+
+
 def _merged(defaults: ml_collections.ConfigDict, overrides) -> ml_collections.ConfigDict:
   """The defaults with a run's own config.eval fields on top (older runs may lack some)."""
   if overrides:
@@ -308,7 +339,8 @@ def main(argv):
   log.quiet_libraries()
   parallel.initialize_distributed()
   with log.fail_cleanly():
-    run(flags.FLAGS.workdir, flags.FLAGS.mode.split(","), flags.FLAGS.step, flags.FLAGS.init)
+    run(flags.FLAGS.workdir, flags.FLAGS.mode.split(","), flags.FLAGS.step, flags.FLAGS.init,
+        flags.FLAGS.eval or ())
 
 
 if __name__ == "__main__":
@@ -317,4 +349,6 @@ if __name__ == "__main__":
   flags.DEFINE_integer("step", None, "Checkpoint step to evaluate; default: the latest.")
   flags.DEFINE_string("init", None, "Weight evaluators (finetune): start from this exported "
                       "backbone (python -m ssl_jax.export) instead of the checkpoint's.")
+  flags.DEFINE_multi_string("eval", None, "FIELD=VALUE on the run's config.eval, repeatable: "
+                            "--eval finetune.epochs=3 --eval 'train_split=train[:10%]'.")
   app.run(main)

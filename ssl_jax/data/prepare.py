@@ -1,11 +1,13 @@
 """Prepares a dataset once, in ArrayRecord format, for `sources.get_source`.
 
   python -m ssl_jax.data.prepare fashion_mnist --data_dir ~/tensorflow_datasets
+  python -m ssl_jax.data.prepare photo_crops    # offline colour crops (colorization)
   python -m ssl_jax.data.prepare cifar10        # default: $TFDS_DATA_DIR
   python -m ssl_jax.data.prepare imagenet2012 --manual_dir ~/imagenet_tars
 
 `fashion_mnist` (an alias of the offline `fashion_mnist_local` builder) is
-built from the Debian IDX files and needs no network. Catalogue datasets run
+built from the Debian IDX files and `photo_crops` from sample photographs that
+scikit-learn and matplotlib ship; neither needs a network. Catalogue datasets run
 TFDS's normal build, which downloads (or reads `--manual_dir`); where that is
 impossible, prepare on a machine that can and copy `DATA_DIR/NAME/` over, or
 point $TFDS_DATA_DIR at a bucket that holds it. Running it again on a prepared
@@ -52,7 +54,7 @@ def prepare(name: str, data_dir: str | None = None,
         file_format="array_record",
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   except Exception:
-    if builder.name in sources.ALIASES.values():
+    if builder.name in sources.OFFLINE_BUILDERS:
       raise  # Our offline builders' errors already say what to do.
     print(
         f"\n{name}: TFDS could not build it here (see the error below). "

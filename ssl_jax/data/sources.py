@@ -28,12 +28,14 @@ from typing import Any
 import tensorflow_datasets as tfds
 
 # Importing the module registers the builder's name with TFDS.
-from ssl_jax.data import fashion_mnist_local
+from ssl_jax.data import fashion_mnist_local, photo_crops  # noqa: F401  (registers photo_crops)
 
 # Friendly name -> registered TFDS builder name of the offline builder.
 ALIASES: dict[str, str] = {
     "fashion_mnist": fashion_mnist_local.FashionMnistLocal.name,
 }
+# Builders this project ships, which need no network (their errors say what to do).
+OFFLINE_BUILDERS = (fashion_mnist_local.FashionMnistLocal.name, photo_crops.PhotoCrops.name)
 
 _ARRAY_RECORD = "array_record"
 

@@ -123,96 +123,125 @@ def optimizer(params, model, config, steps: int, warmup: int) -> optax.GradientT
 def evaluate_weights(backbones: dict, *, run_config, mesh, num_classes: int,
                      config: ml_collections.ConfigDict, log=print) -> dict:
   """{name: {"top1", "holdout_top1", "best_epoch", "holdout_by_epoch", "minutes"}} for each
-  backbone's variables in `backbones` ("pretrained", "random_init"), one recipe."""
+  backbone's variables in `backbones` ("pretrained", "random_init"), one recipe: its
+  programs are compiled once and shared by every backbone (they have one structure)."""
   check_config(config)
-  return {name: finetune(variables, run_config=run_config, mesh=mesh, num_classes=num_classes,
-                         config=config, log=lambda text, name=name: log(f"  finetune {name}: {text}"))
-          for name, variables in backbones.items()}
+  recipe = None
+  results = {}
+  for name, variables in backbones.items():
+    recipe = recipe or Recipe(variables, run_config=run_config, mesh=mesh,
+                              num_classes=num_classes, config=config)
+    results[name] = recipe.run(variables, log=lambda text, name=name: log(f"  finetune {name}: {text}"))
+  return results
 
 
 def finetune(variables: dict, *, run_config, mesh, num_classes: int, config, log=print) -> dict:
-  start = time.time()
-  data = run_config.data
-  parallel.check_global_batch_size(config.batch_size, mesh)
-  model_config = ml_collections.ConfigDict(run_config.model.to_dict())
-  if "drop_path_rate" in model_config:
-    model_config.drop_path_rate = config.drop_path_rate
-  backbone = models.build(model_config)
-  classifier = Classifier(backbone, num_classes, backbone_train=config.frozen_blocks != -1)
-  params = {"backbone": variables["params"],
-            "head": {"kernel": jnp.zeros((backbone.feature_dim, num_classes)),
-                     "bias": jnp.zeros((num_classes,))}}
-  batch_stats = {"backbone": variables["batch_stats"]} if variables.get("batch_stats") else None
+  """One backbone fine-tuned by the recipe (evaluate_weights shares one recipe)."""
+  return Recipe(variables, run_config=run_config, mesh=mesh, num_classes=num_classes,
+                config=config).run(variables, log=log)
 
-  train_source = sources.get_source(data.name, run_config.eval.train_split, data.data_dir)
-  order = np.random.default_rng(config.seed).permutation(len(train_source))
-  held = max(1, int(len(order) * config.holdout_fraction))
-  fit = pipeline.Subset(train_source, np.sort(order[held:]), "fit")
-  holdout = pipeline.Subset(train_source, np.sort(order[:held]), "holdout")
-  steps_per_epoch = len(fit) // config.batch_size
-  if steps_per_epoch < 1:
-    raise validate.ConfigError(f"eval.finetune.batch_size={config.batch_size} exceeds the "
-                               f"{len(fit)} fine-tuning images")
-  tx = optimizer(params, backbone, config, config.epochs * steps_per_epoch,
-                 config.warmup_epochs * steps_per_epoch)
-  replicated = parallel.replicated(mesh)
-  state = jax.device_put((params, batch_stats, tx.init(params)), replicated)
-  crops = augment.default_view_config(crop_size=data.image_size, crop_scale=tuple(config.crop_scale),
-                                      jitter_prob=0.0, grayscale_prob=0.0)
 
-  def apply(params, batch_stats, images, train, rng=None):
-    model_vars = models.variables(params, batch_stats)
-    out, updates = classifier.apply(model_vars, images, train=train, mutable=["batch_stats"],
-                                    rngs={"dropout": rng} if rng is not None else None)
-    return out, updates.get("batch_stats", batch_stats)
+class Recipe:
+  """The fine-tuning recipe for one backbone structure: data splits, optimizer and the
+  jitted train step and predict function, built once; `run` trains one backbone."""
 
-  @jax.jit
-  def step(state, batch, rng):
-    params, batch_stats, opt_state = state
-    crop_rng, drop_rng = jax.random.split(rng)
-    images = augment.normalize(augment.random_views(batch["image"], crop_rng, crops), data.mean, data.std)
-    targets = optax.smooth_labels(jax.nn.one_hot(batch[data.label_key], num_classes),
-                                  config.label_smoothing)
+  def __init__(self, variables: dict, *, run_config, mesh, num_classes: int, config):
+    data = run_config.data
+    parallel.check_global_batch_size(config.batch_size, mesh)
+    model_config = ml_collections.ConfigDict(run_config.model.to_dict())
+    if "drop_path_rate" in model_config:
+      model_config.drop_path_rate = config.drop_path_rate
+    backbone = models.build(model_config)
+    classifier = Classifier(backbone, num_classes, backbone_train=config.frozen_blocks != -1)
+    self.backbone, self.num_classes, self.config = backbone, num_classes, config
+    self.run_config, self.mesh = run_config, mesh
 
-    def loss_fn(params):
-      logits, new_stats = apply(params, batch_stats, images, True, drop_rng)
-      return optax.softmax_cross_entropy(logits, targets).mean(), new_stats
-    (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return jax.lax.with_sharding_constraint(
-        (optax.apply_updates(params, updates), new_stats, opt_state), replicated), loss
+    train_source = sources.get_source(data.name, run_config.eval.train_split, data.data_dir)
+    order = np.random.default_rng(config.seed).permutation(len(train_source))
+    held = max(1, int(len(order) * config.holdout_fraction))
+    self.fit = pipeline.Subset(train_source, np.sort(order[held:]), "fit")
+    self.holdout = pipeline.Subset(train_source, np.sort(order[:held]), "holdout")
+    self.steps_per_epoch = len(self.fit) // config.batch_size
+    if self.steps_per_epoch < 1:
+      raise validate.ConfigError(f"eval.finetune.batch_size={config.batch_size} exceeds the "
+                                 f"{len(self.fit)} fine-tuning images")
+    self.tx = tx = optimizer(self.initial_params(variables), backbone, config,
+                             config.epochs * self.steps_per_epoch,
+                             config.warmup_epochs * self.steps_per_epoch)
+    self.replicated = replicated = parallel.replicated(mesh)
+    crops = augment.default_view_config(crop_size=data.image_size,
+                                        crop_scale=tuple(config.crop_scale),
+                                        jitter_prob=0.0, grayscale_prob=0.0)
 
-  predict = jax.jit(lambda params, batch_stats, batch: apply(
-      params, batch_stats, views.evaluation_images(batch["image"], run_config), False)[0])
+    def apply(params, batch_stats, images, train, rng=None):
+      model_vars = models.variables(params, batch_stats)
+      out, updates = classifier.apply(model_vars, images, train=train, mutable=["batch_stats"],
+                                      rngs={"dropout": rng} if rng is not None else None)
+      return out, updates.get("batch_stats", batch_stats)
 
-  def accuracy(params, batch_stats, source) -> float:
+    @jax.jit
+    def step(state, batch, rng):
+      params, batch_stats, opt_state = state
+      crop_rng, drop_rng = jax.random.split(rng)
+      images = augment.normalize(augment.random_views(batch["image"], crop_rng, crops),
+                                 data.mean, data.std)
+      targets = optax.smooth_labels(jax.nn.one_hot(batch[data.label_key], num_classes),
+                                    config.label_smoothing)
+
+      def loss_fn(params):
+        logits, new_stats = apply(params, batch_stats, images, True, drop_rng)
+        return optax.softmax_cross_entropy(logits, targets).mean(), new_stats
+      (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+      updates, opt_state = tx.update(grads, opt_state, params)
+      return jax.lax.with_sharding_constraint(
+          (optax.apply_updates(params, updates), new_stats, opt_state), replicated), loss
+
+    self.step = step
+    self.predict = jax.jit(lambda params, batch_stats, batch: apply(
+        params, batch_stats, views.evaluation_images(batch["image"], run_config), False)[0])
+
+  def initial_params(self, variables: dict) -> dict:
+    return {"backbone": variables["params"],
+            "head": {"kernel": jnp.zeros((self.backbone.feature_dim, self.num_classes)),
+                     "bias": jnp.zeros((self.num_classes,))}}
+
+  def accuracy(self, params, batch_stats, source) -> float:
+    data = self.run_config.data
     logits, labels = _features.extract(
-        lambda batch: predict(params, batch_stats, batch), source, mesh,
-        run_config.eval.batch_size, keys=tuple(data.features), label_key=data.label_key,
+        lambda batch: self.predict(params, batch_stats, batch), source, self.mesh,
+        self.run_config.eval.batch_size, keys=tuple(data.features), label_key=data.label_key,
         preprocess=preprocess.from_config(data))
     return float(np.mean(np.argmax(logits["features"], -1) == labels))
 
-  loader = iter(pipeline.train_loader(fit, global_batch_size=config.batch_size,
-                                      seed=config.seed, keys=tuple(data.features),
-                                      num_epochs=config.epochs,
-                                      preprocess=preprocess.from_config(data)))
-  base_rng = jax.random.PRNGKey(config.seed)
-  holdout_by_epoch, best = [], None
-  for epoch in range(config.epochs):
-    losses = []
-    for i in range(steps_per_epoch):
-      global_step = epoch * steps_per_epoch + i
-      state, loss = step(state, parallel.to_global(next(loader), mesh),
-                         jax.random.fold_in(base_rng, global_step))
-      losses.append(loss)
-    held_top1 = accuracy(state[0], state[1], holdout)
-    holdout_by_epoch.append(held_top1)
-    if best is None or held_top1 > best[0]:
-      best = (held_top1, epoch + 1, jax.device_get(state[:2]))
-    log(f"epoch {epoch + 1}/{config.epochs} loss {float(np.mean(jax.device_get(losses))):.4f} "
-        f"holdout top1 {held_top1:.4f} ({time.time() - start:.0f}s)")
-  best_params, best_stats = jax.device_put(best[2], replicated)
-  return {"top1": accuracy(best_params, best_stats, sources.get_source(
-              data.name, run_config.eval.test_split, data.data_dir)),
-          "holdout_top1": best[0], "best_epoch": best[1], "holdout_by_epoch": holdout_by_epoch,
-          "minutes": (time.time() - start) / 60}
+  def run(self, variables: dict, log=print) -> dict:
+    start = time.time()
+    config, data, run_config = self.config, self.run_config.data, self.run_config
+    step, accuracy, replicated = self.step, self.accuracy, self.replicated
+    steps_per_epoch, fit, holdout, mesh = self.steps_per_epoch, self.fit, self.holdout, self.mesh
+    params = self.initial_params(variables)
+    batch_stats = {"backbone": variables["batch_stats"]} if variables.get("batch_stats") else None
+    state = jax.device_put((params, batch_stats, self.tx.init(params)), replicated)
+    loader = iter(pipeline.train_loader(fit, global_batch_size=config.batch_size,
+                                        seed=config.seed, keys=tuple(data.features),
+                                        num_epochs=config.epochs,
+                                        preprocess=preprocess.from_config(data)))
+    base_rng = jax.random.PRNGKey(config.seed)
+    holdout_by_epoch, best = [], None
+    for epoch in range(config.epochs):
+      losses = []
+      for i in range(steps_per_epoch):
+        global_step = epoch * steps_per_epoch + i
+        state, loss = step(state, parallel.to_global(next(loader), mesh),
+                           jax.random.fold_in(base_rng, global_step))
+        losses.append(loss)
+      held_top1 = accuracy(state[0], state[1], holdout)
+      holdout_by_epoch.append(held_top1)
+      if best is None or held_top1 > best[0]:
+        best = (held_top1, epoch + 1, jax.device_get(state[:2]))
+      log(f"epoch {epoch + 1}/{config.epochs} loss {float(np.mean(jax.device_get(losses))):.4f} "
+          f"holdout top1 {held_top1:.4f} ({time.time() - start:.0f}s)")
+    best_params, best_stats = jax.device_put(best[2], replicated)
+    return {"top1": accuracy(best_params, best_stats, sources.get_source(
+                data.name, run_config.eval.test_split, data.data_dir)),
+            "holdout_top1": best[0], "best_epoch": best[1], "holdout_by_epoch": holdout_by_epoch,
+            "minutes": (time.time() - start) / 60}

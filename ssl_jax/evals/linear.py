@@ -1,5 +1,11 @@
 """Linear probe: a softmax classifier on frozen, standardised features, trained with optax.
 
+Standardised: each feature minus its train-set mean, over its train-set std. For frozen
+features that is what MAE's linear probe does with a BatchNorm without affine
+parameters before the linear layer (He et al. 2022, appendix A.2): at evaluation that
+BatchNorm applies exactly these statistics, and in training its batch statistics
+estimate them. So every method's probe here is MAE's protocol in that respect.
+
 Learning rate and weight decay are chosen on a held-out slice of the TRAIN split (never
 on test): every grid point is trained at once (vmapped), the best by held-out top-1 is
 retrained on the whole train split and scored once on test.

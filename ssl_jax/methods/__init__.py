@@ -41,7 +41,9 @@ Expected of every method whose features come from `config.model` (all in this fo
       The trained backbone as the flax variables of `models.build(config.model)`
       ({"params"}, plus {"batch_stats"} for a BatchNorm network): what `encode` evaluates
       (through `models.encode_images`), what `python -m ssl_jax.export` writes and what
-      fine-tuning starts from.
+      fine-tuning starts from. A method whose pretext changes the input itself
+      (colorization: the lightness only) encodes that input instead, says so in its
+      docstring and in PRETRAINING_INPUT (a string export records in the sidecar).
 
 Optional:
   param_labels(params, config) -> pytree of "default" | "no_decay" | "constant_lr" | "frozen"
@@ -49,7 +51,9 @@ Optional:
       learning rate ("constant_lr"), tokens without weight decay.
   load_pretrained(params, method_state, pretrained_params, pretrained_state, config)
       -> (params, method_state)
-      Puts a pretrained run's weights into a freshly initialised state (fine-tuning).
+      Puts a pretrained run's weights into a freshly initialised state, for a method that
+      starts its own training from them. No method defines it yet; fine-tuning starts
+      from `backbone` (or an exported file, `export.load`).
 """
 import importlib
 import pkgutil

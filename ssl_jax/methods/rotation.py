@@ -1,0 +1,90 @@
+"""RotNet: "Unsupervised Representation Learning by Predicting Image Rotations", Gidaris,
+Singh, Komodakis, ICLR 2018 (arXiv:1803.07728).
+
+Every image is shown at all four rotations (0, 90, 180, 270 degrees; the paper found
+training on all four of each image at once best) and the network classifies which one
+it sees: the backbone, then a linear 4-way classifier on its pooled features. The view
+group (one of count 1) sets the crop and flip applied before rotating, so it must be
+square. Evaluation uses the backbone features of the unrotated image.
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from ssl_jax import models, validate, views as views_lib
+
+ROTATIONS = 4
+
+
+def default_config(**overrides) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.label_smoothing = 0.0  # of the 4-way targets (the paper: none)
+  return validate.strict_update(config, overrides, "rotation")
+
+
+class RotationNet(nn.Module):
+  backbone: nn.Module
+
+  @nn.compact
+  def __call__(self, images, train: bool):
+    return nn.Dense(ROTATIONS, name="classifier")(self.backbone(images, train=train))
+
+
+def network(config) -> RotationNet:
+  return RotationNet(models.build(config.model))
+
+
+def rotate_all(images: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """[B, S, S, C] -> ([4B, S, S, C]: every image at 0, 90, 180, 270 degrees counter-
+  clockwise, rotation-major), labels [4B] (0..3)."""
+  rotated = [jnp.rot90(images, k, axes=(1, 2)) for k in range(ROTATIONS)]
+  labels = jnp.repeat(jnp.arange(ROTATIONS, dtype=jnp.int32), images.shape[0])
+  return jnp.concatenate(rotated), labels
+
+
+def init(rng, config, example_batch) -> tuple[Any, Any]:
+  images = views_lib.evaluation_images(example_batch["image"][:1], config)
+  variables = network(config).init(rng, images, train=False)
+  return variables["params"], {"batch_stats": variables.get("batch_stats", {})}
+
+
+def views(batch, rng, step, config) -> dict:
+  del step
+  groups = views_lib.make(batch["image"], rng, config)
+  if len(groups) != 1 or groups[0].shape[0] != batch["image"].shape[0]:
+    raise validate.ConfigError("rotation needs exactly one view group with count=1")
+  if groups[0].shape[1] != groups[0].shape[2]:
+    raise validate.ConfigError("rotation needs square views")
+  images, labels = rotate_all(groups[0])
+  return {"images": images, "labels": labels}
+
+
+def loss(params, method_state, views, rng, step, config, train: bool = True):
+  del rng, step
+  logits, updates = network(config).apply({"params": params, **method_state}, views["images"],
+                                          train=train, mutable=["batch_stats"])
+  targets = optax.smooth_labels(jax.nn.one_hot(views["labels"], ROTATIONS),
+                                config.rotation.label_smoothing)
+  value = optax.softmax_cross_entropy(logits, targets).mean()
+  accuracy = jnp.mean(jnp.argmax(logits, -1) == views["labels"])
+  # Chance: a network that cannot tell rotations apart scores ln 4 (the trainer warns at it).
+  return value, ({"rotation_top1": accuracy, "collapsed_loss": jnp.log(jnp.float32(ROTATIONS))},
+                 {**method_state, **updates})
+
+
+def update(params, method_state, step, config):
+  del params, step, config
+  return method_state, {}
+
+
+def backbone(params, method_state, config) -> dict:
+  del config
+  return models.variables(params["backbone"], method_state["batch_stats"].get("backbone"))
+
+
+def encode(params, method_state, batch, config) -> jax.Array:
+  return models.encode_images(backbone(params, method_state, config), batch["image"], config)
