@@ -22,6 +22,7 @@ INSTALL_REQUIRES = [
     "matplotlib>=3.9,<3.12",         # ssl_jax.plot and the results table's figures
     "pillow>=10",
     "safetensors>=0.8,<0.9",          # ssl_jax.export
+    "tokenizers>=0.23,<0.24",         # ssl_jax.data.text: WordPiece, trained offline
 ]
 
 setup(
@@ -35,7 +36,6 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.8,<4", "scikit-learn>=1.5"],
-        "text": ["tokenizers>=0.20"],
         "tf": ["tensorflow>=2.16"],
     },
 )

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up a fresh machine for ssl_jax: the offline Fashion-MNIST files (Debian package),
+# Sets up a fresh machine for ssl_jax: the offline Fashion-MNIST and fortune files (Debian packages),
 # the Python package with its pinned dependencies, and the prepared TFDS datasets.
 #   bash scripts/setup.sh          # package + test extras + data
 set -euo pipefail
@@ -19,6 +19,20 @@ if [ ! -f "$FASHION_DIR/train-images-idx3-ubyte.gz" ]; then
   fi
 fi
 
+FORTUNES_DIR=${SSL_JAX_FORTUNES_DIR:-/usr/share/games/fortunes}
+if [ ! -f "$FORTUNES_DIR/fortunes" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing the fortune files (apt-get install fortunes fortunes-min)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fortunes fortunes-min >/dev/null
+  else
+    echo "The fortune files are not in $FORTUNES_DIR and this is not a root shell with apt-get." >&2
+    echo "Run 'sudo apt-get install -y fortunes fortunes-min', or set SSL_JAX_FORTUNES_DIR to a" >&2
+    echo "directory of fortune files, then run this script again." >&2
+    exit 1
+  fi
+fi
+
 PYTHON=${PYTHON:-python3}
 echo "== installing ssl_jax and its dependencies ($($PYTHON --version))"
 $PYTHON -m pip install --quiet --disable-pip-version-check -e ".[test]"
@@ -27,3 +41,6 @@ echo "== preparing the Fashion-MNIST TFDS dataset (ArrayRecord)"
 $PYTHON -m ssl_jax.data.prepare fashion_mnist
 echo "== preparing photo_crops, the offline colour dataset (ArrayRecord)"
 $PYTHON -m ssl_jax.data.prepare photo_crops
+echo "== preparing fortunes, the offline English text (ArrayRecord), and its tokenizer"
+$PYTHON -m ssl_jax.data.prepare fortunes
+$PYTHON -m ssl_jax.data.text fortunes --vocab_size 8192

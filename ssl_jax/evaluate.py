@@ -105,7 +105,8 @@ class Monitor:
       raise validate.ConfigError(f"eval.monitor={config.eval.monitor!r} trains a network of its "
                                  f"own; the monitor runs feature evaluators: {evals.feature_evaluators()}")
     self.encode = encoder(method, config)
-    self.num_classes = sources.dataset_info(config.data.name, config.data.data_dir).num_classes
+    self.num_classes = sources.dataset_info(config.data.name, config.data.data_dir,
+                                            config.data.label_key).num_classes
 
   def __call__(self, params, method_state) -> dict:
     settings = self.config.eval
@@ -198,7 +199,8 @@ def score(mode: str, sets: dict, config) -> dict:
   """{"pretrained" (primary feature set), "pretrained/<set>" (others), "random_init",
   "raw_input": evaluator result}."""
   evaluator, settings = evals.get(mode), config.eval[mode]
-  num_classes = sources.dataset_info(config.data.name, config.data.data_dir).num_classes
+  num_classes = sources.dataset_info(config.data.name, config.data.data_dir,
+                                     config.data.label_key).num_classes
   results = {}
   for name, data in sets.items():
     (train_x, train_y), (test_x, test_y) = data["train"], data["test"]
@@ -249,7 +251,8 @@ def run(workdir: str, modes=("linear",), step: int | None = None,
   weight_modes = [m for m in modes if m not in feature_modes]
   if weight_modes:
     variables, trained_step, source = backbones(workdir, config, mesh, step, init)
-    num_classes = sources.dataset_info(config.data.name, config.data.data_dir).num_classes
+    num_classes = sources.dataset_info(config.data.name, config.data.data_dir,
+                                       config.data.label_key).num_classes
     for mode in weight_modes:
       results = evals.get(mode).evaluate_weights(
           variables, run_config=config, mesh=mesh, num_classes=num_classes,

@@ -56,7 +56,6 @@ CheckpointRestore = grain.checkpoint.CheckpointRestore
 PREFETCH_THREADS = 4
 PREFETCH_BATCHES = 8
 
-_LABEL_KEY = "label"
 _MASK_KEY = "mask"
 
 # A host-side, per-record function {feature: value} -> {feature: value}, applied before
@@ -100,20 +99,20 @@ def shard_range(num_records: int, *, drop_remainder: bool) -> tuple[int, int]:
 def stack_records(records: Sequence[Mapping[str, Any]],
                   keys: Sequence[str], preprocess: Preprocess | None = None
                   ) -> dict[str, np.ndarray]:
-  """Stacks `keys` of records into one batch, after `preprocess` of each record;
-  labels become int32."""
+  """Stacks `keys` of records into one batch, after `preprocess` of each record (which
+  may replace features: text -> token ids); 64-bit integers become int32 (JAX's default)."""
   if records:
     missing = [k for k in keys if k not in records[0]]
     if missing:
       raise KeyError(f"Records have no {missing}; they have "
                      f"{sorted(records[0])}. Pass `keys=` naming features "
                      "the dataset defines.")
+  records = [{k: r[k] for k in keys} for r in records]
   if preprocess is not None:
-    records = [preprocess({k: r[k] for k in keys}) for r in records]
-  batch = {k: np.stack([np.asarray(r[k]) for r in records]) for k in keys}
-  if _LABEL_KEY in batch:
-    batch[_LABEL_KEY] = batch[_LABEL_KEY].astype(np.int32)  # JAX's default.
-  return batch
+    records = [preprocess(r) for r in records]
+  names = list(records[0]) if records else list(keys)
+  batch = {k: np.stack([np.asarray(r[k]) for r in records]) for k in names}
+  return {k: v.astype(np.int32) if v.dtype == np.int64 else v for k, v in batch.items()}
 
 
 def read_batch(source: Sequence[Any], indices: Sequence[int],

@@ -1,7 +1,7 @@
 """Host-side, per-record preprocessing chosen by the data config (pipeline.Preprocess).
 
 The loader knows no modality; this is where a modality's host work lives: fitting
-variable-size images to one shape today, tokenising text later. Each step is a class
+variable-size images to one shape, tokenising text (ssl_jax/data/text.py). Each step is a class
 (picklable for grain worker processes).
 """
 import numpy as np
@@ -38,7 +38,13 @@ class FitImage:
 
 
 def from_config(data: ml_collections.ConfigDict):
-  """The host preprocess a data config asks for, or None."""
+  """The host preprocess a data config asks for, or None: `host_resize` fits images,
+  `tokenizer` (a name beside the prepared data, ssl_jax/data/text.py) turns
+  `data.text_key` into `tokens` of `data.max_length`."""
   if data.get("host_resize"):
     return FitImage(data.host_resize)
+  if data.get("tokenizer"):
+    from ssl_jax.data import text  # pylint: disable=import-outside-toplevel
+    return text.Tokenize(text.tokenizer_path(data.name, data.tokenizer, data.get("data_dir")),
+                         data.max_length, data.get("text_key", "text"))
   return None

@@ -28,14 +28,15 @@ from typing import Any
 import tensorflow_datasets as tfds
 
 # Importing the module registers the builder's name with TFDS.
-from ssl_jax.data import fashion_mnist_local, photo_crops  # noqa: F401  (registers photo_crops)
+from ssl_jax.data import fashion_mnist_local, fortunes, photo_crops  # noqa: F401  (register builders)
 
 # Friendly name -> registered TFDS builder name of the offline builder.
 ALIASES: dict[str, str] = {
     "fashion_mnist": fashion_mnist_local.FashionMnistLocal.name,
 }
 # Builders this project ships, which need no network (their errors say what to do).
-OFFLINE_BUILDERS = (fashion_mnist_local.FashionMnistLocal.name, photo_crops.PhotoCrops.name)
+OFFLINE_BUILDERS = (fashion_mnist_local.FashionMnistLocal.name, photo_crops.PhotoCrops.name,
+                    fortunes.Fortunes.name)
 
 _ARRAY_RECORD = "array_record"
 
@@ -49,7 +50,7 @@ class DatasetSummary:
   """What a model/config needs to know about a dataset, read from its info."""
 
   name: str  # The TFDS builder name that was opened (after aliasing).
-  num_classes: int | None  # From the `label` ClassLabel; None if there is none.
+  num_classes: int | None  # From the label ClassLabel; None if there is none.
   image_shape: tuple[int | None, ...] | None  # None dims vary per image.
   split_sizes: dict[str, int]  # e.g. {"train": 60000, "test": 10000}.
 
@@ -143,8 +144,10 @@ def get_source(name: str, split: str,
 
 
 def dataset_info(name: str,
-                 data_dir: str | os.PathLike[str] | None = None) -> DatasetSummary:
-  """Class count, image shape and split sizes of a prepared dataset.
+                 data_dir: str | os.PathLike[str] | None = None,
+                 label_key: str = "label") -> DatasetSummary:
+  """Class count (of the `label_key` ClassLabel), image shape and split sizes of a
+  prepared dataset.
 
   Reads only the dataset's metadata (dataset_info.json), no records.
 
@@ -153,7 +156,7 @@ def dataset_info(name: str,
   """
   builder = _prepared_builder(name, data_dir)
   features = builder.info.features
-  label = features["label"] if "label" in features else None
+  label = features[label_key] if label_key in features else None
   image = features["image"] if "image" in features else None
   return DatasetSummary(
       name=builder.name,

@@ -1,0 +1,140 @@
+"""Text on the host: a WordPiece tokenizer trained offline, and tokenisation in the loader.
+
+    python -m ssl_jax.data.text fortunes --vocab_size 8192      # train split only
+    python -m ssl_jax.data.text wikipedia/20230601.en --feature text --vocab_size 30522
+
+A tokenizer is trained with HF `tokenizers` on one split of a prepared TFDS text dataset
+(BERT's normaliser: lower case, accents stripped, control characters removed; BERT's
+pre-tokeniser: whitespace and punctuation; WordPiece) and saved beside the prepared
+data as `DATA_DIR/<builder>/tokenizers/<name>.json`, named `wordpiece_<vocab size>`
+unless told otherwise, so a config loads it by (dataset, name). Special tokens, with
+fixed ids: [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4.
+
+Tokenisation happens in the loader's host preprocess (`Tokenize`), never in the jitted
+step: a record's text becomes `tokens`, int32 [max_length]: [CLS] pieces [SEP], cut to
+max_length (the last piece is [SEP] still) and padded with [PAD].
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+PAD, UNK, CLS, SEP, MASK = range(len(SPECIAL_TOKENS))
+
+
+def _tokenizers():
+  try:
+    import tokenizers  # pylint: disable=import-outside-toplevel
+  except ImportError as error:  # pragma: no cover - installed by setup.py
+    raise ImportError("text needs HF tokenizers: pip install 'tokenizers>=0.23,<0.24'") from error
+  return tokenizers
+
+
+def tokenizer_path(dataset: str, name: str, data_dir: str | None = None) -> str:
+  from ssl_jax.data import sources  # pylint: disable=import-outside-toplevel
+  builder = sources.resolve_name(dataset).split(":")[0].split("/")[0]
+  return os.path.join(sources.resolve_data_dir(data_dir), builder, "tokenizers", f"{name}.json")
+
+
+def new_tokenizer():
+  """An untrained WordPiece tokenizer with BERT's normaliser and pre-tokeniser."""
+  tk = _tokenizers()
+  tokenizer = tk.Tokenizer(tk.models.WordPiece(unk_token="[UNK]"))
+  tokenizer.normalizer = tk.normalizers.BertNormalizer(lowercase=True)
+  tokenizer.pre_tokenizer = tk.pre_tokenizers.BertPreTokenizer()
+  tokenizer.decoder = tk.decoders.WordPiece(cleanup=False)  # pieces back to words exactly
+  return tokenizer
+
+
+def train_tokenizer(texts, vocab_size: int, path: str | None = None):
+  """Trains WordPiece on an iterable of strings; saves to `path` if given."""
+  tk = _tokenizers()
+  if vocab_size <= len(SPECIAL_TOKENS):
+    raise ValueError(f"vocab_size={vocab_size} leaves no room beside {len(SPECIAL_TOKENS)} special tokens")
+  tokenizer = new_tokenizer()
+  trainer = tk.trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+                                         show_progress=False)
+  tokenizer.train_from_iterator(texts, trainer)
+  for index, token in enumerate(SPECIAL_TOKENS):
+    assert tokenizer.token_to_id(token) == index, (token, tokenizer.token_to_id(token))
+  if path:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tokenizer.save(path)
+  return tokenizer
+
+
+def load_tokenizer(path: str):
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f"no tokenizer at {path}. Train it once on the prepared dataset with:\n  "
+        "python -m ssl_jax.data.text DATASET --vocab_size N [--data_dir D]")
+  return _tokenizers().Tokenizer.from_file(path)
+
+
+def decode_text(value) -> str:
+  return value.decode("utf-8") if isinstance(value, (bytes, np.bytes_)) else str(value)
+
+
+def encode(tokenizer, text: str, max_length: int) -> np.ndarray:
+  """int32 [max_length]: [CLS] pieces [SEP], truncated (keeping the [SEP]) and padded."""
+  if max_length < 2:
+    raise ValueError(f"max_length={max_length}: needs room for [CLS] and [SEP]")
+  pieces = tokenizer.encode(text, add_special_tokens=False).ids[:max_length - 2]
+  out = np.full((max_length,), PAD, np.int32)
+  out[:len(pieces) + 2] = [CLS, *pieces, SEP]
+  return out
+
+
+class Tokenize:
+  """Host preprocess: record[feature] (text) -> record["tokens"] (encode), feature dropped.
+  Picklable: the tokenizer file is opened in the process that first uses it."""
+
+  def __init__(self, path: str, max_length: int, feature: str = "text"):
+    self.path, self.max_length, self.feature = path, int(max_length), feature
+    self._tokenizer = None
+
+  def __getstate__(self):
+    return {**self.__dict__, "_tokenizer": None}
+
+  def __call__(self, record: dict) -> dict:
+    if self._tokenizer is None:
+      self._tokenizer = load_tokenizer(self.path)
+    out = {k: v for k, v in record.items() if k != self.feature}
+    out["tokens"] = encode(self._tokenizer, decode_text(record[self.feature]), self.max_length)
+    return out
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m ssl_jax.data.text", description=(
+      "Train a WordPiece tokenizer on one split of a prepared TFDS text dataset and save "
+      "it beside the prepared data."))
+  parser.add_argument("dataset", help="a prepared TFDS text dataset, e.g. fortunes")
+  parser.add_argument("--vocab_size", type=int, default=8192)
+  parser.add_argument("--feature", default="text", help="the record's text feature")
+  parser.add_argument("--split", default="train", help="split trained on (never test)")
+  parser.add_argument("--name", default=None, help="default: wordpiece_<vocab_size>")
+  parser.add_argument("--data_dir", default=None)
+  parser.add_argument("--force", action="store_true", help="retrain over an existing one")
+  args = parser.parse_args(argv)
+  from ssl_jax.data import sources  # pylint: disable=import-outside-toplevel
+  path = tokenizer_path(args.dataset, args.name or f"wordpiece_{args.vocab_size}", args.data_dir)
+  if os.path.exists(path) and not args.force:
+    print(f"{args.dataset}: {path} exists; nothing to do (--force retrains it).", flush=True)
+    return 0
+  source = sources.get_source(args.dataset, args.split, args.data_dir)
+  start = time.perf_counter()
+  print(f"{args.dataset}: training a {args.vocab_size}-piece WordPiece tokenizer on "
+        f"{len(source)} records of {args.split!r} ...", flush=True)
+  train_tokenizer((decode_text(source[i][args.feature]) for i in range(len(source))),
+                  args.vocab_size, path)
+  print(f"{args.dataset}: wrote {path} in {time.perf_counter() - start:.1f}s", flush=True)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
