@@ -45,6 +45,16 @@ def base_config(method: str, dataset: str) -> ml_collections.ConfigDict:
   return config
 
 
+# The small tokenizer smoke runs of text experiments read (scripts/setup.sh trains it).
+SMOKE_TOKENIZER = ("wordpiece_512", 512)
+
+
+def contract_dataset(module) -> str:
+  """The dataset an experiment module's smoke config runs on for the method contract:
+  its CONTRACT_DATASET (text methods: "fortunes"), else Fashion-MNIST."""
+  return getattr(module, "CONTRACT_DATASET", "fashion_mnist")
+
+
 def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The same experiment shrunk to seconds on 2 CPU cores (every method, every dataset)."""
   config.global_batch_size = 16
@@ -58,6 +68,12 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.model.width_multiplier = 0.0625
   elif config.model.get("name") == "vit":  # one 16-wide block of 2 heads
     config.model.depth, config.model.width, config.model.num_heads = 1, 16, 2
+  elif config.model.get("name") == "transformer":  # one 16-wide block, 32 tokens, 512 pieces
+    config.model.depth, config.model.width, config.model.num_heads = 1, 16, 2
+    config.model.mlp_dim = 32
+    config.data.max_length = config.model.max_length = 32
+    config.data.tokenizer, config.data.vocab_size = SMOKE_TOKENIZER
+    config.model.vocab_size = config.data.vocab_size
   for group in config.views.values():  # at most 2 views per group and image-sized crops
     group.count = min(group.count, 2)
     group.crop_size = min(group.crop_size, 32)

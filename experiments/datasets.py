@@ -4,15 +4,19 @@ import ml_collections
 
 from ssl_jax import validate, views
 
-PRESETS = ("fashion_mnist", "cifar10", "imagenet2012", "photo_crops")
+PRESETS = ("fashion_mnist", "cifar10", "imagenet2012", "photo_crops", "fortunes", "wikipedia")
+TEXT_PRESETS = ("fortunes", "wikipedia")
 TRAIN_IMAGES = {"fashion_mnist": 60_000, "cifar10": 50_000, "imagenet2012": 1_281_167,
                 "photo_crops": 6_000}
+TRAIN_TEXTS = {"fortunes": 13_571}
 
 
 def data_config(name: str) -> ml_collections.ConfigDict:
   """config.data for a preset: where the records are, what they hold, how to normalise."""
   if name not in PRESETS:
     raise ValueError(f"dataset preset {name!r} does not exist; available: {PRESETS}")
+  if name in TEXT_PRESETS:
+    return text_data_config(name)
   data = ml_collections.ConfigDict()
   data.name = name                      # TFDS name (fashion_mnist: the offline Debian build)
   data.data_dir = ml_collections.config_dict.placeholder(str)  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets
@@ -40,6 +44,53 @@ def data_config(name: str) -> ml_collections.ConfigDict:
     data.std = (0.229, 0.224, 0.225)
   data.lock()
   return data
+
+
+def text_data_config(name: str, max_length: int = 128) -> ml_collections.ConfigDict:
+  """config.data for a text preset: records' `text` tokenised on the host into `tokens`.
+
+  fortunes: the offline corpus (ssl_jax/data/fortunes.py), labelled by `category`, with
+  the 8192-piece WordPiece tokenizer trained on its train split (scripts/setup.sh).
+  wikipedia: TFDS's `wikipedia/20230601.en` prepared as ArrayRecord on a TPU VM, with a
+  30522-piece tokenizer trained on it (`python -m ssl_jax.data.text wikipedia/20230601.en
+  --vocab_size 30522`); it has no labels, so only the language-model metrics apply."""
+  data = ml_collections.ConfigDict()
+  data.name = "fortunes" if name == "fortunes" else "wikipedia/20230601.en"
+  data.data_dir = ml_collections.config_dict.placeholder(str)
+  data.train_split = "train"
+  data.features = ("text", "category") if name == "fortunes" else ("text",)
+  data.label_key = "category" if name == "fortunes" else ""  # feature the probes classify
+  data.modality = "text"                # raw-input baseline: bag of words (TF-IDF)
+  data.text_key = "text"                # feature the tokenizer reads
+  data.tokenizer = "wordpiece_8192" if name == "fortunes" else "wordpiece_30522"
+  data.vocab_size = 8192 if name == "fortunes" else 30522
+  data.max_length = max_length          # tokens per sequence: [CLS] pieces [SEP], padded
+  data.lock()
+  return data
+
+
+def transformer_config(variant: str, data: ml_collections.ConfigDict, causal: bool,
+                       **fields) -> ml_collections.ConfigDict:
+  """config.model for ssl_jax/models/transformer.py, sized to the data's vocabulary and
+  sequence length: BERT (causal=False: post-norm, mean-pooled) or GPT (causal=True:
+  pre-norm, the last token's state)."""
+  model = ml_collections.ConfigDict()
+  model.name = "transformer"
+  model.variant = variant               # tiny | mini | small | base: width, depth, heads, MLP
+  model.vocab_size = data.vocab_size
+  model.max_length = data.max_length
+  model.width = 0                       # > 0 replaces the preset's
+  model.depth = 0
+  model.num_heads = 0
+  model.mlp_dim = 0
+  model.causal = causal                 # True: each position sees itself and earlier ones
+  model.norm = "pre" if causal else "post"  # GPT-2 pre-norm; BERT post-norm
+  model.dropout_rate = 0.1              # both papers'
+  model.pool = "last" if causal else "mean"  # features for probes
+  model.dtype = "float32"
+  validate.strict_update(model, fields, "model")
+  model.lock()
+  return model
 
 
 def resnet_config(depth: int, width_multiplier: float = 1.0, small_image_stem: bool = True,

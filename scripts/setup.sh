@@ -44,3 +44,4 @@ $PYTHON -m ssl_jax.data.prepare photo_crops
 echo "== preparing fortunes, the offline English text (ArrayRecord), and its tokenizer"
 $PYTHON -m ssl_jax.data.prepare fortunes
 $PYTHON -m ssl_jax.data.text fortunes --vocab_size 8192
+$PYTHON -m ssl_jax.data.text fortunes --vocab_size 512     # the text smoke runs' tokenizer

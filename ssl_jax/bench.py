@@ -4,6 +4,7 @@
     python -m ssl_jax.bench byol_resnet18 | moco_resnet18 | dino_resnet18 | simsiam_resnet18
     python -m ssl_jax.bench barlow_twins_resnet18 | vicreg_resnet18 | simdino_resnet18
     python -m ssl_jax.bench mae_vit                                 # ../shared/peers/mae_vit.py
+    python -m ssl_jax.bench bert_mlm                                # ../shared/peers/bert_mlm.py
     python -m ssl_jax.bench --experiment simclr:fashion_mnist     # any experiment's step
 
 The `*_resnet18` specs share the backbone and input of ../shared/peers/simclr_resnet18.py:
@@ -22,7 +23,12 @@ views are augmented inside the timed step, as in real training. `--experiment M:
 times the step of `experiments/M.py` for that dataset (the README demo:
 `simclr:fashion_mnist`).
 
-Fields: step_s_median over the timed steps, items_per_s = batch / step_s_median,
+`bert_mlm` is the spec of ../shared/peers/bert_mlm.py: BERT-style MLM (vocab 8192, hidden
+256, 4 layers, 4 heads, FFN 1024) on batches of 32 random 128-token sequences, masked
+inside the step; items are tokens.
+
+Fields: step_s_median over the timed steps, items_per_s = items (images, or tokens for
+text) / step_s_median, params (trained parameters),
 compile_s (lower + compile), flops_per_step from XLA's cost analysis; on CPU also
 matmul_peak_gflops (float32 2048x2048 jitted matmul, best of 5, same run) and mfu =
 flops_per_step / step_s_median / peak; the CPU model, since these machines differ.
@@ -43,6 +49,7 @@ import numpy as np
 from ssl_jax import engine, evaluate, methods, optim, parallel, train, views
 
 CIFAR_SHAPE = (32, 32, 3)
+TEXT_LENGTH = 128
 
 
 def _resnet18_spec(method: str, batch: int) -> ml_collections.ConfigDict:
@@ -97,10 +104,32 @@ def _mae_vit_spec(batch: int) -> ml_collections.ConfigDict:
   return config
 
 
+def _bert_mlm_spec(batch: int) -> ml_collections.ConfigDict:
+  """../shared/peers/bert_mlm.py: HF BertForMaskedLM's shape (vocab 8192, hidden 256, 4
+  layers, 4 heads, FFN 1024, post-norm, dropout 0.1, tied decoder), 128-token sequences,
+  15% masking (80/10/10), AdamW 1e-4 wd 0.01 off biases and norms."""
+  from experiments import datasets  # pylint: disable=import-outside-toplevel
+  config = train.default_config()
+  config.method = "mlm"
+  config.global_batch_size = batch
+  config.total_steps = 1000
+  config.data = ml_collections.ConfigDict(dict(
+      name="synthetic", features=("tokens",), label_key="", modality="text", vocab_size=8192,
+      max_length=TEXT_LENGTH))
+  config.model = datasets.transformer_config("mini", config.data, causal=False)
+  config.views = ml_collections.ConfigDict()
+  config.mlm = methods.get("mlm").default_config()
+  config.optimizer = optim.default_config(name="adamw", learning_rate=1e-4, lr_scaling="none",
+                                          weight_decay=0.01)
+  config.eval = evaluate.default_config()
+  return config
+
+
 BENCHES = {f"{m}_resnet18": (lambda batch, m=m: _resnet18_spec(m, batch), 128)
            for m in ("simclr", "byol", "moco", "dino", "simsiam", "barlow_twins", "vicreg",
                      "simdino")}
 BENCHES["mae_vit"] = (_mae_vit_spec, 128)
+BENCHES["bert_mlm"] = (_bert_mlm_spec, 32)
 
 
 def _experiment_config(spec: str, batch: int | None) -> ml_collections.ConfigDict:
@@ -109,6 +138,21 @@ def _experiment_config(spec: str, batch: int | None) -> ml_collections.ConfigDic
   if batch:
     config.global_batch_size = batch
   return config
+
+
+def synthetic_batches(config, image_shape, batch: int) -> tuple[dict, dict]:
+  """(a one-record example, a batch of `batch`) of random inputs for the config's data:
+  uint8 images, or token ids [CLS] ordinary pieces [SEP] filling every position (the
+  peer's sequences have no padding either)."""
+  rng = np.random.default_rng(0)
+  if config.data.modality == "text":
+    length = config.data.max_length
+    tokens = rng.integers(5, config.data.vocab_size, (batch, length)).astype(np.int32)
+    tokens[:, 0], tokens[:, -1] = 2, 3  # [CLS], [SEP] (ssl_jax/data/text.py)
+    return {"tokens": tokens[:1]}, {"tokens": tokens}
+  example = {"image": np.zeros((1, *image_shape), np.uint8), "label": np.zeros((1,), np.int32)}
+  images = rng.integers(0, 256, (batch, *image_shape), dtype=np.uint8)
+  return example, {"image": images, "label": np.zeros((batch,), np.int32)}
 
 
 def cpu_model() -> str:
@@ -147,7 +191,8 @@ def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
   if experiment:
     config = _experiment_config(experiment, batch)
     data = config.data
-    image_shape = (data.image_size, data.image_size, len(data.mean))
+    image_shape = ((data.image_size, data.image_size, len(data.mean))
+                   if data.modality == "image" else None)
     name = f"experiment:{experiment}"
   elif name in BENCHES:
     make_config, default_batch = BENCHES[name]
@@ -156,11 +201,11 @@ def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
     raise SystemExit(f"unknown bench {name!r}; available: {sorted(BENCHES)}")
   batch = config.global_batch_size
   mesh = parallel.make_mesh()
-  example = {"image": np.zeros((1, *image_shape), np.uint8), "label": np.zeros((1,), np.int32)}
+  example, host_batch = synthetic_batches(config, image_shape, batch)
   _, init, step = engine.build(config, mesh, example)
   state = init(jax.random.PRNGKey(0))
-  images = np.random.default_rng(0).integers(0, 256, (batch, *image_shape), dtype=np.uint8)
-  data = parallel.to_global({"image": images, "label": np.zeros((batch,), np.int32)}, mesh)
+  data = parallel.to_global(host_batch, mesh)
+  items = batch * (TEXT_LENGTH if config.data.modality == "text" else 1)
 
   start = time.perf_counter()
   compiled = step.lower(state, data).compile()
@@ -179,7 +224,10 @@ def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
 
   median = statistics.median(times)
   result = {"bench": name, "impl": "ssl_jax", "batch": batch, "step_s_median": round(median, 4),
-            "items_per_s": round(batch / median, 2), "compile_s": round(compile_s, 2),
+            "items_per_s": round(items / median, 2),
+            "items": "tokens" if config.data.modality == "text" else "images",
+            "params": int(sum(np.prod(p.shape) for p in jax.tree.leaves(state.params))),
+            "compile_s": round(compile_s, 2),
             "flops_per_step": _flops(compiled), "step_s_min": round(min(times), 4),
             "step_s_max": round(max(times), 4), "final_loss": float(metrics["loss"]),
             "backend": jax.default_backend(), "devices": jax.device_count(),

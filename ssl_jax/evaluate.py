@@ -230,9 +230,10 @@ def run(workdir: str, modes=("linear",), step: int | None = None,
     raise validate.ConfigError(f"--mode {','.join(modes)}: expected one or more of "
                                f"{evals.available()}, comma-separated")
   feature_modes = [m for m in modes if evals.input_kind(m) == "features"]
-  if init and feature_modes:
-    raise validate.ConfigError(f"--init is read by weight evaluators only; {feature_modes} score "
-                               "the checkpoint's own features (an export's are the same, bitwise)")
+  others = [m for m in modes if evals.input_kind(m) != "weights"]
+  if init and others:
+    raise validate.ConfigError(f"--init is read by weight evaluators only; {others} score "
+                               "the checkpoint itself (an export's features are the same, bitwise)")
   config = load_run_config(workdir)
   apply_overrides(config.eval, overrides)
   mesh = parallel.make_mesh()
@@ -248,7 +249,21 @@ def run(workdir: str, modes=("linear",), step: int | None = None,
           features=f"{config.method}.encode -> {primary!r} (frozen, train=False)",
           baselines={"random_init": f"same network, seed {config.eval.random_init_seed}",
                      "raw_input": f"{config.data.modality} inputs, flattened"})
-  weight_modes = [m for m in modes if m not in feature_modes]
+  objective_modes = [m for m in modes if evals.input_kind(m) == "objective"]
+  if objective_modes:
+    fields, random_fields, trained_step = restore(workdir, config, mesh, step)
+    states = {"pretrained": (fields["params"], fields["method_state"]),
+              "random_init": random_fields}
+    for mode in objective_modes:
+      results = evals.get(mode).evaluate_objective(
+          states, method=methods.get(config.method), run_config=config, mesh=mesh,
+          config=config.eval[mode], log=_log)
+      reports[mode] = _report(
+          mode, results, config, trained_step,
+          features=f"{config.method}.views + loss(train=False) on {config.eval.test_split}",
+          baselines={"random_init": f"same network, seed {config.eval.random_init_seed}"},
+          score="loss")
+  weight_modes = [m for m in modes if evals.input_kind(m) == "weights"]
   if weight_modes:
     variables, trained_step, source = backbones(workdir, config, mesh, step, init)
     num_classes = sources.dataset_info(config.data.name, config.data.data_dir,
@@ -273,13 +288,15 @@ def run(workdir: str, modes=("linear",), step: int | None = None,
 
 
 def _report(mode: str, results: dict, config, trained_step: int, *, features: str,
-            baselines: dict) -> dict:
+            baselines: dict, score: str = "top1") -> dict:
+  """eval/<mode>.json: the pretrained `score` (top-1; the held-out loss for the objective
+  evaluator) next to each baseline's, the protocol and every detail."""
   protocol = {"mode": mode, **evals.get(mode).protocol(config.eval[mode]),
               "train_split": config.eval.train_split, "test_split": config.eval.test_split,
               "checkpoint_step": trained_step, "features": features, "baselines": baselines}
-  return {"mode": mode, "top1": results["pretrained"]["top1"], "checkpoint_step": trained_step,
+  return {"mode": mode, score: results["pretrained"][score], "checkpoint_step": trained_step,
           "dataset": config.data.name, "method": config.method, "protocol": protocol,
-          "details": results, "baselines": {name: results[name]["top1"] for name in baselines}}
+          "details": results, "baselines": {name: results[name][score] for name in baselines}}
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -326,12 +343,13 @@ def _merged(defaults: ml_collections.ConfigDict, overrides) -> ml_collections.Co
 
 def table(reports: dict) -> str:
   """A small text table: one row per mode, pretrained next to both baselines."""
-  lines = [f"{'mode':<8} {'pretrained':>10} {'random_init':>12} {'raw_input':>10}"]
+  lines = [f"{'mode':<9} {'pretrained':>10} {'random_init':>12} {'raw_input':>10}"]
   cell = lambda value, width: f"{value:>{width}.4f}" if value is not None else f"{'-':>{width}}"
   for mode, report in reports.items():
     b = report["baselines"]
-    lines.append(f"{mode:<8} {report['top1']:>10.4f} {cell(b.get('random_init'), 12)} "
-                 f"{cell(b.get('raw_input'), 10)}")
+    score = report["top1"] if "top1" in report else report["loss"]
+    lines.append(f"{mode:<9} {score:>10.4f} {cell(b.get('random_init'), 12)} "
+                 f"{cell(b.get('raw_input'), 10)}" + ("" if "top1" in report else "  (loss)"))
   return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: a small real Fashion-MNIST subset prepared as a TFDS dataset.
+"""Shared fixtures: a small real Fashion-MNIST subset prepared as a TFDS dataset, next to
+the real fortune corpus and a small tokenizer for the text methods.
 
 The subset (the first 512 train and 256 test images of the Debian IDX files) is
 written as IDX files and built through the same offline builder the demo uses, so the
@@ -67,6 +68,16 @@ def tiny_data_dir(tmp_path_factory) -> str:
       os.environ.pop("SSL_JAX_FASHION_MNIST_DIR")
     else:
       os.environ["SSL_JAX_FASHION_MNIST_DIR"] = previous
+  # The text methods' contract data: the whole real fortune corpus (it builds in about a
+  # second; smoke configs read a slice) and the smoke runs' small tokenizer.
+  from ssl_jax.data import fortunes, text
+  if not (fortunes.source_dir() / "fortunes").exists():
+    pytest.fail(f"fortune files missing in {fortunes.source_dir()}: run scripts/setup.sh "
+                f"({fortunes.INSTALL_HINT})")
+  from experiments import common
+  prepare.prepare("fortunes", data_dir)
+  name, vocab_size = common.SMOKE_TOKENIZER
+  text.main(["fortunes", "--vocab_size", str(vocab_size), "--name", name, "--data_dir", data_dir])
   return data_dir
 
 
@@ -92,9 +103,9 @@ def compilation_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def smoke_run(tiny_data_dir, tmp_path_factory, compilation_cache):
-  """NAME -> (workdir, finished process) of `python -m experiments.NAME --dataset
-  fashion_mnist --smoke` (the contract's config, whatever the experiment's default) on the
-  tiny subset, run once per session and shared: the experiment tests check its output,
+  """NAME -> (workdir, finished process) of `python -m experiments.NAME --dataset D
+  --smoke`, D the experiment's contract dataset (experiments.common.contract_dataset:
+  Fashion-MNIST unless it says otherwise, whatever its default) on the tiny data, run once per session and shared: the experiment tests check its output,
   the method contract resumes it, the results-table test tabulates it. The process shares
   this session's compilation cache, so an in-process run of its config compiles nothing."""
   import subprocess
@@ -107,9 +118,12 @@ def smoke_run(tiny_data_dir, tmp_path_factory, compilation_cache):
 
   def run(name: str):
     if name not in runs:
+      import importlib
+      from experiments import common
       workdir = root / name
+      dataset = common.contract_dataset(importlib.import_module(f"experiments.{name}"))
       runs[name] = workdir, subprocess.run(
-          [sys.executable, "-m", f"experiments.{name}", "--dataset", "fashion_mnist", "--smoke",
+          [sys.executable, "-m", f"experiments.{name}", "--dataset", dataset, "--smoke",
            "--workdir", str(workdir),
            f"--config.data.data_dir={tiny_data_dir}"],
           cwd=repo, env=env, capture_output=True, text=True, timeout=600)

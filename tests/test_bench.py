@@ -37,11 +37,9 @@ def test_every_spec_traces(name):
   make_config, _ = bench.BENCHES[name]
   config = make_config(8)
   mesh = parallel.make_mesh()
-  example = {"image": np.zeros((1, *bench.CIFAR_SHAPE), np.uint8), "label": np.zeros((1,), np.int32)}
+  example, batch = bench.synthetic_batches(config, bench.CIFAR_SHAPE, 8)
   _, init, step = engine.build(config, mesh, example)
   state = jax.eval_shape(init, jax.random.PRNGKey(0))
-  batch = {"image": jax.ShapeDtypeStruct((8, *bench.CIFAR_SHAPE), np.uint8),
-           "label": jax.ShapeDtypeStruct((8,), np.int32)}
   _, metrics = jax.eval_shape(step, state, batch)
   assert metrics["loss"].shape == ()
 

@@ -33,10 +33,24 @@ def cache(tmp_path_factory):
   return tmp_path_factory.mktemp("jax_cache_contract")
 
 
+def smoke_config(method):
+  """The method's experiment in smoke mode on its contract dataset (Fashion-MNIST unless
+  the experiment names another: text methods run on fortunes)."""
+  from experiments import common
+  module = importlib.import_module(f"experiments.{method}")
+  return module.get_config(f"{common.contract_dataset(module)},smoke")
+
+
+def example_spec(config) -> dict:
+  """Shapes and dtypes of a one-record batch of the config's data."""
+  if config.data.modality == "text":
+    return {"tokens": jax.ShapeDtypeStruct((1, config.data.max_length), np.int32)}
+  return {"image": jax.ShapeDtypeStruct((1, 28, 28, 1), np.uint8)}
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_has_an_experiment_with_a_smoke_config(method):
-  module = importlib.import_module(f"experiments.{method}")
-  config = module.get_config("fashion_mnist,smoke")
+  config = smoke_config(method)
   assert config.method == method and config.total_steps <= 5
   for name in ("default_config", "init", "views", "loss", "update", "encode", "backbone"):
     assert callable(getattr(methods.get(method), name)), name
@@ -47,13 +61,15 @@ def test_backbone_is_exactly_the_variables_of_config_model(method):
   """What export writes and fine-tuning loads: the tree (paths, shapes, dtypes) of
   models.build(config.model)'s own variables, nothing more or less."""
   from ssl_jax import models
-  config = importlib.import_module(f"experiments.{method}").get_config("fashion_mnist,smoke")
-  images = jax.ShapeDtypeStruct((1, 28, 28, 1), np.uint8)
-  params, state = jax.eval_shape(lambda rng, x: methods.get(method).init(rng, config, {"image": x}),
-                                 jax.random.PRNGKey(0), images)
+  config = smoke_config(method)
+  example = example_spec(config)
+  params, state = jax.eval_shape(lambda rng, x: methods.get(method).init(rng, config, x),
+                                 jax.random.PRNGKey(0), example)
   got = jax.eval_shape(lambda p, s: methods.get(method).backbone(p, s, config), params, state)
+  (inputs,) = example.values()
   want = jax.eval_shape(lambda rng: models.build(config.model).init(
-      rng, jax.numpy.zeros((1, 28, 28, 1)), train=False), jax.random.PRNGKey(0))
+      rng, jax.numpy.zeros(inputs.shape, inputs.dtype if inputs.dtype != np.uint8 else np.float32),
+      train=False), jax.random.PRNGKey(0))
   assert jax.tree.structure(got) == jax.tree.structure(dict(want))
   assert jax.tree.map(lambda a: (a.shape, a.dtype), got) == jax.tree.map(lambda a: (a.shape, a.dtype), dict(want))
 

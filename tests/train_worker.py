@@ -31,7 +31,9 @@ def contract_config(method: str, data_dir: str, total_steps: int):
   rounding luck.
   """
   import importlib
-  config = importlib.import_module(f"experiments.{method}").get_config("fashion_mnist,smoke")
+  from experiments import common
+  module = importlib.import_module(f"experiments.{method}")
+  config = module.get_config(f"{common.contract_dataset(module)},smoke")
   config.data.data_dir = data_dir
   config.data.train_split = "train"
   config.global_batch_size = 32
@@ -151,10 +153,17 @@ def main():
                        out_shardings=parallel.replicated(mesh))
   init = lambda rng: dict(zip(("params", "method_state"), model_init(rng)))
   state = init(jax.random.PRNGKey(0))
-  images = np.random.default_rng(0).integers(0, 256, (32, 28, 28, 1), dtype=np.uint8)
   rows = slice(args.process_id * 32 // args.num_processes,
                (args.process_id + 1) * 32 // args.num_processes)
-  host_batch = {"image": images[rows], "label": np.zeros((32,), np.int32)[rows]}
+  if config.data.modality == "image":  # random pixels: no two test images alike
+    images = np.random.default_rng(0).integers(0, 256, (32, 28, 28, 1), dtype=np.uint8)
+    host_batch = {"image": images[rows], "label": np.zeros((32,), np.int32)[rows]}
+  else:  # the first 32 real records, through the loader's host preprocess (text: tokens)
+    from ssl_jax.data import pipeline, preprocess, sources
+    source = sources.get_source(config.data.name, config.data.train_split, config.data.data_dir)
+    full = pipeline.read_batch(source, range(32), tuple(config.data.features),
+                               preprocess.from_config(config.data))
+    host_batch = {k: v[rows] for k, v in full.items()}
 
   @functools.partial(jax.jit, static_argnames="reverse")
   def loss_and_grads(state, batch, relative_noise, direction_key, uniform, reverse=False):

@@ -138,3 +138,31 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
   sys.exit(main())
+
+
+# ----------------------------------------------------------------------------- on device
+
+def mask_tokens(tokens, rng, vocab_size: int, rate: float = 0.15, mask_fraction: float = 0.8,
+                random_fraction: float = 0.1):
+  """BERT's masking (Devlin et al. 2019, section 3.1), jit-able: each ordinary token (not
+  [PAD], [UNK], [CLS], [SEP], [MASK]) is chosen with probability `rate`; a chosen token
+  becomes [MASK] with probability `mask_fraction`, a random ordinary token with
+  `random_fraction`, and stays itself otherwise. Example i draws from
+  `jax.random.split(rng, B)[i]`, so the draw does not depend on sharding.
+
+  Returns (inputs int32 [B, L], chosen bool [B, L]); the loss counts chosen positions only.
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  def one(row, key):
+    choose_key, kind_key, random_key = jax.random.split(key, 3)
+    chosen = (row >= len(SPECIAL_TOKENS)) & (jax.random.uniform(choose_key, row.shape) < rate)
+    kind = jax.random.uniform(kind_key, row.shape)
+    random_ids = jax.random.randint(random_key, row.shape, len(SPECIAL_TOKENS), vocab_size,
+                                    dtype=row.dtype)
+    inputs = jnp.where(chosen & (kind < mask_fraction), jnp.asarray(MASK, row.dtype),
+                       jnp.where(chosen & (kind < mask_fraction + random_fraction), random_ids, row))
+    return inputs, chosen
+
+  return jax.vmap(one)(tokens, jax.random.split(rng, tokens.shape[0]))

@@ -23,6 +23,11 @@ and, by its kind (module attribute INPUT, "features" when absent), one of:
       `backbones` is {"pretrained", "random_init": flax variables of
       models.build(run_config.model)} (the method's `backbone`); the evaluator trains
       its own network on run_config.data (fine-tuning) and returns {name: {"top1", ...}}.
+  evaluate_objective(states, *, method, run_config, mesh, config, log) -> dict
+                                                                          (objective)
+      `states` is {"pretrained", "random_init": (params, method_state)}; the evaluator
+      runs the method's own views and loss on held-out data and returns {name: {"loss",
+      ...}} (objective.py: MLM accuracy, perplexity).
 """
 import importlib
 import pkgutil
@@ -36,7 +41,8 @@ def available() -> list[str]:
 
 
 def input_kind(name: str) -> str:
-  """"features" (scored on frozen features) or "weights" (trains from the backbone)."""
+  """"features" (scored on frozen features), "weights" (trains from the backbone) or
+  "objective" (the method's own loss on held-out data)."""
   return getattr(get(name), "INPUT", "features")
 
 

@@ -1,0 +1,62 @@
+"""BERT-style masked language modelling (Devlin et al. 2019, arXiv:1810.04805).
+
+    python -m experiments.mlm --workdir /tmp/bert_fortunes                 # the default: fortunes
+    python -m experiments.mlm --dataset wikipedia --workdir gs://BUCKET/bert_base_wiki
+
+fortunes (the default; ssl_jax/data/fortunes.py): a CPU budget. The bert_mlm peer's
+encoder (ssl_jax/bench.py: hidden 256, 4 layers, 4 heads, FFN 1024, post-norm, dropout
+0.1) on 128-token sequences of the 8192-piece WordPiece tokenizer, batch 64, AdamW lr
+5e-4 (b2 0.98, wd 0.01) with 100 warm-up steps, STEPS steps. Evaluated by linear and kNN
+probes of the mean-pooled hidden states on the 43 fortune categories. Not tuned.
+
+wikipedia: the recipe of BERT-base (the paper's section A.2: 12 layers, 768 wide, 12
+heads; sequence 128, batch 256, Adam lr 1e-4 with 10,000 warm-up steps and linear decay
+(cosine here), weight decay 0.01, dropout 0.1, 1M steps over BooksCorpus + Wikipedia).
+Target: the paper's MNLI-m 84.6 after fine-tuning (Table 1), which needs GLUE, not
+provided here; the pretraining MLM accuracy of BERT-base is about 70% (not reported in
+the paper). Not run by us.
+"""
+import ml_collections
+
+from experiments import common, datasets
+from ssl_jax import optim, validate
+from ssl_jax.methods import mlm
+
+STEPS = 600
+CONTRACT_DATASET = "fortunes"  # the method contract's smoke dataset (a text method)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  dataset, smoke = common.parse_arg(arg, default_dataset="fortunes")
+  if dataset not in datasets.TEXT_PRESETS:
+    raise validate.ConfigError(f"mlm trains on text; {dataset!r} is not a text preset "
+                                f"({', '.join(datasets.TEXT_PRESETS)})")
+  config = common.base_config("mlm", dataset)
+  config.mlm = mlm.default_config()
+  if dataset == "fortunes":
+    config.model = datasets.transformer_config("mini", config.data, causal=False)
+    config.global_batch_size = 64
+    config.total_steps = STEPS
+    config.log_every_steps = 25
+    config.checkpoint_every_steps = STEPS // 2
+    config.eval.monitor_every_steps = STEPS // 2
+    config.eval.modes = "linear,knn,objective"  # probes on the categories; held-out objective
+    config.optimizer = optim.default_config(name="adamw", learning_rate=5e-4, lr_scaling="none",
+                                            b2=0.98, weight_decay=0.01, warmup_steps=100)
+  else:
+    config.model = datasets.transformer_config("base", config.data, causal=False)
+    config.global_batch_size = 256
+    config.total_steps = 1_000_000
+    config.log_every_steps = 100
+    config.checkpoint_every_steps = 10_000
+    config.data.train_split = "train[:99%]"   # wikipedia has one split: the last 1% is held out
+    config.eval.test_split = "train[99%:]"
+    config.eval.modes = "objective"     # no labels: the held-out objective is the measure
+    config.eval.monitor_every_steps = 0
+    config.optimizer = optim.default_config(name="adamw", learning_rate=1e-4, lr_scaling="none",
+                                            b2=0.999, weight_decay=0.01, warmup_steps=10_000)
+  return common.smoke(config) if smoke else config
+
+
+if __name__ == "__main__":
+  common.main(get_config)

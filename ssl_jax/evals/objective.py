@@ -1,0 +1,74 @@
+"""The pretraining objective on held-out data: the method's own loss and metrics on the
+test split (a language model's MLM accuracy or perplexity, MAE's reconstruction error).
+
+This evaluator reads the whole trained state, not features or a backbone (INPUT =
+"objective"): `evaluate_objective` runs `method.views` and `method.loss(train=False)` on
+every full batch of `config.eval.test_split` with fixed keys (batch i draws from
+fold_in(PRNGKey(seed), i): the same masks for every checkpoint and for the random-init
+baseline), and reports the mean over batches of each metric, next to the same network
+with random weights. A last partial batch is left out (the loss is a mean over a whole
+batch); perplexity is also reported as exp(mean loss) where the method has one.
+"""
+import jax
+import ml_collections
+import numpy as np
+
+from ssl_jax import parallel, validate
+from ssl_jax.data import pipeline, preprocess, sources
+
+INPUT = "objective"
+
+
+def default_config(**overrides) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.batch_size = 64        # global batch of the held-out passes
+  config.seed = 0               # keys of the held-out views (masks)
+  return validate.strict_update(config, overrides, "eval.objective")
+
+
+def protocol(config: ml_collections.ConfigDict) -> dict:
+  return {"measure": "the method's loss and metrics (train=False) on every full test batch, "
+                     "mean over batches; fixed view keys", **config.to_dict()}
+
+
+def evaluate_objective(states: dict, *, method, run_config, mesh, config, log=print) -> dict:
+  """{name: {"loss", <metrics>...}} for each (params, method_state) in `states`."""
+  validate.number("eval.objective.batch_size", config.batch_size, low=1, integer=True)
+  parallel.check_global_batch_size(config.batch_size, mesh)
+  data = run_config.data
+  source = sources.get_source(data.name, run_config.eval.test_split, data.data_dir)
+  if len(source) < config.batch_size:
+    raise validate.ConfigError(f"eval.objective.batch_size={config.batch_size} exceeds the "
+                               f"{len(source)} records of {run_config.eval.test_split!r}")
+
+  @jax.jit
+  def measure(params, method_state, batch, rng):
+    step = jax.numpy.zeros((), jax.numpy.int32)
+    view_rng, loss_rng = jax.random.split(rng)
+    views = method.views(batch, view_rng, step, run_config)
+    value, (metrics, _) = method.loss(params, method_state, views, loss_rng, step, run_config,
+                                      train=False)
+    return {"loss": value, **metrics}
+
+  results = {}
+  for name, (params, method_state) in states.items():
+    sums, count = {}, 0
+    batches = pipeline.eval_batches(source, batch_size=config.batch_size // jax.process_count(),
+                                    keys=tuple(data.features), preprocess=preprocess.from_config(data))
+    for i, batch in enumerate(batches):
+      mask = parallel.to_host(parallel.to_global(batch.pop("mask"), mesh))
+      if not mask.all():
+        continue
+      out = parallel.to_host(measure(params, method_state, parallel.to_global(batch, mesh),
+                                     jax.random.fold_in(jax.random.PRNGKey(config.seed), i)))
+      for key, value in out.items():
+        sums[key] = sums.get(key, 0.0) + float(value)
+      count += 1
+    means = {key: value / count for key, value in sums.items()}
+    if "perplexity" in means:
+      means["perplexity_of_mean_loss"] = float(np.exp(means["loss"]))
+    means["batches"], means["records"] = count, count * config.batch_size
+    log(f"  objective on {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items()
+                                               if isinstance(v, float)))
+    results[name] = means
+  return results

@@ -1,0 +1,78 @@
+"""Causal language modelling, as GPT: "Improving Language Understanding by Generative
+Pre-Training", Radford, Narasimhan, Salimans, Sutskever, 2018; GPT-2: "Language Models
+are Unsupervised Multitask Learners", Radford et al. 2019.
+
+The decoder (`config.model`: a causal Transformer, each position seeing itself and the
+earlier ones only) reads every sequence, and the tied output layer at position t predicts
+token t + 1; the loss is the mean cross-entropy over the predicted positions whose target
+is not [PAD] (the [SEP] that ends a text is predicted, so the model learns where texts
+stop). Metrics: `perplexity` (exp of the loss) and `next_token_accuracy`. Evaluation
+(`encode`) pools the hidden states (`config.model.pool`; "last": the state after the
+whole text).
+"""
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from ssl_jax import models, validate
+
+
+def default_config(**overrides) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  return validate.strict_update(config, overrides, "clm")
+
+
+def network(config):
+  if not config.model.get("causal"):
+    raise validate.ConfigError("clm needs a causal decoder: config.model.causal=True")
+  return models.build(config.model)
+
+
+def init(rng, config, example_batch) -> tuple[Any, Any]:
+  params = network(config).init(rng, example_batch["tokens"][:1], train=False)["params"]
+  return {"backbone": params}, {}
+
+
+def views(batch, rng, step, config) -> dict:
+  del rng, step, config
+  return {"tokens": batch["tokens"]}
+
+
+def next_token_loss(logits, tokens):
+  """(mean cross-entropy, accuracy) of logits [B, L-1, V] predicting tokens[:, 1:], over
+  targets that are not [PAD]."""
+  targets = tokens[:, 1:]
+  weights = (targets != 0).astype(jnp.float32)
+  count = jnp.maximum(jnp.sum(weights), 1.0)
+  cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+  correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+  return jnp.sum(cross_entropy * weights) / count, jnp.sum(correct * weights) / count
+
+
+def loss(params, method_state, views, rng, step, config, train: bool = True):
+  del step
+  model = network(config)
+  tokens = views["tokens"]
+  hidden = model.apply({"params": params["backbone"]}, tokens, train, rngs={"dropout": rng},
+                       method=model.hidden)
+  logits = model.apply({"params": params["backbone"]}, hidden[:, :-1], method=model.logits)
+  value, accuracy = next_token_loss(logits, tokens)
+  return value, ({"perplexity": jnp.exp(value), "next_token_accuracy": accuracy}, method_state)
+
+
+def update(params, method_state, step, config):
+  del params, step, config
+  return method_state, {}
+
+
+def backbone(params, method_state, config) -> dict:
+  del method_state, config
+  return models.variables(params["backbone"])
+
+
+def encode(params, method_state, batch, config) -> jax.Array:
+  return models.build(config.model).apply(backbone(params, method_state, config),
+                                          batch["tokens"], train=False)

@@ -1,0 +1,101 @@
+"""Masked language modelling: "BERT: Pre-training of Deep Bidirectional Transformers for
+Language Understanding", Devlin, Chang, Lee, Toutanova, NAACL 2019 (arXiv:1810.04805).
+
+On device, 15% of the ordinary tokens of every sequence are chosen; of those 80% become
+[MASK], 10% a random ordinary token and 10% stay (ssl_jax/data/text.py `mask_tokens`). The
+encoder (`config.model`: a non-causal Transformer) reads the corrupted sequence, BERT's
+MLM head (dense, GELU, LayerNorm) transforms every position's hidden state, and the tied
+output layer predicts the original token; the loss is the cross-entropy at the chosen
+positions only, averaged over them (logits are computed at every position, as
+BertForMaskedLM does). Metrics: `mlm_accuracy` (top-1 at the chosen positions) and
+`masked_fraction` (chosen / ordinary tokens). The random token is drawn among the
+ordinary ones (HF's collator draws from the whole vocabulary, specials included).
+
+Next-sentence prediction, BERT's second objective, is not implemented (RoBERTa found it
+unhelpful; the issue lists it as optional). Evaluation (`encode`) pools the encoder's
+hidden states of the uncorrupted text (`config.model.pool`).
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from ssl_jax import models, validate
+from ssl_jax.data import text
+from ssl_jax.models import transformer
+
+
+def default_config(**overrides) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.mask_rate = 0.15         # share of ordinary tokens chosen for prediction
+  config.mask_token_fraction = 0.8  # of the chosen: replaced by [MASK]
+  config.random_token_fraction = 0.1  # of the chosen: replaced by a random token (rest: kept)
+  return validate.strict_update(config, overrides, "mlm")
+
+
+class MaskedLM(nn.Module):
+  backbone: transformer.Transformer
+
+  @nn.compact
+  def __call__(self, tokens, train: bool):
+    hidden = self.backbone.hidden(tokens, train)
+    x = nn.Dense(self.backbone.width, kernel_init=transformer.normal, name="head_transform")(hidden)
+    x = nn.LayerNorm(transformer.LN_EPSILON, name="head_norm")(nn.gelu(x, approximate=False))
+    return self.backbone.logits(x)
+
+
+def network(config) -> MaskedLM:
+  settings = config.mlm
+  validate.number("mlm.mask_rate", settings.mask_rate, low=0, high=1, low_open=True)
+  for name in ("mask_token_fraction", "random_token_fraction"):
+    validate.number(f"mlm.{name}", settings[name], low=0, high=1)
+  if settings.mask_token_fraction + settings.random_token_fraction > 1:
+    raise validate.ConfigError("mlm.mask_token_fraction + mlm.random_token_fraction exceeds 1")
+  if config.model.get("causal"):
+    raise validate.ConfigError("mlm needs a bidirectional encoder: config.model.causal=False")
+  return MaskedLM(models.build(config.model))
+
+
+def init(rng, config, example_batch) -> tuple[Any, Any]:
+  params = network(config).init(rng, example_batch["tokens"][:1], train=False)["params"]
+  return params, {}
+
+
+def views(batch, rng, step, config) -> dict:
+  del step
+  inputs, chosen = text.mask_tokens(batch["tokens"], rng, config.model.vocab_size,
+                                    config.mlm.mask_rate, config.mlm.mask_token_fraction,
+                                    config.mlm.random_token_fraction)
+  return {"inputs": inputs, "targets": batch["tokens"], "chosen": chosen}
+
+
+def loss(params, method_state, views, rng, step, config, train: bool = True):
+  del step
+  logits = network(config).apply({"params": params}, views["inputs"], train=train,
+                                 rngs={"dropout": rng})
+  chosen = views["chosen"].astype(jnp.float32)
+  count = jnp.maximum(jnp.sum(chosen), 1.0)
+  cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, views["targets"])
+  value = jnp.sum(cross_entropy * chosen) / count
+  correct = (jnp.argmax(logits, -1) == views["targets"]).astype(jnp.float32)
+  ordinary = jnp.sum((views["targets"] >= len(text.SPECIAL_TOKENS)).astype(jnp.float32))
+  return value, ({"mlm_accuracy": jnp.sum(correct * chosen) / count,
+                  "masked_fraction": jnp.sum(chosen) / jnp.maximum(ordinary, 1.0)}, method_state)
+
+
+def update(params, method_state, step, config):
+  del params, step, config
+  return method_state, {}
+
+
+def backbone(params, method_state, config) -> dict:
+  del method_state, config
+  return models.variables(params["backbone"])
+
+
+def encode(params, method_state, batch, config) -> jax.Array:
+  return models.build(config.model).apply(backbone(params, method_state, config),
+                                          batch["tokens"], train=False)

@@ -1,0 +1,175 @@
+"""Transformer over token ids: BERT's encoder and GPT's decoder from one set of blocks.
+
+`Transformer(...)(tokens, train)` maps int32 token ids [B, L] (0 = [PAD],
+ssl_jax/data/text.py) to pooled features [B, width]: the mean of the non-pad positions'
+final hidden states ("mean"), the first position's, [CLS] ("cls"), or the last non-pad
+position's ("last", a causal model's summary of the whole text). The pieces are methods
+so the language-model objectives can use them directly:
+
+  hidden = model.apply(v, tokens, train, method=Transformer.hidden)   # [B, L, width]
+  logits = model.apply(v, hidden, method=Transformer.logits)          # [B, L, vocab]
+
+Embeddings: learned token and position embeddings (N(0, 0.02)), summed. Attention masks:
+a position never attends to a [PAD] key; `causal` adds the lower-triangular mask (a
+position sees itself and earlier ones only); `segments` (optional int ids [B, L]) keeps
+attention inside one packed document. Blocks are `norm="pre"` (GPT-2: x + f(LN(x)), a
+final LayerNorm) or `norm="post"` (BERT: LN(x + f(x)), a LayerNorm on the embeddings);
+GELU MLP of `mlp_dim`; dropout `dropout_rate` on embeddings, attention weights and
+residual branches while training (the "dropout" rng). The output layer is tied: logits
+are hidden @ token_embedding^T + a bias. `dtype` is the compute dtype of the matmuls;
+LayerNorm, softmax and logits are float32.
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+PAD = 0
+# name: (width, depth, heads, mlp_dim). "base" is BERT-base and GPT-2 small's shape;
+# "mini" is the bert_mlm peer's (ssl_jax/bench.py).
+PRESETS = {"tiny": (64, 2, 2, 256), "mini": (256, 4, 4, 1024), "small": (512, 8, 8, 2048),
+           "base": (768, 12, 12, 3072)}
+POOLS = ("mean", "cls", "last")
+NORMS = ("pre", "post")
+LN_EPSILON = 1e-12  # BERT's; GPT-2 uses 1e-5, a difference below float32 LayerNorm noise
+normal = nn.initializers.normal(0.02)
+
+
+def attention_mask(tokens: jax.Array, causal: bool, segments: jax.Array | None = None) -> jax.Array:
+  """bool [B, 1, L, L]: query i may attend to key j."""
+  mask = (tokens != PAD)[:, None, None, :]
+  length = tokens.shape[1]
+  if causal:
+    mask = mask & jnp.tril(jnp.ones((length, length), bool))[None, None]
+  if segments is not None:
+    mask = mask & (segments[:, None, :, None] == segments[:, None, None, :])
+  return mask
+
+
+class TextBlock(nn.Module):
+  num_heads: int
+  mlp_dim: int
+  norm: str = "pre"
+  dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, mask, train: bool):
+    width = x.shape[-1]
+    layer_norm = lambda name: nn.LayerNorm(LN_EPSILON, dtype=jnp.float32,
+                                           param_dtype=self.param_dtype, name=name)
+    dense = lambda features, name: nn.Dense(features, dtype=self.dtype, param_dtype=self.param_dtype,
+                                            kernel_init=normal, name=name)
+    drop = lambda y: nn.Dropout(self.dropout_rate)(y, deterministic=not train)
+    attention = nn.MultiHeadDotProductAttention(
+        num_heads=self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype,
+        kernel_init=normal, dropout_rate=self.dropout_rate, deterministic=not train,
+        name="attention")
+    mlp = lambda y: dense(width, "mlp_out")(nn.gelu(dense(self.mlp_dim, "mlp_in")(y), approximate=False))
+    if self.norm == "pre":
+      x = x + drop(attention(layer_norm("norm1")(x), mask=mask))
+      return x + drop(mlp(layer_norm("norm2")(x)))
+    x = layer_norm("norm1")(x + drop(attention(x, mask=mask)))
+    return layer_norm("norm2")(x + drop(mlp(x)))
+
+
+class Transformer(nn.Module):
+  """Token ids [B, L] -> [B, width] features (see the module docstring)."""
+  vocab_size: int
+  max_length: int
+  width: int
+  depth: int
+  num_heads: int
+  mlp_dim: int
+  causal: bool = False
+  norm: str = "post"
+  dropout_rate: float = 0.0
+  pool: str = "mean"
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @property
+  def feature_dim(self) -> int:
+    return self.width
+
+  def setup(self):
+    if self.pool not in POOLS or self.norm not in NORMS:
+      raise ValueError(f"Transformer pool={self.pool!r} (one of {POOLS}), norm={self.norm!r} "
+                       f"(one of {NORMS})")
+    if self.width % self.num_heads:
+      raise ValueError(f"width {self.width} is not divisible by num_heads {self.num_heads}")
+    self.token_embed = nn.Embed(self.vocab_size, self.width, embedding_init=normal,
+                                param_dtype=self.param_dtype, name="token_embed")
+    self.position_embed = self.param("position_embed", normal, (self.max_length, self.width),
+                                     self.param_dtype)
+    self.embed_norm = (nn.LayerNorm(LN_EPSILON, dtype=jnp.float32, param_dtype=self.param_dtype,
+                                    name="embed_norm") if self.norm == "post" else None)
+    self.final_norm = (nn.LayerNorm(LN_EPSILON, dtype=jnp.float32, param_dtype=self.param_dtype,
+                                    name="final_norm") if self.norm == "pre" else None)
+    self.embed_dropout = nn.Dropout(self.dropout_rate)
+    self.blocks = [TextBlock(self.num_heads, self.mlp_dim, self.norm, self.dropout_rate,
+                             self.dtype, self.param_dtype, name=f"block{i}")
+                   for i in range(self.depth)]
+    self.output_bias = self.param("output_bias", nn.initializers.zeros, (self.vocab_size,),
+                                  self.param_dtype)
+
+  def hidden(self, tokens, train: bool, segments=None):
+    """Final hidden states [B, L, width], float32."""
+    length = tokens.shape[1]
+    if length > self.max_length:
+      raise ValueError(f"{length} tokens exceed the model's max_length {self.max_length}")
+    x = self.token_embed(tokens) + self.position_embed[None, :length]
+    if self.embed_norm is not None:
+      x = self.embed_norm(x)
+    x = self.embed_dropout(x, deterministic=not train).astype(self.dtype)
+    mask = attention_mask(tokens, self.causal, segments)
+    for block in self.blocks:
+      x = block(x, mask, train)
+    if self.final_norm is not None:
+      x = self.final_norm(x)
+    return x.astype(jnp.float32)
+
+  def logits(self, hidden):
+    """Tied output layer: [..., width] -> [..., vocab] float32."""
+    embedding = self.token_embed.embedding.astype(jnp.float32)
+    return hidden.astype(jnp.float32) @ embedding.T + self.output_bias.astype(jnp.float32)
+
+  def pooled(self, hidden, tokens):
+    valid = (tokens != PAD).astype(hidden.dtype)
+    if self.pool == "cls":
+      return hidden[:, 0]
+    if self.pool == "last":
+      last = jnp.maximum(jnp.sum(valid, axis=1).astype(jnp.int32) - 1, 0)
+      return jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
+    return jnp.sum(hidden * valid[..., None], axis=1) / jnp.maximum(jnp.sum(valid, axis=1, keepdims=True), 1.0)
+
+  def __call__(self, tokens, train: bool):
+    return self.pooled(self.hidden(tokens, train), tokens)
+
+
+def build(model_config) -> Transformer:
+  width, depth, heads, mlp_dim = PRESETS[model_config.variant]
+  return Transformer(
+      vocab_size=model_config.vocab_size, max_length=model_config.max_length,
+      width=model_config.get("width") or width, depth=model_config.get("depth") or depth,
+      num_heads=model_config.get("num_heads") or heads, mlp_dim=model_config.get("mlp_dim") or mlp_dim,
+      causal=model_config.causal, norm=model_config.norm, dropout_rate=model_config.dropout_rate,
+      pool=model_config.pool, dtype=jnp.dtype(model_config.dtype),
+      param_dtype=jnp.dtype(model_config.get("param_dtype", "float32")))
+
+
+def num_layers(model: Transformer) -> int:
+  """Layers for layer-wise lr decay: the embeddings (0), the blocks (1..depth); the head
+  of a fine-tuned classifier is depth + 1."""
+  return model.depth + 1
+
+
+def layer_id(model: Transformer, path: tuple[str, ...]) -> int:
+  name = path[0] if path else ""
+  if name.startswith("block"):
+    return int(name[len("block"):]) + 1
+  if name in ("final_norm", "output_bias"):
+    return model.depth
+  return 0
