@@ -4,7 +4,9 @@ import ml_collections
 
 from ssl_jax import validate, views
 
-PRESETS = ("fashion_mnist", "cifar10", "imagenet2012", "photo_crops", "fortunes", "wikipedia")
+PRESETS = ("fashion_mnist", "cifar10", "imagenet2012", "photo_crops", "fortunes", "wikipedia",
+           "fashion_mnist_captions", "coco_captions")
+IMAGE_TEXT_PRESETS = ("fashion_mnist_captions", "coco_captions")
 TEXT_PRESETS = ("fortunes", "wikipedia")
 TRAIN_IMAGES = {"fashion_mnist": 60_000, "cifar10": 50_000, "imagenet2012": 1_281_167,
                 "photo_crops": 6_000}
@@ -17,6 +19,8 @@ def data_config(name: str) -> ml_collections.ConfigDict:
     raise ValueError(f"dataset preset {name!r} does not exist; available: {PRESETS}")
   if name in TEXT_PRESETS:
     return text_data_config(name)
+  if name in IMAGE_TEXT_PRESETS:
+    return image_text_data_config(name)
   data = ml_collections.ConfigDict()
   data.name = name                      # TFDS name (fashion_mnist: the offline Debian build)
   data.data_dir = ml_collections.config_dict.placeholder(str)  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets
@@ -31,8 +35,8 @@ def data_config(name: str) -> ml_collections.ConfigDict:
     data.std = (0.3530,)                # per-channel std of the train images in [0, 1]
   elif name == "photo_crops":           # ssl_jax/data/photo_crops.py: colour, built offline
     data.image_size = 32
-    data.mean = (0.4176, 0.3747, 0.3351)
-    data.std = (0.3556, 0.2883, 0.2868)
+    data.mean = (0.4180, 0.3749, 0.3354)
+    data.std = (0.3557, 0.2884, 0.2869)
   elif name == "cifar10":
     data.image_size = 32
     data.mean = (0.4914, 0.4822, 0.4465)
@@ -65,6 +69,35 @@ def text_data_config(name: str, max_length: int = 128) -> ml_collections.ConfigD
   data.tokenizer = "wordpiece_8192" if name == "fortunes" else "wordpiece_30522"
   data.vocab_size = 8192 if name == "fortunes" else 30522
   data.max_length = max_length          # tokens per sequence: [CLS] pieces [SEP], padded
+  data.lock()
+  return data
+
+
+def image_text_data_config(name: str) -> ml_collections.ConfigDict:
+  """config.data for paired images and captions (CLIP): the image fields of an image
+  preset plus the caption tokenised on the host into `tokens`.
+
+  fashion_mnist_captions: the offline functional test set (ssl_jax/data/
+  fashion_mnist_captions.py) with a 256-piece tokenizer trained on its train captions
+  (scripts/setup.sh). coco_captions: TFDS's COCO captions prepared as ArrayRecord on a
+  TPU VM (its `captions/text`, first caption; images fitted to 256 on the host), with a
+  tokenizer trained on them."""
+  captions = name == "fashion_mnist_captions"
+  data = ml_collections.ConfigDict()
+  data.name = name
+  data.data_dir = ml_collections.config_dict.placeholder(str)
+  data.train_split = "train"
+  data.features = ("image", "label", "caption") if captions else ("image", "captions")
+  data.label_key = "label" if captions else ""
+  data.modality = "image"               # raw-input baseline of the probes: the pixels
+  data.host_resize = 0 if captions else 256
+  data.image_size = 28 if captions else 224
+  data.mean = (0.2860,) if captions else (0.485, 0.456, 0.406)
+  data.std = (0.3530,) if captions else (0.229, 0.224, 0.225)
+  data.text_key = "caption" if captions else "captions"
+  data.tokenizer = "wordpiece_256" if captions else "wordpiece_32768"
+  data.vocab_size = 256 if captions else 32768
+  data.max_length = 16 if captions else 77  # CLIP's context length is 77
   data.lock()
   return data
 

@@ -249,20 +249,17 @@ def run(workdir: str, modes=("linear",), step: int | None = None,
           features=f"{config.method}.encode -> {primary!r} (frozen, train=False)",
           baselines={"random_init": f"same network, seed {config.eval.random_init_seed}",
                      "raw_input": f"{config.data.modality} inputs, flattened"})
-  objective_modes = [m for m in modes if evals.input_kind(m) == "objective"]
-  if objective_modes:
+  state_modes = [m for m in modes if evals.input_kind(m) == "state"]
+  if state_modes:
     fields, random_fields, trained_step = restore(workdir, config, mesh, step)
     states = {"pretrained": (fields["params"], fields["method_state"]),
               "random_init": random_fields}
-    for mode in objective_modes:
-      results = evals.get(mode).evaluate_objective(
-          states, method=methods.get(config.method), run_config=config, mesh=mesh,
-          config=config.eval[mode], log=_log)
-      reports[mode] = _report(
-          mode, results, config, trained_step,
-          features=f"{config.method}.views + loss(train=False) on {config.eval.test_split}",
-          baselines={"random_init": f"same network, seed {config.eval.random_init_seed}"},
-          score="loss")
+    for mode in state_modes:
+      module = evals.get(mode)
+      results = module.evaluate_state(states, method=methods.get(config.method), run_config=config,
+                                      mesh=mesh, config=config.eval[mode], log=_log)
+      reports[mode] = _report(mode, results, config, trained_step, features=module.FEATURES,
+                              baselines=module.BASELINES, score=module.SCORE)
   weight_modes = [m for m in modes if evals.input_kind(m) == "weights"]
   if weight_modes:
     variables, trained_step, source = backbones(workdir, config, mesh, step, init)

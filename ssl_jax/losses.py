@@ -6,6 +6,7 @@ global batch with no hand-written all-gather.
 """
 import jax
 import jax.numpy as jnp
+import optax
 
 
 def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
@@ -306,3 +307,18 @@ def simdino_alignment(student: list[jax.Array] | tuple[jax.Array, ...], teacher:
         total = total + 0.5 * jnp.mean(jnp.sum(jnp.square(s - t[i]), axis=-1))
         pairs += 1
   return total / pairs
+
+
+def clip_loss(image_embeddings: jax.Array, text_embeddings: jax.Array,
+              logit_scale: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """CLIP's symmetric InfoNCE (Radford et al. 2021, Figure 3): l2-normalised image and
+  text embeddings [N, D] of N pairs, logits = scale * I @ T^T over the whole (global)
+  batch, the mean of the image->text and text->image cross-entropies with pair i as
+  class i. Returns (loss, the logits [N, N])."""
+  images = l2_normalize(image_embeddings)
+  texts = l2_normalize(text_embeddings)
+  logits = logit_scale * images @ texts.T
+  labels = jnp.arange(logits.shape[0])
+  image_to_text = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+  text_to_image = optax.softmax_cross_entropy_with_integer_labels(logits.T, labels).mean()
+  return (image_to_text + text_to_image) / 2, logits

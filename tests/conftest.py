@@ -61,8 +61,12 @@ def tiny_data_dir(tmp_path_factory) -> str:
   previous = os.environ.get("SSL_JAX_FASHION_MNIST_DIR")
   os.environ["SSL_JAX_FASHION_MNIST_DIR"] = str(idx_dir)
   try:
-    from ssl_jax.data import prepare
+    from ssl_jax.data import prepare, text
     prepare.prepare("fashion_mnist", data_dir)
+    # The same images with captions (CLIP's contract data) and their tokenizer.
+    prepare.prepare("fashion_mnist_captions", data_dir)
+    text.main(["fashion_mnist_captions", "--feature", "caption", "--vocab_size", "256",
+               "--data_dir", data_dir])
   finally:
     if previous is None:
       os.environ.pop("SSL_JAX_FASHION_MNIST_DIR")

@@ -155,10 +155,10 @@ def main():
   state = init(jax.random.PRNGKey(0))
   rows = slice(args.process_id * 32 // args.num_processes,
                (args.process_id + 1) * 32 // args.num_processes)
-  if config.data.modality == "image":  # random pixels: no two test images alike
+  if tuple(config.data.features) == ("image", "label"):  # random pixels: no two images alike
     images = np.random.default_rng(0).integers(0, 256, (32, 28, 28, 1), dtype=np.uint8)
     host_batch = {"image": images[rows], "label": np.zeros((32,), np.int32)[rows]}
-  else:  # the first 32 real records, through the loader's host preprocess (text: tokens)
+  else:  # the first 32 real records, through the loader's host preprocess (text -> tokens)
     from ssl_jax.data import pipeline, preprocess, sources
     source = sources.get_source(config.data.name, config.data.train_split, config.data.data_dir)
     full = pipeline.read_batch(source, range(32), tuple(config.data.features),

@@ -28,7 +28,7 @@ from typing import Any
 import tensorflow_datasets as tfds
 
 # Importing the module registers the builder's name with TFDS.
-from ssl_jax.data import fashion_mnist_local, fortunes, photo_crops  # noqa: F401  (register builders)
+from ssl_jax.data import fashion_mnist_captions, fashion_mnist_local, fortunes, photo_crops  # noqa: F401  (register builders)
 
 # Friendly name -> registered TFDS builder name of the offline builder.
 ALIASES: dict[str, str] = {
@@ -36,7 +36,7 @@ ALIASES: dict[str, str] = {
 }
 # Builders this project ships, which need no network (their errors say what to do).
 OFFLINE_BUILDERS = (fashion_mnist_local.FashionMnistLocal.name, photo_crops.PhotoCrops.name,
-                    fortunes.Fortunes.name)
+                    fortunes.Fortunes.name, fashion_mnist_captions.FashionMnistCaptions.name)
 
 _ARRAY_RECORD = "array_record"
 

@@ -77,6 +77,12 @@ def load_tokenizer(path: str):
 
 
 def decode_text(value) -> str:
+  """A record's text feature as a str: bytes are UTF-8; of several texts (a sequence, or
+  a feature dict with "text" as TFDS's coco_captions has) the first is taken."""
+  if isinstance(value, dict):
+    value = value["text"]
+  if isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim):
+    value = value[0]
   return value.decode("utf-8") if isinstance(value, (bytes, np.bytes_)) else str(value)
 
 

@@ -23,11 +23,12 @@ and, by its kind (module attribute INPUT, "features" when absent), one of:
       `backbones` is {"pretrained", "random_init": flax variables of
       models.build(run_config.model)} (the method's `backbone`); the evaluator trains
       its own network on run_config.data (fine-tuning) and returns {name: {"top1", ...}}.
-  evaluate_objective(states, *, method, run_config, mesh, config, log) -> dict
-                                                                          (objective)
+  evaluate_state(states, *, method, run_config, mesh, config, log) -> dict    (state)
       `states` is {"pretrained", "random_init": (params, method_state)}; the evaluator
-      runs the method's own views and loss on held-out data and returns {name: {"loss",
-      ...}} (objective.py: MLM accuracy, perplexity).
+      uses the method's own functions on held-out data (objective.py: its loss and
+      metrics, e.g. MLM accuracy and perplexity; zeroshot.py: CLIP's text encoder) and
+      returns {name: {SCORE, ...}}; module attributes SCORE (the headline field),
+      FEATURES and BASELINES (what was measured, for the report's protocol).
 """
 import importlib
 import pkgutil
@@ -42,7 +43,7 @@ def available() -> list[str]:
 
 def input_kind(name: str) -> str:
   """"features" (scored on frozen features), "weights" (trains from the backbone) or
-  "objective" (the method's own loss on held-out data)."""
+  "state" (uses the whole trained state and the method's own functions)."""
   return getattr(get(name), "INPUT", "features")
 
 

@@ -2,7 +2,7 @@
 test split (a language model's MLM accuracy or perplexity, MAE's reconstruction error).
 
 This evaluator reads the whole trained state, not features or a backbone (INPUT =
-"objective"): `evaluate_objective` runs `method.views` and `method.loss(train=False)` on
+"state"): `evaluate_state` runs `method.views` and `method.loss(train=False)` on
 every full batch of `config.eval.test_split` with fixed keys (batch i draws from
 fold_in(PRNGKey(seed), i): the same masks for every checkpoint and for the random-init
 baseline), and reports the mean over batches of each metric, next to the same network
@@ -16,7 +16,10 @@ import numpy as np
 from ssl_jax import parallel, validate
 from ssl_jax.data import pipeline, preprocess, sources
 
-INPUT = "objective"
+INPUT = "state"
+SCORE = "loss"  # the headline number of eval/objective.json
+FEATURES = "the method's views and loss (train=False) on eval.test_split"
+BASELINES = {"random_init": "same network, random weights (eval.random_init_seed)"}
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
@@ -31,7 +34,7 @@ def protocol(config: ml_collections.ConfigDict) -> dict:
                      "mean over batches; fixed view keys", **config.to_dict()}
 
 
-def evaluate_objective(states: dict, *, method, run_config, mesh, config, log=print) -> dict:
+def evaluate_state(states: dict, *, method, run_config, mesh, config, log=print) -> dict:
   """{name: {"loss", <metrics>...}} for each (params, method_state) in `states`."""
   validate.number("eval.objective.batch_size", config.batch_size, low=1, integer=True)
   parallel.check_global_batch_size(config.batch_size, mesh)
