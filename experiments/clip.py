@@ -8,7 +8,7 @@ functional test, not a result: every caption is written from its image's label w
 hand-made templates, so matching them is learning the ten classes. The image encoder is
 the results table's ResNet-18 at width 0.25 (24-pixel crops, flips), the text encoder a
 2-block post-norm Transformer of width 64 over 16 tokens of a 256-piece tokenizer, a
-128-d joint space, batch 256, AdamW lr 1e-3 (wd 0.1) with 50 warm-up steps, STEPS steps.
+128-d joint space, batch 256, AdamW lr 1e-3 (wd 0.1) with 50 warm-up steps, 200 steps.
 Evaluated by zero-shot classification with prompts "a photo of a {}." (a template the
 captions never use), next to chance, random init and the linear probe.
 
@@ -26,7 +26,7 @@ from ssl_jax import optim, validate, views
 from ssl_jax.data import fashion_mnist_captions
 from ssl_jax.methods import clip
 
-STEPS = 300
+STEPS = 200
 CONTRACT_DATASET = "fashion_mnist_captions"  # the method contract's smoke dataset
 
 

@@ -132,3 +132,24 @@ def test_finetune_mae_vit(smoke_run, tmp_path):
   report = evaluate.run(run, ["finetune"])["finetune"]
   _check(report, evaluate.load_run_config(run).eval.finetune.epochs)
   assert report["protocol"]["drop_path_rate"] == 0.1
+
+
+def test_finetune_a_text_encoder_and_its_layers(smoke_run, tmp_path):
+  """An MLM Transformer fine-tuned on the fortune categories (token ids, no crops); its
+  embeddings are layer 0, its blocks 1..depth, the head depth + 1."""
+  workdir, result = smoke_run("mlm")
+  assert result.returncode == 0, result.stderr[-3000:]
+  run = _copy(workdir, tmp_path, "mlm")
+  report = evaluate.run(run, ["finetune"])["finetune"]
+  _check(report, evaluate.load_run_config(run).eval.finetune.epochs)
+  from ssl_jax.models import transformer
+  config = evaluate.load_run_config(run)
+  model = models.build(config.model)
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32), train=False)["params"]
+  scales = finetune.lr_scales({"backbone": params, "head": {"kernel": jnp.zeros(1)}}, model,
+                              finetune.default_config(layer_decay=0.5))
+  depth = model.depth
+  assert scales["head"]["kernel"] == 1.0
+  assert scales["backbone"]["token_embed"]["embedding"] == 0.5 ** (depth + 1)
+  assert scales["backbone"][f"block{depth - 1}"]["mlp_in"]["kernel"] == 0.5
+  assert transformer.num_layers(model) == depth + 1

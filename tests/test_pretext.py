@@ -179,6 +179,24 @@ def test_soft_encoding_by_hand():
   assert np.count_nonzero(weights) == 5
 
 
+def test_cell_targets_equal_the_dense_soft_encoding():
+  rng = np.random.default_rng(4)
+  ab = jnp.asarray(colorization.rgb_to_lab(rng.uniform(0, 1, (8, 16, 16, 3)))[..., 1:], jnp.float32)
+  dense = np.asarray(colorization.soft_encode(ab, colorization.ab_bins(10.0), 5.0))
+  want = dense.reshape(8, 4, 4, 4, 4, -1).mean((2, 4)).reshape(8, 16, -1)
+  got = np.asarray(colorization.soft_encode_cells(ab, 10.0, 5.0, 4))
+  np.testing.assert_allclose(got, want, atol=1e-6)
+  # Pixel by pixel (grid = image side) over the whole sRGB cube: the 25-candidate search
+  # finds the 5 nearest bins everywhere but at 1 of these 32^3 colours (the gamut's edge).
+  levels = np.linspace(0, 1, 32)
+  cube = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 32, 32, 3)
+  ab = jnp.asarray(colorization.rgb_to_lab(cube)[..., 1:], jnp.float32)
+  dense = np.asarray(colorization.soft_encode(ab, colorization.ab_bins(10.0), 5.0))
+  cells = np.asarray(colorization.soft_encode_cells(ab, 10.0, 5.0, 32))
+  differ = np.abs(dense.reshape(-1, dense.shape[-1]) - cells.reshape(-1, cells.shape[-1])).max(-1)
+  assert (differ > 1e-5).sum() <= 1
+
+
 def _colour_config(**overrides):
   config = colorization_experiment.get_config("photo_crops,smoke")
   config.colorization.bin_size = 10.0

@@ -4,7 +4,8 @@ next to the same architecture and recipe from random weights (supervised from sc
 MAE's recipe, scaled to a config: AdamW (lr x batch/256), linear warm-up then cosine,
 layer-wise learning-rate decay (layer l of L trains at lr * layer_decay**(L - l): the
 embeddings or stem are layer 0, each block one layer, the head L; `ssl_jax.models.<family>`
-numbers them), drop path for ViTs, label smoothing, random resized crops and flips. Weight
+numbers them; a Transformer's embeddings are layer 0), drop path for ViTs, label
+smoothing, random resized crops and flips (text: the token ids as they are). Weight
 decay spares biases, norm parameters and the class token.
 
 Partial fine-tuning: `frozen_blocks = K` keeps the embeddings and the first K blocks
@@ -169,9 +170,19 @@ class Recipe:
                              config.epochs * self.steps_per_epoch,
                              config.warmup_epochs * self.steps_per_epoch)
     self.replicated = replicated = parallel.replicated(mesh)
-    crops = augment.default_view_config(crop_size=data.image_size,
-                                        crop_scale=tuple(config.crop_scale),
-                                        jitter_prob=0.0, grayscale_prob=0.0)
+    text = data.modality == "text"
+    crops = None if text else augment.default_view_config(
+        crop_size=data.image_size, crop_scale=tuple(config.crop_scale), jitter_prob=0.0,
+        grayscale_prob=0.0)
+
+    def train_inputs(batch, rng):
+      """Token ids as they are (text); random resized crops and flips (images)."""
+      if text:
+        return batch["tokens"]
+      return augment.normalize(augment.random_views(batch["image"], rng, crops), data.mean, data.std)
+
+    def eval_inputs(batch):
+      return batch["tokens"] if text else views.evaluation_images(batch["image"], run_config)
 
     def apply(params, batch_stats, images, train, rng=None):
       model_vars = models.variables(params, batch_stats)
@@ -183,8 +194,7 @@ class Recipe:
     def step(state, batch, rng):
       params, batch_stats, opt_state = state
       crop_rng, drop_rng = jax.random.split(rng)
-      images = augment.normalize(augment.random_views(batch["image"], crop_rng, crops),
-                                 data.mean, data.std)
+      images = train_inputs(batch, crop_rng)
       targets = optax.smooth_labels(jax.nn.one_hot(batch[data.label_key], num_classes),
                                     config.label_smoothing)
 
@@ -198,7 +208,7 @@ class Recipe:
 
     self.step = step
     self.predict = jax.jit(lambda params, batch_stats, batch: apply(
-        params, batch_stats, views.evaluation_images(batch["image"], run_config), False)[0])
+        params, batch_stats, eval_inputs(batch), False)[0])
 
   def initial_params(self, variables: dict) -> dict:
     return {"backbone": variables["params"],
