@@ -1,5 +1,6 @@
 """Configs are strict: a misspelt field in any section is rejected by name, with the
 closest valid names, from Python and from the command line alike."""
+import importlib
 import os
 import subprocess
 import sys
@@ -72,21 +73,28 @@ def test_experiment_argument_errors():
     common.parse_arg("mnist")
   assert common.parse_arg("cifar10,smoke") == ("cifar10", True)
   assert common.parse_arg(None) == ("fashion_mnist", False)
-  assert set(datasets.PRESETS) == {"fashion_mnist", "cifar10", "imagenet2012"}
+  assert set(datasets.PRESETS) == {"fashion_mnist", "cifar10", "imagenet2012", "photo_crops",
+                                   "fortunes", "wikipedia", "fashion_mnist_captions",
+                                   "coco_captions"}
+  with pytest.raises(validate.ConfigError, match="grey"):
+    importlib.import_module("experiments.colorization").get_config("fashion_mnist")
+  with pytest.raises(validate.ConfigError, match="not a text preset"):
+    importlib.import_module("experiments.mlm").get_config("cifar10")
 
 
 @pytest.mark.parametrize("method", methods.available())
 def test_every_method_section_is_strict(method):
   """Each method's default_config names its section and the closest field, and the
   section its experiment builds refuses a new field."""
-  import importlib
   defaults = methods.get(method).default_config()
-  field = sorted(defaults.keys())[0]
-  typo = field[:-1] + ("x" if field[-1] != "x" else "y")
+  fields = sorted(defaults.keys())
+  typo = fields[0][:-1] + ("x" if fields[0][-1] != "x" else "y") if fields else "zz_typo"
   with pytest.raises(validate.ConfigError) as error:
     methods.get(method).default_config(**{typo: 1})
   assert f"config.{method} has no field {typo!r}" in str(error.value)
-  assert f"did you mean {field!r}" in str(error.value)
-  config = importlib.import_module(f"experiments.{method}").get_config("fashion_mnist")
+  if fields:  # a section with fields names the closest (clm's has none)
+    assert f"did you mean {fields[0]!r}" in str(error.value)
+  # The experiment's own default dataset (text and image-text methods have theirs).
+  config = importlib.import_module(f"experiments.{method}").get_config(None)
   with pytest.raises(AttributeError, match="zz_typo"):
     config[method].zz_typo = 1
