@@ -9,7 +9,9 @@ photographs, 6000 train / 900 test, the label being the photograph. ResNet-18 at
 0.25, batch 256, 300 steps (13 epochs), random resized crops (scale 0.3-1) and flips, no
 colour distortion (the colours are the targets), a 4x4 grid of 8-pixel cells over 261 ab
 bins, AdamW lr 1e-3. A functional test of the colour pipeline on real photographs, not a
-benchmark: three photographs, and telling them apart is easy.
+benchmark: three photographs, and telling them apart is easy. Measured 2026-12-01: loss
+3.15 -> 2.21 (3.62 for the batch-average colour), linear 97.78% and kNN 97.56% (random
+init 69.11% / 59.22%, colour pixels 88.89% / 73.44%).
 
 cifar10 / imagenet2012: the same objective on a ResNet-18 / ResNet-50 (the paper used a
 VGG-style fully convolutional network predicting every pixel, so its numbers are no
