@@ -2,7 +2,7 @@
 method config composes with any of them instead of one file per method x dataset."""
 import ml_collections
 
-from ssl_jax import validate, views
+from ssl_jax import optim, validate, views
 
 PRESETS = ("fashion_mnist", "cifar10", "imagenet2012", "photo_crops", "fortunes", "wikipedia",
            "fashion_mnist_captions", "coco_captions")
@@ -173,6 +173,35 @@ def fashion_mnist_budget(config: ml_collections.ConfigDict, total_steps: int) ->
   config.checkpoint_every_steps = total_steps // 2
   config.eval.monitor_every_steps = total_steps // 2
   config.model = resnet_config(18, width_multiplier=0.25)
+
+
+def fortunes_budget(config: ml_collections.ConfigDict, total_steps: int, causal: bool) -> None:
+  """The language experiments' shared CPU budget on fortunes, in place: 64-token texts
+  (83% fit whole, 93% would fit 128), the "mini" Transformer (the bert_mlm peer's size),
+  batch 32, AdamW lr 5e-4 (b2 0.98, wd 0.01) with 100 warm-up steps, a checkpoint at half,
+  no in-loop monitor (a kNN pass over text features costs minutes here); evaluated by the
+  probes on the 43 categories and the held-out objective."""
+  config.data = text_data_config("fortunes", max_length=64)
+  config.model = transformer_config("mini", config.data, causal=causal)
+  config.global_batch_size = 32
+  config.total_steps = total_steps
+  config.log_every_steps = 25
+  config.checkpoint_every_steps = total_steps // 2
+  config.eval.monitor_every_steps = 0
+  config.eval.modes = "linear,knn,objective"
+  # fortunes is stored category by category: a monitor's kNN bank would be the whole split.
+  config.eval.monitor_train_split, config.eval.monitor_test_split = "train", "test"
+  config.optimizer = optim.default_config(name="adamw", learning_rate=5e-4, lr_scaling="none",
+                                          b2=0.98, weight_decay=0.01, warmup_steps=100)
+
+
+def held_out_tail(config: ml_collections.ConfigDict) -> None:
+  """For a corpus with one split (wikipedia), in place: train on the first 99%, measure
+  the objective on the last 1% (no labels, so no probes), no in-loop monitor."""
+  config.data.train_split = "train[:99%]"
+  config.eval.test_split = "train[99%:]"
+  config.eval.modes = "objective"
+  config.eval.monitor_every_steps = 0
 
 
 def asymmetric_views(config: ml_collections.ConfigDict, blur: bool, **augment) -> None:

@@ -34,33 +34,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise validate.ConfigError(f"mlm trains on text; {dataset!r} is not a text preset "
                                 f"({', '.join(datasets.TEXT_PRESETS)})")
   config = common.base_config("mlm", dataset)
-  if dataset == "fortunes":  # 83% of the texts fit 64 tokens whole (93% fit 128)
-    config.data = datasets.text_data_config("fortunes", max_length=64)
   config.mlm = mlm.default_config()
   if dataset == "fortunes":
-    config.model = datasets.transformer_config("mini", config.data, causal=False)
-    config.global_batch_size = 32
-    config.total_steps = STEPS
-    config.log_every_steps = 25
-    config.checkpoint_every_steps = STEPS // 2
-    config.eval.monitor_every_steps = 0  # a kNN pass over the text features costs minutes here
-    config.eval.modes = "linear,knn,objective"  # probes on the categories; held-out objective
-    # fortunes is stored category by category: the monitor's kNN bank is the whole split.
-    config.eval.monitor_train_split, config.eval.monitor_test_split = "train", "test"
-    config.optimizer = optim.default_config(name="adamw", learning_rate=5e-4, lr_scaling="none",
-                                            b2=0.98, weight_decay=0.01, warmup_steps=100)
+    datasets.fortunes_budget(config, STEPS, causal=False)
   else:
     config.model = datasets.transformer_config("base", config.data, causal=False)
     config.global_batch_size = 256
     config.total_steps = 1_000_000
     config.log_every_steps = 100
     config.checkpoint_every_steps = 10_000
-    config.data.train_split = "train[:99%]"   # wikipedia has one split: the last 1% is held out
-    config.eval.test_split = "train[99%:]"
-    config.eval.modes = "objective"     # no labels: the held-out objective is the measure
-    config.eval.monitor_every_steps = 0
     config.optimizer = optim.default_config(name="adamw", learning_rate=1e-4, lr_scaling="none",
                                             b2=0.999, weight_decay=0.01, warmup_steps=10_000)
+    datasets.held_out_tail(config)
   return common.smoke(config) if smoke else config
 
 

@@ -114,8 +114,9 @@ def row_summary(method: str, workdir: str, record: dict) -> dict:
   config = _read_json(os.path.join(workdir, "config.json"))
   reports = plot.read_evals(workdir)
   linear, knn = reports["linear"], reports["knn"]
-  speeds = [r["images_per_second"] for r in plot.read_metrics(workdir)
-            if r.get("images_per_second")]
+  speeds = [r.get("examples_per_second", r.get("images_per_second"))  # older runs: images_
+            for r in plot.read_metrics(workdir)]
+  speeds = [s for s in speeds if s]
   return {
       "method": method, "steps": config["total_steps"],
       "batch": config["global_batch_size"],

@@ -217,25 +217,37 @@ def score(mode: str, sets: dict, config) -> dict:
   return results
 
 
-def run(workdir: str, modes=("linear",), step: int | None = None,
-        init: str | None = None, overrides=()) -> dict:
-  """Evaluates `workdir`; returns {mode: report} and writes workdir/eval/<mode>.json.
-
-  `init`: an exported backbone (ssl_jax.export) that weight evaluators start from instead
-  of the checkpoint's. `overrides`: "FIELD=VALUE" strings on the run's config.eval (e.g.
-  "finetune.epochs=3", "train_split=train[:10%]"); every report records its protocol."""
-  modes = tuple(m for m in modes if m)
+def _checked_modes(modes) -> tuple[str, ...]:
+  modes = tuple(m.strip() for m in modes if m.strip())
   bad = [m for m in modes if m not in evals.available()]
   if bad or not modes:
     raise validate.ConfigError(f"--mode {','.join(modes)}: expected one or more of "
                                f"{evals.available()}, comma-separated")
+  return modes
+
+
+def run(workdir: str, modes=None, step: int | None = None,
+        init: str | None = None, overrides=()) -> dict:
+  """Evaluates `workdir`; returns {mode: report} and writes workdir/eval/<mode>.json.
+
+  `modes`: evaluator names; None runs the ones the run was configured with
+  (config.eval.modes, what its experiment evaluates at the end of training).
+
+  `init`: an exported backbone (ssl_jax.export) that weight evaluators start from instead
+  of the checkpoint's. `overrides`: "FIELD=VALUE" strings on the run's config.eval (e.g.
+  "finetune.epochs=3", "train_split=train[:10%]"); every report records its protocol."""
+  configured = modes is None
+  if not configured:
+    modes = _checked_modes(modes)
+  config = load_run_config(workdir)
+  apply_overrides(config.eval, overrides)
+  if configured:
+    modes = _checked_modes(m for m in config.eval.modes.split(",") if m != "none")
   feature_modes = [m for m in modes if evals.input_kind(m) == "features"]
   others = [m for m in modes if evals.input_kind(m) != "weights"]
   if init and others:
     raise validate.ConfigError(f"--init is read by weight evaluators only; {others} score "
                                "the checkpoint itself (an export's features are the same, bitwise)")
-  config = load_run_config(workdir)
-  apply_overrides(config.eval, overrides)
   mesh = parallel.make_mesh()
   _log(f"evaluating {workdir} ({', '.join(modes)}) on {jax.device_count()} device(s)")
   reports = {}
@@ -357,13 +369,15 @@ def main(argv):
   log.quiet_libraries()
   parallel.initialize_distributed()
   with log.fail_cleanly():
-    run(flags.FLAGS.workdir, flags.FLAGS.mode.split(","), flags.FLAGS.step, flags.FLAGS.init,
+    modes = flags.FLAGS.mode.split(",") if flags.FLAGS.mode else None
+    run(flags.FLAGS.workdir, modes, flags.FLAGS.step, flags.FLAGS.init,
         flags.FLAGS.eval or ())
 
 
 if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "Workdir of a pretraining run (holds config.json, checkpoints/).")
-  flags.DEFINE_string("mode", "linear", f"evaluators, comma-separated: {', '.join(evals.available())}.")
+  flags.DEFINE_string("mode", None, f"evaluators, comma-separated: {', '.join(evals.available())}; "
+                      "default: the run's own config.eval.modes.")
   flags.DEFINE_integer("step", None, "Checkpoint step to evaluate; default: the latest.")
   flags.DEFINE_string("init", None, "Weight evaluators (finetune): start from this exported "
                       "backbone (python -m ssl_jax.export) instead of the checkpoint's.")

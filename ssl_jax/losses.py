@@ -322,3 +322,14 @@ def clip_loss(image_embeddings: jax.Array, text_embeddings: jax.Array,
   image_to_text = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
   text_to_image = optax.softmax_cross_entropy_with_integer_labels(logits.T, labels).mean()
   return (image_to_text + text_to_image) / 2, logits
+
+
+def token_cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Array
+                        ) -> tuple[jax.Array, jax.Array]:
+  """(mean cross-entropy, accuracy) of logits [..., V] for integer targets [...], over the
+  positions where `weights` is 1 (MLM's chosen tokens, a causal LM's non-pad targets)."""
+  weights = weights.astype(jnp.float32)
+  count = jnp.maximum(jnp.sum(weights), 1.0)
+  cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+  correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+  return jnp.sum(cross_entropy * weights) / count, jnp.sum(correct * weights) / count

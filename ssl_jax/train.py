@@ -122,7 +122,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   data_iterator = iter(pipeline.train_loader(
       source, global_batch_size=config.global_batch_size, seed=config.seed,
       keys=tuple(data.features), preprocess=preprocess.from_config(data)))
-  progress = log.Progress(config.total_steps, config.global_batch_size)
+  unit = {"image": "img", "text": "texts"}.get(data.modality, "examples")  # per second
+  progress = log.Progress(config.total_steps, config.global_batch_size, unit=unit)
   checkpoints = checkpoint.Checkpointer(workdir, config.keep_checkpoints,
                                         config.async_checkpointing, warn=progress.message)
   rng = jax.random.PRNGKey(config.seed)
@@ -171,7 +172,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       if step % config.log_every_steps == 0 or step == config.total_steps:
         metrics, first_bad = jax.device_get((metrics, first_nonfinite))
         rate = progress.report(step, {"loss": metrics["loss"]})
-        writer.write(step, {**metrics, "images_per_second": rate})
+        writer.write(step, {**metrics, "examples_per_second": rate})
         check_finite(step, int(first_bad))
         collapse.observe(step, metrics)
         # Hosts must agree before a collective save; they compare flags here only.

@@ -52,3 +52,18 @@ def test_bad_eval_mode(tmp_path):
 
 def test_methods_are_discovered():
   assert "simclr" in methods.available()
+
+
+
+@pytest.mark.parametrize("configured, error", [("linear,knnn", "--mode linear,knnn"),
+                                               ("none", "--mode : expected one or more")])
+def test_evaluate_without_modes_reads_the_run_config(tmp_path, configured, error):
+  """`evaluate --workdir W` with no --mode runs the run's own config.eval.modes (checked
+  here through their validation, before any checkpoint is read)."""
+  from ssl_jax import engine, evaluate
+  from experiments import simclr
+  config = simclr.get_config("fashion_mnist,smoke")
+  config.eval.modes = configured
+  engine.save_config(config, str(tmp_path))
+  with pytest.raises(ValueError, match=error):
+    evaluate.run(str(tmp_path))

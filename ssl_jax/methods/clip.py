@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax import losses, models, validate, views as views_lib
+from ssl_jax import losses, method_defaults, models, validate, views as views_lib
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
@@ -98,9 +98,7 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
                  {**method_state, **updates})
 
 
-def update(params, method_state, step, config):
-  del params, step, config
-  return method_state, {}
+update = method_defaults.no_update
 
 
 def backbone(params, method_state, config) -> dict:

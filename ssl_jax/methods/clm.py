@@ -12,12 +12,11 @@ whole text).
 """
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
-from ssl_jax import models, validate
+from ssl_jax import losses, method_defaults, models, validate
+from ssl_jax.data import text
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
@@ -45,11 +44,7 @@ def next_token_loss(logits, tokens):
   """(mean cross-entropy, accuracy) of logits [B, L-1, V] predicting tokens[:, 1:], over
   targets that are not [PAD]."""
   targets = tokens[:, 1:]
-  weights = (targets != 0).astype(jnp.float32)
-  count = jnp.maximum(jnp.sum(weights), 1.0)
-  cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-  correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
-  return jnp.sum(cross_entropy * weights) / count, jnp.sum(correct * weights) / count
+  return losses.token_cross_entropy(logits, targets, targets != text.PAD)
 
 
 def loss(params, method_state, views, rng, step, config, train: bool = True):
@@ -63,16 +58,6 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
   return value, ({"perplexity": jnp.exp(value), "next_token_accuracy": accuracy}, method_state)
 
 
-def update(params, method_state, step, config):
-  del params, step, config
-  return method_state, {}
-
-
-def backbone(params, method_state, config) -> dict:
-  del method_state, config
-  return models.variables(params["backbone"])
-
-
-def encode(params, method_state, batch, config) -> jax.Array:
-  return models.build(config.model).apply(backbone(params, method_state, config),
-                                          batch["tokens"], train=False)
+update = method_defaults.no_update
+backbone = method_defaults.backbone
+encode = method_defaults.encode_tokens_with(backbone)

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ssl_jax import models, validate, views as views_lib
+from ssl_jax import method_defaults, models, validate, views as views_lib
 from ssl_jax.data import augment
 
 # sRGB (linear) -> XYZ for the D65 white, and that white (IEC 61966-2-1).
@@ -209,14 +209,8 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
                  {**method_state, **updates})
 
 
-def update(params, method_state, step, config):
-  del params, step, config
-  return method_state, {}
-
-
-def backbone(params, method_state, config) -> dict:
-  del config
-  return models.variables(params["backbone"], method_state["batch_stats"].get("backbone"))
+update = method_defaults.no_update
+backbone = method_defaults.backbone
 
 
 def encode(params, method_state, batch, config) -> jax.Array:

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax import models, validate, views as views_lib
+from ssl_jax import method_defaults, models, validate, views as views_lib
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
@@ -90,15 +90,6 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
   return value, ({"collapsed_loss": collapsed}, {**method_state, **updates})
 
 
-def update(params, method_state, step, config):
-  del params, step, config
-  return method_state, {}
-
-
-def backbone(params, method_state, config) -> dict:
-  del config
-  return models.variables(params["backbone"], method_state["batch_stats"].get("backbone"))
-
-
-def encode(params, method_state, batch, config) -> jax.Array:
-  return models.encode_images(backbone(params, method_state, config), batch["image"], config)
+update = method_defaults.no_update
+backbone = method_defaults.backbone
+encode = method_defaults.encode_images_with(backbone)

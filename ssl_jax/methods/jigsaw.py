@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from ssl_jax import models, validate, views as views_lib
+from ssl_jax import method_defaults, models, validate, views as views_lib
 
 GRID = 3
 TILES = GRID * GRID
@@ -128,15 +128,6 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
                   "collapsed_loss": chance}, {**method_state, **updates})
 
 
-def update(params, method_state, step, config):
-  del params, step, config
-  return method_state, {}
-
-
-def backbone(params, method_state, config) -> dict:
-  del config
-  return models.variables(params["backbone"], method_state["batch_stats"].get("backbone"))
-
-
-def encode(params, method_state, batch, config) -> jax.Array:
-  return models.encode_images(backbone(params, method_state, config), batch["image"], config)
+update = method_defaults.no_update
+backbone = method_defaults.backbone
+encode = method_defaults.encode_images_with(backbone)

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax import models, validate, views as views_lib
+from ssl_jax import method_defaults, models, validate, views as views_lib
 from ssl_jax.models import vit
 
 
@@ -141,9 +141,7 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
   return value, (metrics, method_state)
 
 
-def update(params, method_state, step, config):
-  del params, step, config
-  return method_state, {}
+update = method_defaults.no_update
 
 
 def backbone(params, method_state, config) -> dict:
@@ -152,8 +150,7 @@ def backbone(params, method_state, config) -> dict:
   return models.variables(params["encoder"])
 
 
-def encode(params, method_state, batch, config) -> jax.Array:
-  return models.encode_images(backbone(params, method_state, config), batch["image"], config)
+encode = method_defaults.encode_images_with(backbone)
 
 
 def param_labels(params, config):

@@ -18,12 +18,10 @@ hidden states of the uncorrupted text (`config.model.pool`).
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
-from ssl_jax import models, validate
+from ssl_jax import losses, method_defaults, models, validate
 from ssl_jax.data import text
 from ssl_jax.models import transformer
 
@@ -76,26 +74,13 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
   del step
   logits = network(config).apply({"params": params}, views["inputs"], train=train,
                                  rngs={"dropout": rng})
-  chosen = views["chosen"].astype(jnp.float32)
-  count = jnp.maximum(jnp.sum(chosen), 1.0)
-  cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, views["targets"])
-  value = jnp.sum(cross_entropy * chosen) / count
-  correct = (jnp.argmax(logits, -1) == views["targets"]).astype(jnp.float32)
+  value, accuracy = losses.token_cross_entropy(logits, views["targets"], views["chosen"])
   ordinary = jnp.sum((views["targets"] >= len(text.SPECIAL_TOKENS)).astype(jnp.float32))
-  return value, ({"mlm_accuracy": jnp.sum(correct * chosen) / count,
-                  "masked_fraction": jnp.sum(chosen) / jnp.maximum(ordinary, 1.0)}, method_state)
+  chosen = jnp.sum(views["chosen"].astype(jnp.float32))
+  return value, ({"mlm_accuracy": accuracy,
+                  "masked_fraction": chosen / jnp.maximum(ordinary, 1.0)}, method_state)
 
 
-def update(params, method_state, step, config):
-  del params, step, config
-  return method_state, {}
-
-
-def backbone(params, method_state, config) -> dict:
-  del method_state, config
-  return models.variables(params["backbone"])
-
-
-def encode(params, method_state, batch, config) -> jax.Array:
-  return models.build(config.model).apply(backbone(params, method_state, config),
-                                          batch["tokens"], train=False)
+update = method_defaults.no_update
+backbone = method_defaults.backbone
+encode = method_defaults.encode_tokens_with(backbone)

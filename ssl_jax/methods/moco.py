@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax import diagnostics, losses, models, teacher, validate, views as views_lib
+from ssl_jax import diagnostics, losses, method_defaults, models, teacher, validate, views as views_lib
 from ssl_jax.models.heads import BackboneWithHead, MLPHead
 
 
@@ -183,5 +183,4 @@ def backbone(params, method_state, config) -> dict:
                           method_state["batch_stats"].get("backbone"))
 
 
-def encode(params, method_state, batch, config) -> jax.Array:
-  return models.encode_images(backbone(params, method_state, config), batch["image"], config)
+encode = method_defaults.encode_images_with(backbone)

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax import diagnostics, losses, models, validate, views as views_lib
+from ssl_jax import diagnostics, losses, method_defaults, models, validate, views as views_lib
 from ssl_jax.models.heads import BackboneWithHead, MLPHead
 
 
@@ -59,15 +59,6 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
   return value, (metrics, {**method_state, **updates})
 
 
-def update(params, method_state, step, config):
-  del params, step, config
-  return method_state, {}  # No EMA target, queue or centre.
-
-
-def backbone(params, method_state, config) -> dict:
-  del config
-  return models.variables(params["backbone"], method_state["batch_stats"].get("backbone"))
-
-
-def encode(params, method_state, batch, config) -> jax.Array:
-  return models.encode_images(backbone(params, method_state, config), batch["image"], config)
+update = method_defaults.no_update  # No EMA target, queue or centre.
+backbone = method_defaults.backbone
+encode = method_defaults.encode_images_with(backbone)

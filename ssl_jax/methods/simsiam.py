@@ -33,7 +33,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from ssl_jax import diagnostics, losses, models, validate, views as views_lib
+from ssl_jax import diagnostics, losses, method_defaults, models, validate, views as views_lib
 from ssl_jax.models.heads import BackboneWithHead, MLPHead
 
 
@@ -97,9 +97,7 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
   return value, (metrics, new_state)
 
 
-def update(params, method_state, step, config):
-  del params, step, config
-  return method_state, {}  # No target network: the stop-gradient is the whole trick.
+update = method_defaults.no_update  # No target network: the stop-gradient is the whole trick.
 
 
 def param_labels(params, config):
@@ -114,5 +112,4 @@ def backbone(params, method_state, config) -> dict:
                           method_state["batch_stats"].get("backbone"))
 
 
-def encode(params, method_state, batch, config) -> jax.Array:
-  return models.encode_images(backbone(params, method_state, config), batch["image"], config)
+encode = method_defaults.encode_images_with(backbone)
