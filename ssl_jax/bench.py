@@ -6,6 +6,8 @@
     python -m ssl_jax.bench mae_vit                                 # ../shared/peers/mae_vit.py
     python -m ssl_jax.bench bert_mlm                                # ../shared/peers/bert_mlm.py
     python -m ssl_jax.bench --experiment simclr:fashion_mnist     # any experiment's step
+    python -m ssl_jax.bench --experiment simclr:fashion_mnist --real_data [--workers 2]
+    python -m ssl_jax.bench loader --dataset fashion_mnist --workers 0,1,2 [--batch 512]
 
 The `*_resnet18` specs share the backbone and input of ../shared/peers/simclr_resnet18.py:
 ResNet-18 with the small-image stem, 32x32x3 uint8 images, batch B images, SGD momentum
@@ -27,6 +29,11 @@ times the step of `experiments/M.py` for that dataset (the README demo:
 256, 4 layers, 4 heads, FFN 1024) on batches of 32 random 128-token sequences, masked
 inside the step; items are tokens.
 
+`--real_data` feeds the experiment's step from its dataset through the trainer's loader
+and device prefetch (`--workers` processes) instead of one synthetic batch: each timed
+step includes its wait for input, reported as input_wait_fraction. `loader` times the
+host loader alone (read, decode, host preprocess, batch) for each worker count.
+
 Fields: step_s_median over the timed steps, items_per_s = items (images, or tokens for
 text) / step_s_median, params (trained parameters),
 compile_s (lower + compile), flops_per_step from XLA's cost analysis; on CPU also
@@ -35,7 +42,9 @@ flops_per_step / step_s_median / peak; the CPU model, since these machines diffe
 """
 import argparse
 import importlib
+import itertools
 import json
+import os
 import platform
 import statistics
 import sys
@@ -47,6 +56,7 @@ import ml_collections
 import numpy as np
 
 from ssl_jax import engine, evaluate, methods, optim, parallel, train, views
+from ssl_jax.data import feed, pipeline, preprocess, sources
 
 CIFAR_SHAPE = (32, 32, 3)
 TEXT_LENGTH = 128
@@ -186,10 +196,29 @@ def _flops(compiled) -> float | None:
   return float(analysis["flops"]) if analysis and "flops" in analysis else None
 
 
+def _real_batches(config, mesh, workers: int):
+  """The config's training stream through the trainer's own loader and device prefetch."""
+  data = config.data
+  source = sources.get_source(data.name, data.train_split, data.data_dir)
+  host = iter(pipeline.train_loader(source, global_batch_size=config.global_batch_size,
+                                    seed=config.seed, keys=tuple(data.features),
+                                    preprocess=preprocess.from_config(data),
+                                    worker_count=workers))
+  return feed.DevicePrefetch(host, lambda b: parallel.to_global(b, mesh))
+
+
 def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
-        experiment: str | None = None) -> dict:
+        experiment: str | None = None, real_data: bool = False, workers: int = 0,
+        data_dir: str | None = None) -> dict:
+  """One bench line. `real_data` (with `experiment`): the step fed by the real loader
+  (`workers` processes), each timed step including its wait for the batch."""
+  if real_data and not experiment:
+    raise SystemExit("--real_data needs --experiment M:DATASET (the built-in specs have "
+                     "no dataset: their inputs are synthetic)")
   if experiment:
     config = _experiment_config(experiment, batch)
+    if data_dir:
+      config.data.data_dir = data_dir
     data = config.data
     image_shape = ((data.image_size, data.image_size, len(data.mean))
                    if data.modality == "image" else None)
@@ -201,23 +230,31 @@ def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
     raise SystemExit(f"unknown bench {name!r}; available: {sorted(BENCHES)}")
   batch = config.global_batch_size
   mesh = parallel.make_mesh()
-  example, host_batch = synthetic_batches(config, image_shape, batch)
-  _, init, step = engine.build(config, mesh, example)
+  if real_data:
+    stream = _real_batches(config, mesh, workers)
+    _, init, step = engine.build(config, mesh)
+    data = next(stream)
+  else:
+    example, host_batch = synthetic_batches(config, image_shape, batch)
+    _, init, step = engine.build(config, mesh, example)
+    data = parallel.to_global(host_batch, mesh)
+    stream = itertools.repeat(data)
   state = init(jax.random.PRNGKey(0))
-  data = parallel.to_global(host_batch, mesh)
   items = batch * (TEXT_LENGTH if config.data.modality == "text" else 1)
 
   start = time.perf_counter()
   compiled = step.lower(state, data).compile()
   compile_s = time.perf_counter() - start
   for i in range(warmup):
-    state, metrics = compiled(state, data)
+    state, metrics = compiled(state, next(stream))
     jax.block_until_ready(metrics)
     print(f"warmup {i + 1}/{warmup}: loss {float(metrics['loss']):.4f}", file=sys.stderr)
   times = []
+  if real_data:
+    stream.take_wait_seconds()
   for i in range(steps):
     start = time.perf_counter()
-    state, metrics = compiled(state, data)
+    state, metrics = compiled(state, next(stream))
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - start)
     print(f"step {i + 1}/{steps}: {times[-1]:.3f}s loss {float(metrics['loss']):.4f}", file=sys.stderr)
@@ -231,7 +268,12 @@ def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
             "flops_per_step": _flops(compiled), "step_s_min": round(min(times), 4),
             "step_s_max": round(max(times), 4), "final_loss": float(metrics["loss"]),
             "backend": jax.default_backend(), "devices": jax.device_count(),
-            "device_kind": jax.devices()[0].device_kind, "cpu": cpu_model()}
+            "device_kind": jax.devices()[0].device_kind, "cpu": cpu_model(),
+            "data": "real" if real_data else "synthetic"}
+  if real_data:
+    result["loader_workers"] = workers
+    result["input_wait_fraction"] = round(stream.take_wait_seconds() / sum(times), 4)
+    stream.close()
   if jax.default_backend() == "cpu":
     peak = matmul_peak_gflops()
     result["matmul_peak_gflops"] = round(peak, 1)
@@ -240,18 +282,66 @@ def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
   return result
 
 
+def run_loader(dataset: str, batch: int, worker_counts, batches: int = 50,
+               split: str = "train", data_dir: str | None = None) -> dict:
+  """Host loader alone (read, decode, host preprocess, batch; no device): examples/s of
+  the training stream by worker count, after each count's first batch (start-up)."""
+  from experiments import datasets  # pylint: disable=import-outside-toplevel
+  data = datasets.data_config(dataset)
+  source = sources.get_source(data.name, split, data_dir)
+  by_workers = []
+  for workers in worker_counts:
+    start = time.perf_counter()
+    iterator = iter(pipeline.train_loader(source, global_batch_size=batch, seed=0,
+                                          keys=tuple(data.features),
+                                          preprocess=preprocess.from_config(data),
+                                          worker_count=workers))
+    next(iterator)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(batches):
+      next(iterator)
+    seconds = time.perf_counter() - start
+    getattr(iterator, "close", lambda: None)()
+    by_workers.append({"workers": workers, "items_per_s": round(batches * batch / seconds, 1),
+                       "first_batch_s": round(first, 2)})
+    print(f"{workers} workers: {by_workers[-1]['items_per_s']:.0f} examples/s", file=sys.stderr)
+  return {"bench": f"loader:{dataset}", "impl": "ssl_jax", "batch": batch, "batches": batches,
+          "by_workers": by_workers, "cpus": os.cpu_count(), "cpu": cpu_model()}
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("bench", nargs="?", choices=sorted(BENCHES), default=None)
+  parser.add_argument("bench", nargs="?", choices=sorted(BENCHES) + ["loader"], default=None)
   parser.add_argument("--experiment", default=None,
                       help="time experiments/M.py's step instead: M:DATASET, e.g. simclr:fashion_mnist")
   parser.add_argument("--batch", type=int, default=None, help="images per step (default: per bench)")
   parser.add_argument("--steps", type=int, default=10, help="timed steps")
   parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
+  parser.add_argument("--real_data", action="store_true",
+                      help="with --experiment: feed the step through the real loader")
+  parser.add_argument("--workers", default="0",
+                      help="loader worker processes: one count (--real_data) or a list "
+                           "(loader: e.g. 0,1,2,4)")
+  parser.add_argument("--dataset", default="fashion_mnist", help="loader: the dataset preset")
+  parser.add_argument("--batches", type=int, default=50, help="loader: timed batches per count")
+  parser.add_argument("--data_dir", default=None, help="TFDS data_dir of the real data (default: "
+                      "$TFDS_DATA_DIR or ~/tensorflow_datasets)")
   args = parser.parse_args(argv)
+  try:
+    workers = [int(w) for w in args.workers.split(",")]
+  except ValueError:
+    parser.error(f"--workers {args.workers!r}: expected counts, e.g. 0,1,2")
+  if args.bench == "loader":
+    print(json.dumps(run_loader(args.dataset, args.batch or 512, workers, args.batches,
+                                data_dir=args.data_dir)))
+    return
   if not args.bench and not args.experiment:
-    parser.error(f"give a bench ({', '.join(sorted(BENCHES))}) or --experiment M:DATASET")
-  print(json.dumps(run(args.bench, args.batch, args.steps, args.warmup, args.experiment)))
+    parser.error(f"give a bench ({', '.join(sorted(BENCHES))}, loader) or --experiment M:DATASET")
+  if len(workers) != 1:
+    parser.error("--workers takes one count here (a list is for the loader bench)")
+  print(json.dumps(run(args.bench, args.batch, args.steps, args.warmup, args.experiment,
+                       args.real_data, workers[0], args.data_dir)))
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ def _clock(seconds: float) -> str:
 
 
 class Progress:
-  """Prints `step s/T | loss | items/s | elapsed | ETA` to stderr at each report.
+  """Prints `step s/T | loss | input wait % | items/s | elapsed | ETA` to stderr at each report.
 
   On a terminal the line is redrawn in place; in a log file each report is a line.
   """
@@ -126,8 +126,10 @@ class Progress:
   def seconds_since_restart(self) -> float:
     return time.time() - self._last_time
 
-  def report(self, step: int, metrics: Mapping[str, float]) -> float:
-    """Prints one report; returns the items/s since the previous report."""
+  def report(self, step: int, metrics: Mapping[str, float],
+             shares: Mapping[str, float] | None = None) -> float:
+    """Prints one report (`shares`, fractions, as percentages); returns the items/s since
+    the previous report."""
     now = time.time()
     steps = step - self._last_step
     rate = steps * self.items_per_step / max(now - self._last_time, 1e-9)
@@ -135,7 +137,8 @@ class Progress:
     self._last_time, self._last_step = now, step
     if self.enabled:
       speed = f"{rate:.1f} {self.unit}/s" if steps else f"- {self.unit}/s"
-      shown = " | ".join(f"{k} {float(v):.4g}" for k, v in metrics.items())
+      shown = " | ".join([f"{k} {float(v):.4g}" for k, v in metrics.items()] +
+                         [f"{k} {float(v):.0%}" for k, v in (shares or {}).items()])
       line = (f"step {step}/{self.total_steps} | {shown} | {speed} | "
               f"elapsed {_clock(now - self._start_time)} | "
               f"ETA {_clock(step_time * (self.total_steps - step))}")

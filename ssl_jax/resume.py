@@ -18,7 +18,7 @@ import ml_collections
 # Dotted names (or section prefixes) that do not change the run's state or its meaning.
 SAFE_TO_CHANGE = (
     "log_every_steps", "checkpoint_every_steps", "keep_checkpoints", "async_checkpointing",
-    "resume_changes", "eval", "data.data_dir",
+    "resume_changes", "eval", "data.data_dir", "loader_workers",
 )
 _ABSENT = "<absent>"
 

@@ -9,13 +9,14 @@ saves a checkpoint and returns before the last step. A non-finite loss, gradient
 state stops the run with TrainingDiverged, and no checkpoint of it is written.
 """
 import signal
+import time
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax import checkpoint, engine, evaluate, log, parallel, resume
-from ssl_jax.data import pipeline, preprocess, sources
+from ssl_jax.data import feed, pipeline, preprocess, sources
 from ssl_jax.engine import TrainState
 from ssl_jax.validate import number
 
@@ -32,6 +33,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 2            # how many recent checkpoints orbax keeps
   config.resume_changes = ""             # comma-separated fields a resumed run may change (e.g. total_steps)
   config.async_checkpointing = True      # write checkpoints in a background thread
+  config.loader_workers = -1             # host loader processes; -1: by core count (feed.default_worker_count)
   return config
 
 
@@ -52,6 +54,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     number(name, config[name], low=1, integer=True)
   number("eval.monitor_every_steps", config.eval.monitor_every_steps, low=0, integer=True)
   number("seed", config.seed, low=0, high=2**32 - 1, integer=True)
+  number("loader_workers", config.loader_workers, low=-1, integer=True)
 
 
 class CollapseWatch:
@@ -119,9 +122,13 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   method, init, step_fn = engine.build(config, mesh)
   data = config.data
   source = sources.get_source(data.name, data.train_split, data.data_dir)
-  data_iterator = iter(pipeline.train_loader(
+  workers = config.loader_workers if config.loader_workers >= 0 else feed.default_worker_count()
+  host_batches = iter(pipeline.train_loader(
       source, global_batch_size=config.global_batch_size, seed=config.seed,
-      keys=tuple(data.features), preprocess=preprocess.from_config(data)))
+      keys=tuple(data.features), preprocess=preprocess.from_config(data), worker_count=workers))
+  # The next batch is on the devices before the step that needs it starts; the
+  # checkpointed position is that of the batches the steps consumed.
+  data_iterator = feed.DevicePrefetch(host_batches, lambda b: parallel.to_global(b, mesh))
   unit = {"image": "img", "text": "texts"}.get(data.modality, "examples")  # per second
   progress = log.Progress(config.total_steps, config.global_batch_size, unit=unit)
   checkpoints = checkpoint.Checkpointer(workdir, config.keep_checkpoints,
@@ -141,9 +148,11 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   preemption = _Preemption()
   stop = False
   step = first_step = int(state.step)
+  in_flight = None  # the previous step's loss: at most two steps are queued on the devices
   first_nonfinite = jnp.asarray(-1, jnp.int32)
   collapse = CollapseWatch(progress.message)
   progress.restart_clock(step)
+  window_start = time.perf_counter()  # since the last report: input wait as a share of it
 
   def check_finite(now: int, first_bad: int | None = None) -> None:
     first_bad = int(first_nonfinite) if first_bad is None else first_bad
@@ -161,18 +170,29 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     last_step = min(config.total_steps, stop_at_step or config.total_steps)
     while step < last_step:
       checkpoints.poll()  # a failed background save surfaces here, at a step boundary
-      batch = parallel.to_global(next(data_iterator), mesh)
+      batch = next(data_iterator)
       state, metrics = step_fn(state, batch)
+      if in_flight is not None:
+        # Waiting here, with this step queued behind the previous one, bounds how far the
+        # host runs ahead; the time `next` then blocks is time the devices sat idle.
+        jax.block_until_ready(in_flight)
+      in_flight = metrics["loss"]
       step += 1
       first_nonfinite = _first_nonfinite(first_nonfinite, metrics["finite"], state.step)
       if step == first_step + 1:  # keep compilation out of the throughput and ETA
         jax.block_until_ready(metrics)
         progress.message(f"first step (compilation included) took {progress.seconds_since_restart():.1f}s")
         progress.restart_clock(step)
+        data_iterator.take_wait_seconds()
+        window_start = time.perf_counter()
       if step % config.log_every_steps == 0 or step == config.total_steps:
         metrics, first_bad = jax.device_get((metrics, first_nonfinite))
-        rate = progress.report(step, {"loss": metrics["loss"]})
-        writer.write(step, {**metrics, "examples_per_second": rate})
+        now = time.perf_counter()
+        input_wait = data_iterator.take_wait_seconds() / max(now - window_start, 1e-9)
+        window_start = now
+        rate = progress.report(step, {"loss": metrics["loss"]}, {"input wait": input_wait})
+        writer.write(step, {**metrics, "examples_per_second": rate,
+                            "input_wait_fraction": input_wait})
         check_finite(step, int(first_bad))
         collapse.observe(step, metrics)
         # Hosts must agree before a collective save; they compare flags here only.
@@ -185,6 +205,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
         writer.write(step, results)
         progress.message(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
         progress.restart_clock(step)
+        data_iterator.take_wait_seconds()
+        window_start = time.perf_counter()
       if step % config.checkpoint_every_steps == 0 or step == last_step or stop:
         check_finite(step)  # never write a diverged state
         checkpoints.save(step, state, data_iterator, force=True)
@@ -199,6 +221,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       checkpoints.close()
     finally:
       writer.close()
+      data_iterator.close()
   return state
 
 

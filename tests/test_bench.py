@@ -53,3 +53,18 @@ def test_mae_vit_spec_has_the_peers_parameter_count():
   params, _ = jax.eval_shape(lambda rng, x: methods.get("mae").init(rng, config, {"image": x}),
                              jax.random.PRNGKey(0), images)
   assert sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params)) == 6_172_720
+
+
+def test_real_data_step_and_loader_bench(tiny_data_dir):
+  """`--real_data` feeds the step through the trainer's loader (here one worker
+  process) and reports the wait; the loader bench reports examples/s per worker count."""
+  report = bench.run(None, batch=16, steps=2, warmup=0, experiment="simclr:fashion_mnist",
+                     real_data=True, workers=1, data_dir=tiny_data_dir)
+  assert report["data"] == "real" and report["loader_workers"] == 1
+  assert 0 <= report["input_wait_fraction"] < 1 and report["items_per_s"] > 0
+  loader = bench.run_loader("fashion_mnist", batch=32, worker_counts=[0, 1], batches=3,
+                            data_dir=tiny_data_dir)
+  assert [r["workers"] for r in loader["by_workers"]] == [0, 1]
+  assert all(r["items_per_s"] > 0 and r["first_batch_s"] > 0 for r in loader["by_workers"])
+  with pytest.raises(SystemExit, match="--real_data needs --experiment"):
+    bench.run("simclr_resnet18", real_data=True)

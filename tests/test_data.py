@@ -341,24 +341,44 @@ def test_bad_batch_sizes_raise(train_source, two_processes):
     pipeline.train_loader(keys=KEYS, source=train_source, global_batch_size=3, seed=0)
 
 
-def test_worker_processes_give_the_same_stream(train_source):
+def test_worker_processes_give_the_same_stream_and_state(train_source):
+  """Worker processes yield exactly the in-process batches in the same order, and their
+  iterator state is the in-process one: a position saved with 2 workers resumes with 1,
+  with none, and the other way round."""
   make = lambda workers: iter(pipeline.train_loader(keys=KEYS, source=
       train_source, global_batch_size=40, seed=2, worker_count=workers))
   expected = take(make(0), 5)
-  with_workers = make(1)
+  plain = make(0)
+  take(plain, 2)
+  plain_state = plain.get_state()
+  two, one = make(2), make(1)
   try:
-    got = take(with_workers, 2)
-    state = with_workers.get_state()
-    got += take(with_workers, 3)
+    got = take(two, 2)
+    state = two.get_state()
+    got += take(two, 3)
+    assert_same_batches(got, expected)
+    assert state == plain_state == {"next_index": 2}
+    one.set_state(state)
+    assert_same_batches(take(one, 3), expected[2:])
+    two.set_state(plain_state)  # a position set mid-stream discards what was read ahead
+    assert_same_batches(take(two, 1), expected[2:3])
   finally:
-    with_workers.close()
-  assert_same_batches(got, expected)
-  resumed = make(1)
+    two.close()
+    one.close()
+  resumed = make(0)
+  resumed.set_state(state)
+  assert_same_batches(take(resumed, 3), expected[2:])
+
+
+def test_worker_errors_reach_the_consumer(train_source):
+  broken = pipeline.train_loader(keys=("image", "no_such_feature"), source=train_source,
+                                 global_batch_size=40, seed=2, worker_count=1)
+  iterator = iter(broken)
   try:
-    resumed.set_state(state)
-    assert_same_batches(take(resumed, 3), expected[2:])
+    with pytest.raises(KeyError, match="no_such_feature"):
+      next(iterator)
   finally:
-    resumed.close()
+    iterator.close()
 
 
 # --- eval_batches -----------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 from experiments import dino as dino_experiment
 from ssl_jax import validate
 from ssl_jax.methods import dino
+import jitted
 
 OUTPUT_DIM = 64  # K: small, for speed
 
@@ -27,7 +28,7 @@ def small_config(local_count=4):
 def setup():
   config = small_config()
   example = {"image": np.zeros((1, 28, 28, 1), np.uint8), "label": np.zeros((1,), np.int32)}
-  params, state = dino.init(jax.random.PRNGKey(0), config, example)
+  params, state = jitted.init(dino, config, example)
   images = np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1), dtype=np.uint8)
   views = jax.jit(lambda b, r: dino.views(b, r, 0, config))({"image": images},
                                                            jax.random.PRNGKey(1))

@@ -10,6 +10,7 @@ from experiments import denoising as denoising_experiment
 from experiments import jigsaw as jigsaw_experiment
 from experiments import rotation as rotation_experiment
 from ssl_jax.methods import colorization, denoising, jigsaw, rotation
+import jitted
 
 
 def rand(shape, seed=0):
@@ -22,7 +23,7 @@ def uint8_batch(n=4, seed=0):
 
 def _init(module, experiment, batch):
   config = experiment.get_config("fashion_mnist,smoke")
-  params, state = module.init(jax.random.PRNGKey(0), config, {"image": batch})
+  params, state = jitted.init(module, config, {"image": batch})
   return config, params, state
 
 
@@ -73,7 +74,7 @@ def test_jigsaw_views_shuffle_by_the_labelled_permutation():
   config = jigsaw_experiment.get_config("fashion_mnist,smoke")
   config.jigsaw.tile_gap = 0  # deterministic tiles, so the unshuffled grid can be rebuilt
   rng = jax.random.PRNGKey(7)
-  views = jigsaw.views({"image": jnp.asarray(batch)}, rng, 0, config)
+  views = jigsaw.views({"image": jnp.asarray(batch)}, rng, 0, config)  # eager, as the reference
   crop_rng, tile_rng, _ = jax.random.split(rng, 3)
   from ssl_jax import views as views_lib
   (crops,) = views_lib.make(jnp.asarray(batch), crop_rng, config)
@@ -105,7 +106,7 @@ def test_denoising_loss_by_hand():
   out = params["decoder_out"]
   params = {**params, "decoder_out": {"kernel": jnp.zeros_like(out["kernel"]),
                                       "bias": jnp.full_like(out["bias"], 0.25)}}
-  views = denoising.views({"image": jnp.asarray(batch)}, jax.random.PRNGKey(1), 0, config)
+  views = jitted.views(denoising, {"image": batch}, jax.random.PRNGKey(1), 0, config)
   value, (metrics, _) = denoising.loss(params, state, views, jax.random.PRNGKey(2), 0, config)
   target = np.asarray(views["target"], np.float64)
   np.testing.assert_allclose(float(value), ((0.25 - target) ** 2).mean(), rtol=1e-5)
@@ -132,7 +133,7 @@ def test_rotations_of_a_hand_built_image():
 def test_rotation_views_label_each_turn_of_the_same_crop():
   batch = uint8_batch(3)
   config, params, state = _init(rotation, rotation_experiment, batch)
-  views = rotation.views({"image": jnp.asarray(batch)}, jax.random.PRNGKey(1), 0, config)
+  views = jitted.views(rotation, {"image": batch}, jax.random.PRNGKey(1), 0, config)
   images, labels = np.asarray(views["images"]), np.asarray(views["labels"])
   assert images.shape[0] == 12 and labels.tolist() == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
   for k in range(4):
@@ -208,8 +209,8 @@ def test_colorization_targets_and_loss_of_a_solid_colour():
   config = _colour_config()
   red = np.zeros((2, 32, 32, 3), np.uint8)
   red[..., 0] = 255
-  params, state = colorization.init(jax.random.PRNGKey(0), config, {"image": red})
-  views = colorization.views({"image": jnp.asarray(red)}, jax.random.PRNGKey(1), 0, config)
+  params, state = jitted.init(colorization, config, {"image": red})
+  views = jitted.views(colorization, {"image": red}, jax.random.PRNGKey(1), 0, config)
   np.testing.assert_allclose(np.asarray(views["lightness"]), (53.24 - 50) / 50, atol=2e-3)
   want = np.asarray(colorization.soft_encode(jnp.asarray([80.09, 67.20]),
                                              colorization.ab_bins(10.0), 5.0))
@@ -227,7 +228,7 @@ def test_colorization_targets_and_loss_of_a_solid_colour():
 def test_colorization_encodes_the_lightness_only():
   config = _colour_config()
   images = np.random.default_rng(3).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
-  params, state = colorization.init(jax.random.PRNGKey(0), config, {"image": images})
+  params, state = jitted.init(colorization, config, {"image": images})
   features = colorization.encode(params, state, {"image": jnp.asarray(images)}, config)
   lab = colorization.rgb_to_lab(images.astype(np.float64) / 255)
   lightness = np.repeat((lab[..., :1] - 50) / 50, 3, axis=-1).astype(np.float32)

@@ -11,6 +11,7 @@ from experiments import mlm as mlm_experiment
 from ssl_jax.data import modality, text
 from ssl_jax.methods import clm, mlm
 from ssl_jax.models import transformer
+import jitted
 
 VOCAB = 50
 
@@ -60,8 +61,8 @@ def test_bert_masking_statistics_over_many_draws():
 def test_mlm_loss_counts_chosen_positions_only():
   config = _small(mlm_experiment, causal=False)
   tokens = _tokens()
-  params, state = mlm.init(jax.random.PRNGKey(0), config, {"tokens": tokens})
-  views = mlm.views({"tokens": jnp.asarray(tokens)}, jax.random.PRNGKey(1), 0, config)
+  params, state = jitted.init(mlm, config, {"tokens": tokens})
+  views = jitted.views(mlm, {"tokens": tokens}, jax.random.PRNGKey(1), 0, config)
   value, (metrics, _) = mlm.loss(params, state, views, jax.random.PRNGKey(2), 0, config, train=False)
   logits = np.asarray(mlm.network(config).apply({"params": params}, views["inputs"], train=False),
                       np.float64)
@@ -81,7 +82,7 @@ def test_mlm_loss_counts_chosen_positions_only():
 def test_next_token_loss_against_numpy_and_the_causal_mask():
   config = _small(clm_experiment, causal=True)
   tokens = _tokens()
-  params, state = clm.init(jax.random.PRNGKey(0), config, {"tokens": tokens})
+  params, state = jitted.init(clm, config, {"tokens": tokens})
   value, (metrics, _) = clm.loss(params, state, {"tokens": jnp.asarray(tokens)},
                                  jax.random.PRNGKey(2), 0, config, train=False)
   model = clm.network(config)

@@ -17,7 +17,6 @@ With --num_processes P, this is process --process_id of a P-process JAX job that
 of the global batch, and writes OUT with `.pI` before the suffix.
 """
 import argparse
-import functools
 import os
 import sys
 
@@ -165,12 +164,14 @@ def main():
                                preprocess.from_config(config.data))
     host_batch = {k: v[rows] for k, v in full.items()}
 
-  @functools.partial(jax.jit, static_argnames="reverse")
-  def loss_and_grads(state, batch, relative_noise, direction_key, uniform, reverse=False):
+  @jax.jit
+  def loss_and_grads(state, batch, relative_noise, direction_key, uniform, reverse):
     step = jax.numpy.zeros((), jax.numpy.int32)
     views = method.views(batch, jax.random.PRNGKey(1), step, config)
-    if reverse:  # every per-example leaf in reverse order: the same step, other float sums
-      views = jax.tree.map(lambda v: v[::-1] if v.ndim and v.shape[0] % 32 == 0 else v, views)
+    # `reverse`: every per-example leaf in reverse order, the same step with other float
+    # sums. Traced, not static, so that one program serves all the probes.
+    views = jax.tree.map(lambda v: jax.numpy.where(reverse, v[::-1], v)
+                         if v.ndim and v.shape[0] % 32 == 0 else v, views)
     # Every float element times (1 + relative_noise * s): s = 1 everywhere (`uniform`) or
     # +-1 per element from `direction_key`. Noise 0 leaves the views as they are; integer
     # views (a pretext task's labels) never change.
@@ -190,7 +191,7 @@ def main():
     batch = parallel.to_global(host_batch, mesh)
     key = jax.random.PRNGKey(0)
     loss, grads, method_state, views = parallel.to_host(
-        loss_and_grads(state, batch, 0.0, key, True))
+        loss_and_grads(state, batch, 0.0, key, True, False))
     out = dict(loss=loss, **flatten(views, "views"), **flatten(grads, "grads"),
                **flatten(method_state, "method_state"))
     if probe:
@@ -201,7 +202,7 @@ def main():
       # that moved it most. Device-count comparisons are held to that.
       for uniform, seed in ((True, 0), (False, 3), (False, 4)):
         _, perturbed, _, _ = parallel.to_host(
-            loss_and_grads(state, batch, 1e-7, jax.random.PRNGKey(seed), uniform))
+            loss_and_grads(state, batch, 1e-7, jax.random.PRNGKey(seed), uniform, False))
         for name, value in flatten(perturbed, "grads").items():
           kept = out.get("perturbed_" + name)
           if kept is None or (np.abs(value - out[name]).max() > np.abs(kept - out[name]).max()):

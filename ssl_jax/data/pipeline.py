@@ -29,10 +29,10 @@ by grain itself, so the manager needs no `item_handlers` for it:
       data=pipeline.CheckpointRestore(iterator)))  # `iterator` is set in place
   state, iterator = restored.state, restored.data
 
-The state is only a position in the stream: restore into an iterator from a
-loader built with the same source (dataset and split), seed, batch size and
-worker count, or the run goes on from that position of a different stream
-with no error. Each process writes its own `process_I-of-N.json` and reads it
+The state is only a position in the stream, `{"next_index": k}`: restore into
+an iterator from a loader built with the same source (dataset and split), seed
+and batch size (any worker count), or the run goes on from that position of a
+different stream with no error. Each process writes its own `process_I-of-N.json` and reads it
 back, so restore with the same process count.
 """
 
@@ -42,10 +42,11 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from absl import flags
 import grain
 import jax
 import numpy as np
+
+from ssl_jax.data import feed
 
 # The orbax handler for grain iterators, and the args that select it.
 CHECKPOINT_HANDLER = grain.checkpoint.CheckpointHandler
@@ -183,14 +184,16 @@ def train_loader(source: Sequence[Any], *, global_batch_size: int, seed: int,
       yields `global_batch_size // jax.process_count()` of them.
     seed: shuffle seed, an int in [0, 2**32).
     num_epochs: passes over the data; None repeats forever.
-    worker_count: grain worker processes reading/decoding ahead (0: a
-      background thread of this process, enough for small images).
+    worker_count: worker processes reading, decoding and preprocessing whole
+      batches ahead (feed.ProcessBatches); 0: background threads of this process,
+      enough for small images. The stream and its iterator state are the same
+      for every worker count, so a run may resume with another.
     keys: record features to keep, e.g. ("image", "label") or ("tokens",).
     preprocess: a picklable per-record function applied on the host before
       batching (see `Preprocess`), or None.
 
   Returns:
-    A `grain.IterDataset`. `iter()` of it yields dicts such as
+    An iterable (a `grain.IterDataset` without workers). `iter()` of it yields dicts such as
     {"image": uint8 [b, H, W, C], "label": int32 [b]} and is a checkpointable
     `grain.DatasetIterator` (`get_state()`/`set_state()`; orbax: see the
     module docstring).
@@ -213,20 +216,24 @@ def train_loader(source: Sequence[Any], *, global_batch_size: int, seed: int,
       .repeat(num_epochs)
       .batch(batch_size, drop_remainder=True)
       .map(ReadBatch(source, start, keys, preprocess)))
+  if worker_count > 0:
+    return _WorkerLoader(dataset, worker_count)
   # Prefetch counts whole batches: a few keep the device fed; grain's default
   # (500) would hold 500 batches, gigabytes for ImageNet-sized images.
-  iter_dataset = dataset.to_iter_dataset(
-      grain.ReadOptions(num_threads=PREFETCH_THREADS,
-                        prefetch_buffer_size=PREFETCH_BATCHES))
-  if worker_count > 0:
-    # grain's worker processes read absl flags; outside `absl.app.run` they
-    # are unparsed and grain fails with UnparsedFlagAccessError. Their
-    # defaults are what we want.
-    if not flags.FLAGS.is_parsed():
-      flags.FLAGS.mark_as_parsed()
-    iter_dataset = iter_dataset.mp_prefetch(
-        grain.MultiprocessingOptions(num_workers=worker_count))
-  return iter_dataset
+  return dataset.to_iter_dataset(grain.ReadOptions(num_threads=PREFETCH_THREADS,
+                                                   prefetch_buffer_size=PREFETCH_BATCHES))
+
+
+class _WorkerLoader:
+  """The same batches as `dataset.to_iter_dataset()`, computed by worker processes:
+  `iter()` starts the pool (feed.ProcessBatches; the same iterator state)."""
+
+  def __init__(self, dataset: grain.MapDataset, worker_count: int):
+    self.dataset, self.worker_count = dataset, worker_count
+
+  def __iter__(self) -> feed.ProcessBatches:
+    return feed.ProcessBatches(self.dataset, self.worker_count,
+                               ahead=max(PREFETCH_BATCHES, 2 * self.worker_count))
 
 
 def eval_batches(source: Sequence[Any], *, batch_size: int, keys: Sequence[str],
