@@ -121,6 +121,7 @@ def transformer_config(variant: str, data: ml_collections.ConfigDict, causal: bo
   model.dropout_rate = 0.1              # both papers'
   model.pool = "last" if causal else "mean"  # features for probes
   model.dtype = "float32"
+  model.remat = "none"                  # per-block rematerialisation: none | full | dots
   validate.strict_update(model, fields, "model")
   model.lock()
   return model
@@ -153,6 +154,7 @@ def vit_config(variant: str, patch_size: int, **fields) -> ml_collections.Config
   model.pool = "token"                  # features: class token ("token") or mean of patches ("gap")
   model.drop_path_rate = 0.0            # stochastic depth at the last block (0 at the first)
   model.dtype = "float32"               # compute dtype of the matmuls
+  model.remat = "none"                  # per-block rematerialisation: none | full | dots
   validate.strict_update(model, fields, "model")
   model.lock()
   return model

@@ -36,7 +36,9 @@ host loader alone (read, decode, host preprocess, batch) for each worker count.
 
 Fields: step_s_median over the timed steps, items_per_s = items (images, or tokens for
 text) / step_s_median, params (trained parameters),
-compile_s (lower + compile), flops_per_step from XLA's cost analysis; on CPU also
+compile_s (lower + compile), flops_per_step from XLA's cost analysis, residual_bytes (the
+activations the backward pass keeps), temp_bytes (XLA's temporary buffers), peak_bytes
+(the device allocator's peak, where the backend reports it); on CPU also
 matmul_peak_gflops (float32 2048x2048 jitted matmul, best of 5, same run) and mfu =
 flops_per_step / step_s_median / peak; the CPU model, since these machines differ.
 """
@@ -57,6 +59,7 @@ import numpy as np
 
 from ssl_jax import engine, evaluate, methods, optim, parallel, train, views
 from ssl_jax.data import feed, pipeline, preprocess, sources
+from ssl_jax.models import remat
 
 CIFAR_SHAPE = (32, 32, 3)
 TEXT_LENGTH = 128
@@ -207,6 +210,29 @@ def _real_batches(config, mesh, workers: int):
   return feed.DevicePrefetch(host, lambda b: parallel.to_global(b, mesh))
 
 
+def _memory(compiled, config, state, batch) -> dict:
+  """What the step holds: residual_bytes, the activations its backward pass keeps (of one
+  micro-batch; what remat and accumulation shrink, backend-independent); temp_bytes,
+  XLA's temporary allocation for the compiled step; peak_bytes, the device allocator's
+  peak where the backend reports one (GPU, TPU)."""
+  method = methods.get(config.method)
+  k = config.grad_accumulation
+  rng = jax.random.PRNGKey(0)
+
+  def loss(params):  # traced, not run: the views' arrays count as kept values too
+    views = method.views(batch, rng, state.step, config)
+    micro = jax.tree.map(lambda v: v[::k], views)
+    return method.loss(params, state.method_state, micro, rng, state.step, config)[0]
+  out = {"residual_bytes": remat.residual_bytes(loss, state.params)}
+  analysis = compiled.memory_analysis()
+  if analysis is not None:
+    out["temp_bytes"] = int(analysis.temp_size_in_bytes)
+  stats = jax.devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:
+    out["peak_bytes"] = int(stats["peak_bytes_in_use"])
+  return out
+
+
 def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
         experiment: str | None = None, real_data: bool = False, workers: int = 0,
         data_dir: str | None = None) -> dict:
@@ -270,6 +296,7 @@ def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
             "backend": jax.default_backend(), "devices": jax.device_count(),
             "device_kind": jax.devices()[0].device_kind, "cpu": cpu_model(),
             "data": "real" if real_data else "synthetic"}
+  result.update(_memory(compiled, config, state, data))
   if real_data:
     result["loader_workers"] = workers
     result["input_wait_fraction"] = round(stream.take_wait_seconds() / sum(times), 4)

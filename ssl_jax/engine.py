@@ -18,6 +18,7 @@ import ml_collections
 import optax
 
 from ssl_jax import methods, optim, parallel
+from ssl_jax.validate import ConfigError, number
 from ssl_jax.data import pipeline, preprocess, sources
 
 
@@ -54,6 +55,69 @@ def create_train_state(rng, *, method, config, tx, batch) -> TrainState:
                     method_state=method_state, rng=train_rng)
 
 
+def loss_and_grads(method, params, method_state, views, rng, step, config,
+                   micro_batches: int = 1):
+  """((loss, (metrics, method_state)), grads) of method.loss at `views`.
+
+  With `micro_batches` k > 1 (gradient accumulation, for a method that declares
+  PER_EXAMPLE_LOSS), the views are split into k micro-batches (micro-batch j holds the
+  examples j, j+k, j+2k, ..., so every device keeps its share of each) and the loss,
+  metrics and gradients are their means weighted by `method.loss_weight(views, config)`
+  (the number of loss terms; equal weights without it): the full batch's loss and
+  gradients, up to float rounding, computed in 1/k of the activation memory. Metrics that
+  are means over the loss terms (accuracies) come out exact too; batch statistics (a
+  std, a perplexity) are the weighted mean of the micro-batches' values. Micro-batch j draws its
+  loss randomness (dropout) from fold_in(rng, j), so only a deterministic loss is
+  bitwise the full batch's. The method_state of the last micro-batch is returned.
+  """
+  grad_fn = jax.value_and_grad(method.loss, has_aux=True)
+  if micro_batches == 1:
+    return grad_fn(params, method_state, views, rng, step, config)
+  k = micro_batches
+  split = lambda v: jnp.swapaxes(v.reshape(v.shape[0] // k, k, *v.shape[1:]), 0, 1)
+  micro = jax.tree.map(split, views)
+  weight_fn = getattr(method, "loss_weight", None)
+
+  def weighted_terms(views_j, index, state):
+    (loss, (metrics, new_state)), grads = grad_fn(params, state, views_j,
+                                                  jax.random.fold_in(rng, index), step, config)
+    weight = jnp.asarray(weight_fn(views_j, config) if weight_fn else 1.0, jnp.float32)
+    return (*jax.tree.map(lambda x: weight * x, (loss, metrics, grads)), weight), new_state
+
+  def accumulate(carry, inputs):
+    totals, state = carry
+    terms, new_state = weighted_terms(inputs[1], inputs[0], state)
+    return (jax.tree.map(jnp.add, totals, terms), new_state), None
+
+  shapes, _ = jax.eval_shape(weighted_terms, jax.tree.map(lambda v: v[0], micro), 0, method_state)
+  zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+  (totals, method_state), _ = jax.lax.scan(accumulate, (zeros, method_state),
+                                           (jnp.arange(k), micro))
+  loss, metrics, grads, weight = totals
+  mean = lambda x: x / weight
+  return (mean(loss), (jax.tree.map(mean, metrics), method_state)), jax.tree.map(mean, grads)
+
+
+def check_accumulation(method, config, devices: int) -> None:
+  """Raises ConfigError unless config.grad_accumulation fits the method and the batch."""
+  k = config.grad_accumulation
+  number("grad_accumulation", k, low=1, integer=True)
+  if k == 1:
+    return
+  if not getattr(method, "PER_EXAMPLE_LOSS", False):
+    exact = [m for m in methods.available() if getattr(methods.get(m), "PER_EXAMPLE_LOSS", False)]
+    raise ConfigError(
+        f"grad_accumulation={k}: {config.method} couples the examples of a batch (BatchNorm "
+        "statistics, negatives or targets from the whole batch), so micro-batches would "
+        "change what it computes, and it is refused rather than approximated. Methods "
+        f"that accumulate exactly: {', '.join(exact)}. Use more devices, or a smaller batch.")
+  if config.global_batch_size % (k * devices):
+    raise ConfigError(
+        f"grad_accumulation={k}: global_batch_size={config.global_batch_size} must be a "
+        f"multiple of grad_accumulation x devices = {k * devices}, so that every device holds "
+        "an equal share of every micro-batch")
+
+
 def train_step(state: TrainState, batch: dict, *, method, config, tx, schedule):
   """One optimizer step; a pure function of (state, batch).
 
@@ -65,9 +129,9 @@ def train_step(state: TrainState, batch: dict, *, method, config, tx, schedule):
   step = state.step
   view_rng, loss_rng = jax.random.split(jax.random.fold_in(state.rng, step))
   views = method.views(batch, view_rng, step, config)
-  grad_fn = jax.value_and_grad(method.loss, has_aux=True)
-  (loss, (metrics, method_state)), grads = grad_fn(
-      state.params, state.method_state, views, loss_rng, step, config)
+  (loss, (metrics, method_state)), grads = loss_and_grads(
+      method, state.params, state.method_state, views, loss_rng, step, config,
+      config.grad_accumulation)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   method_state, update_metrics = method.update(params, method_state, step, config)
@@ -97,6 +161,7 @@ def build(config: ml_collections.ConfigDict, mesh, example: dict | None = None):
   """
   method = methods.get(config.method)
   parallel.check_global_batch_size(config.global_batch_size, mesh)
+  check_accumulation(method, config, mesh.devices.size)
   labels = method.param_labels if hasattr(method, "param_labels") else None
   tx, schedule = optim.make_optimizer(config.optimizer, config.total_steps,
                                       config.global_batch_size,

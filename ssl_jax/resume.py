@@ -21,6 +21,9 @@ SAFE_TO_CHANGE = (
     "resume_changes", "eval", "data.data_dir", "loader_workers",
 )
 _ABSENT = "<absent>"
+# Fields added after runs were saved without them, at the value those runs implicitly had:
+# absent in the saved config and at this value now is no change.
+LATER_FIELDS = {"grad_accumulation": 1}
 
 
 class ConfigMismatchError(ValueError):
@@ -69,7 +72,8 @@ def check_config(config: ml_collections.ConfigDict, workdir: str,
         "it was started with; restore the file, or use a new --workdir.") from None
   allowed = [name.strip() for name in str(config.get("resume_changes", "")).split(",")
              if name.strip()]
-  changed = differences(saved, _as_json(config))
+  changed = {k: v for k, v in differences(saved, _as_json(config)).items()
+             if not (v[0] == _ABSENT and k in LATER_FIELDS and v[1] == LATER_FIELDS[k])}
   safe = {k: v for k, v in changed.items() if _matches(k, SAFE_TO_CHANGE)}
   accepted = {k: v for k, v in changed.items() if k not in safe and _matches(k, allowed)}
   refused = {k: v for k, v in changed.items() if k not in safe and k not in accepted}

@@ -26,7 +26,7 @@ def test_bench_prints_one_json_line():
   assert report["bench"] == "experiment:simclr:fashion_mnist" and report["impl"] == "ssl_jax"
   assert report["batch"] == 16 and report["cpu"]
   for field in ("step_s_median", "items_per_s", "compile_s", "flops_per_step",
-                "matmul_peak_gflops", "mfu"):
+                "matmul_peak_gflops", "mfu", "residual_bytes", "temp_bytes"):
     assert report[field] > 0, field
   assert report["step_s_min"] <= report["step_s_median"] <= report["step_s_max"]
   assert 0 < report["mfu"] < 1

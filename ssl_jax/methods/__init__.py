@@ -49,6 +49,13 @@ Optional:
   param_labels(params, config) -> pytree of "default" | "no_decay" | "constant_lr" | "frozen"
       Optimizer parameter groups (ssl_jax/optim.py): e.g. SimSiam's predictor at a fixed
       learning rate ("constant_lr"), tokens without weight decay.
+  PER_EXAMPLE_LOSS = True (a module constant), and loss_weight(views, config) -> scalar
+      Declares that every leaf of `views` has the examples on its leading axis and that
+      `loss` is a mean over loss terms of single examples (no BatchNorm, negatives or
+      batch-wide targets): then config.grad_accumulation = k splits the views into k
+      micro-batches, exactly (engine.loss_and_grads). `loss_weight` is a micro-batch's
+      number of loss terms (MLM's chosen tokens); without it the micro-batches weigh the
+      same. Any other method refuses accumulation.
   load_pretrained(params, method_state, pretrained_params, pretrained_state, config)
       -> (params, method_state)
       Puts a pretrained run's weights into a freshly initialised state, for a method that

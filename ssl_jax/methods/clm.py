@@ -58,6 +58,16 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
   return value, ({"perplexity": jnp.exp(value), "next_token_accuracy": accuracy}, method_state)
 
 
+# The loss is a mean over the non-pad next-token targets of examples on the leading axis:
+# gradient accumulation is exact with each micro-batch weighted by its target count.
+PER_EXAMPLE_LOSS = True
+
+
+def loss_weight(views, config):
+  del config
+  return jnp.sum((views["tokens"][:, 1:] != text.PAD).astype(jnp.float32))
+
+
 update = method_defaults.no_update
 backbone = method_defaults.backbone
 encode = method_defaults.encode_tokens_with(backbone)

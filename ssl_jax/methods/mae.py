@@ -116,6 +116,11 @@ def init(rng: jax.Array, config: ml_collections.ConfigDict, example_batch: dict)
   return variables["params"], {}
 
 
+# The loss is a mean over examples (every image has the same number of hidden patches),
+# and views hold the examples on their leading axis: gradient accumulation is exact.
+PER_EXAMPLE_LOSS = True
+
+
 def views(batch: dict, rng: jax.Array, step, config: ml_collections.ConfigDict) -> dict:
   """One augmented crop of every image (config.views: one group of count 1) and the
   per-patch noise that chooses its mask."""

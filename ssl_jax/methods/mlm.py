@@ -81,6 +81,16 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
                   "masked_fraction": chosen / jnp.maximum(ordinary, 1.0)}, method_state)
 
 
+# The loss is a mean over the chosen tokens of examples laid out on the leading axis:
+# gradient accumulation is exact with each micro-batch weighted by its chosen count.
+PER_EXAMPLE_LOSS = True
+
+
+def loss_weight(views, config):
+  del config
+  return jnp.sum(views["chosen"].astype(jnp.float32))
+
+
 update = method_defaults.no_update
 backbone = method_defaults.backbone
 encode = method_defaults.encode_tokens_with(backbone)

@@ -9,7 +9,7 @@ import pkgutil
 
 from ssl_jax import views
 
-_NOT_FAMILIES = {"conv", "heads"}
+_NOT_FAMILIES = {"conv", "heads", "remat"}
 
 
 def families() -> list[str]:

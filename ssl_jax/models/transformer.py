@@ -25,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ssl_jax.models import remat as remat_lib
+
 PAD = 0
 # name: (width, depth, heads, mlp_dim). "base" is BERT-base and GPT-2 small's shape;
 # "mini" is the bert_mlm peer's (ssl_jax/bench.py).
@@ -89,6 +91,7 @@ class Transformer(nn.Module):
   pool: str = "mean"
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  remat: str = "none"         # per-block rematerialisation (models/remat.py)
 
   @property
   def feature_dim(self) -> int:
@@ -109,8 +112,9 @@ class Transformer(nn.Module):
     self.final_norm = (nn.LayerNorm(LN_EPSILON, dtype=jnp.float32, param_dtype=self.param_dtype,
                                     name="final_norm") if self.norm == "pre" else None)
     self.embed_dropout = nn.Dropout(self.dropout_rate)
-    self.blocks = [TextBlock(self.num_heads, self.mlp_dim, self.norm, self.dropout_rate,
-                             self.dtype, self.param_dtype, name=f"block{i}")
+    block = remat_lib.wrap(TextBlock, self.remat, static_argnums=(3,))  # train
+    self.blocks = [block(self.num_heads, self.mlp_dim, self.norm, self.dropout_rate,
+                         self.dtype, self.param_dtype, name=f"block{i}")
                    for i in range(self.depth)]
     self.output_bias = self.param("output_bias", nn.initializers.zeros, (self.vocab_size,),
                                   self.param_dtype)
@@ -157,7 +161,8 @@ def build(model_config) -> Transformer:
       num_heads=model_config.get("num_heads") or heads, mlp_dim=model_config.get("mlp_dim") or mlp_dim,
       causal=model_config.causal, norm=model_config.norm, dropout_rate=model_config.dropout_rate,
       pool=model_config.pool, dtype=jnp.dtype(model_config.dtype),
-      param_dtype=jnp.dtype(model_config.get("param_dtype", "float32")))
+      param_dtype=jnp.dtype(model_config.get("param_dtype", "float32")),
+      remat=model_config.get("remat", "none"))
 
 
 def num_layers(model: Transformer) -> int:

@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssl_jax.models import remat as remat_lib
+
 # name: (width, depth, heads). Ti/S/B as in DeiT and the ViT paper; "tiny-test" for tests.
 PRESETS = {"Ti": (192, 12, 3), "S": (384, 12, 6), "B": (768, 12, 12), "L": (1024, 24, 16)}
 POOLS = ("token", "gap")
@@ -112,12 +114,14 @@ class Encoder(nn.Module):
   drop_path_rate: float = 0.0
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  remat: str = "none"
 
   @nn.compact
   def __call__(self, x, train: bool):
+    block = remat_lib.wrap(Block, self.remat, static_argnums=(2,))
     for i in range(self.depth):
       rate = self.drop_path_rate * i / max(self.depth - 1, 1)
-      x = Block(self.num_heads, self.mlp_ratio, rate, self.dtype, self.param_dtype,
+      x = block(self.num_heads, self.mlp_ratio, rate, self.dtype, self.param_dtype,
                 name=f"block{i}")(x, train)
     return nn.LayerNorm(LN_EPSILON, dtype=jnp.float32, param_dtype=self.param_dtype,
                         name="norm")(x)
@@ -134,6 +138,7 @@ class ViT(nn.Module):
   drop_path_rate: float = 0.0
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  remat: str = "none"         # per-block rematerialisation (models/remat.py)
 
   @property
   def feature_dim(self) -> int:
@@ -149,7 +154,7 @@ class ViT(nn.Module):
     self.class_token = self.param("class_token", nn.initializers.normal(0.02),
                                   (1, 1, self.width), self.param_dtype)
     self.encoder = Encoder(self.depth, self.num_heads, self.mlp_ratio, self.drop_path_rate,
-                           self.dtype, self.param_dtype, name="encoder")
+                           self.dtype, self.param_dtype, self.remat, name="encoder")
 
   def grid(self, images) -> tuple[int, int]:
     height, width = images.shape[1:3]
@@ -188,7 +193,8 @@ def build(model_config) -> ViT:
   return ViT(patch_size=get("patch_size", 16), width=get("width", 0) or width,
              depth=get("depth", 0) or depth, num_heads=get("num_heads", 0) or heads,
              mlp_ratio=get("mlp_ratio", 4.0), pool=get("pool", "token"),
-             drop_path_rate=get("drop_path_rate", 0.0), dtype=jnp.dtype(get("dtype", "float32")))
+             drop_path_rate=get("drop_path_rate", 0.0), dtype=jnp.dtype(get("dtype", "float32")),
+             remat=get("remat", "none"))
 
 
 def num_layers(model: ViT) -> int:
