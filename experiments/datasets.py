@@ -135,9 +135,9 @@ def resnet_config(depth: int, width_multiplier: float = 1.0, small_image_stem: b
   model.width_multiplier = width_multiplier  # scales every channel count
   model.small_image_stem = small_image_stem  # 3x3 stem conv, no max-pool (28/32-pixel inputs)
   model.small_stem_stride = small_stem_stride  # 2: halves the stem's output side (cheaper)
+  model.dtype = "float32"               # compute dtype of convolutions (config.precision sets it)
   model.lock()
   return model
-
 
 
 def vit_config(variant: str, patch_size: int, **fields) -> ml_collections.ConfigDict:

@@ -36,11 +36,15 @@ host loader alone (read, decode, host preprocess, batch) for each worker count.
 
 Fields: step_s_median over the timed steps, items_per_s = items (images, or tokens for
 text) / step_s_median, params (trained parameters),
-compile_s (lower + compile), flops_per_step from XLA's cost analysis, residual_bytes (the
-activations the backward pass keeps), temp_bytes (XLA's temporary buffers), peak_bytes
-(the device allocator's peak, where the backend reports it); on CPU also
-matmul_peak_gflops (float32 2048x2048 jitted matmul, best of 5, same run) and mfu =
-flops_per_step / step_s_median / peak; the CPU model, since these machines differ.
+compile_s (lower + compile), flops_per_step from XLA's cost analysis (backend-specific: on
+GPU it omits cuDNN's convolutions), model_flops_per_step (ssl_jax/flops.py: the matmuls
+and convolutions of the traced step, forward and backward, every view), mfu =
+model_flops_per_step / step_s_median / peak, with peak_source saying where the peak
+came from (on CPU: matmul_peak_gflops, a float32 2048x2048 jitted matmul, best of 5, in
+the same run, and xla_mfu from XLA's count too; on GPU and TPU: the datasheet table in
+flops.py), residual_bytes (the activations the backward pass keeps), temp_bytes (XLA's
+temporary buffers), peak_bytes (the device allocator's peak, where the backend reports
+it), and the CPU model, since these machines differ.
 """
 import argparse
 import importlib
@@ -57,7 +61,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ssl_jax import engine, evaluate, methods, optim, parallel, train, views
+from ssl_jax import engine, evaluate, flops, methods, optim, parallel, train, views
 from ssl_jax.data import feed, pipeline, preprocess, sources
 from ssl_jax.models import remat
 
@@ -235,7 +239,7 @@ def _memory(compiled, config, state, batch) -> dict:
 
 def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
         experiment: str | None = None, real_data: bool = False, workers: int = 0,
-        data_dir: str | None = None) -> dict:
+        data_dir: str | None = None, precision: str = "float32") -> dict:
   """One bench line. `real_data` (with `experiment`): the step fed by the real loader
   (`workers` processes), each timed step including its wait for the batch."""
   if real_data and not experiment:
@@ -254,6 +258,7 @@ def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
     config, image_shape = make_config(batch or default_batch), CIFAR_SHAPE
   else:
     raise SystemExit(f"unknown bench {name!r}; available: {sorted(BENCHES)}")
+  config.precision = precision
   batch = config.global_batch_size
   mesh = parallel.make_mesh()
   if real_data:
@@ -295,17 +300,25 @@ def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
             "step_s_max": round(max(times), 4), "final_loss": float(metrics["loss"]),
             "backend": jax.default_backend(), "devices": jax.device_count(),
             "device_kind": jax.devices()[0].device_kind, "cpu": cpu_model(),
-            "data": "real" if real_data else "synthetic"}
-  result.update(_memory(compiled, config, state, data))
+            "data": "real" if real_data else "synthetic", "precision": precision}
+  result.update(_memory(compiled, engine.with_precision(config), state, data))
   if real_data:
     result["loader_workers"] = workers
     result["input_wait_fraction"] = round(stream.take_wait_seconds() / sum(times), 4)
     stream.close()
+  result["model_flops_per_step"] = flops.model_flops(step, state, data)
   if jax.default_backend() == "cpu":
     peak = matmul_peak_gflops()
     result["matmul_peak_gflops"] = round(peak, 1)
-    if result["flops_per_step"]:
-      result["mfu"] = round(result["flops_per_step"] / median / (peak * 1e9), 4)
+    peak, source = peak * 1e9, f"measured: float32 2048x2048 matmul, {peak:.0f} GFLOP/s"
+  else:
+    known = flops.device_peak(jax.devices()[0].device_kind, "float32")
+    peak, source = known if known else (None, f"unknown device kind {jax.devices()[0].device_kind!r}")
+  result["peak_source"] = source
+  if peak:
+    result["mfu"] = round(result["model_flops_per_step"] / median / peak, 4)
+  if jax.default_backend() == "cpu" and result["flops_per_step"]:
+    result["xla_mfu"] = round(result["flops_per_step"] / median / peak, 4)
   return result
 
 
@@ -352,6 +365,8 @@ def main(argv=None) -> None:
                            "(loader: e.g. 0,1,2,4)")
   parser.add_argument("--dataset", default="fashion_mnist", help="loader: the dataset preset")
   parser.add_argument("--batches", type=int, default=50, help="loader: timed batches per count")
+  parser.add_argument("--precision", default="float32", choices=engine.PRECISIONS,
+                      help="config.precision of the step")
   parser.add_argument("--data_dir", default=None, help="TFDS data_dir of the real data (default: "
                       "$TFDS_DATA_DIR or ~/tensorflow_datasets)")
   args = parser.parse_args(argv)
@@ -368,7 +383,7 @@ def main(argv=None) -> None:
   if len(workers) != 1:
     parser.error("--workers takes one count here (a list is for the loader bench)")
   print(json.dumps(run(args.bench, args.batch, args.steps, args.warmup, args.experiment,
-                       args.real_data, workers[0], args.data_dir)))
+                       args.real_data, workers[0], args.data_dir, args.precision)))
 
 
 if __name__ == "__main__":

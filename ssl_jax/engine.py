@@ -154,11 +154,36 @@ def example_batch(config: ml_collections.ConfigDict) -> dict:
   return pipeline.read_batch(source, [0], tuple(data.features), preprocess.from_config(data))
 
 
+PRECISIONS = ("float32", "bfloat16")
+
+
+def with_precision(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The config the train step computes with. config.precision = "bfloat16" makes every
+  network of the run (config.model, and config.text_model if there is one) compute its
+  convolutions and matmuls in bfloat16; parameters and optimizer state stay float32
+  (param_dtype), and normalisation statistics, softmax, the features a network returns
+  and so the losses, EMA targets, queues and centres stay float32 (the models cast).
+  Projection heads (models/heads.py) compute in float32. Evaluation runs in float32."""
+  precision = config.get("precision", "float32")
+  if precision not in PRECISIONS:
+    raise ConfigError(f"precision={precision!r}; expected one of {', '.join(PRECISIONS)}")
+  if precision == "float32":
+    return config
+  config = ml_collections.ConfigDict(config.to_dict())  # a copy; the run's config is unchanged
+  for name in ("model", "text_model"):
+    if name in config:
+      config[name].dtype = precision
+  config.lock()
+  return config
+
+
 def build(config: ml_collections.ConfigDict, mesh, example: dict | None = None):
   """(method, jitted init(rng) -> state, jitted step(state, batch)) for a config and mesh.
 
   `example` is a one-example batch giving input shapes; default: the dataset's first record.
+  The step computes at config.precision (with_precision).
   """
+  config = with_precision(config)
   method = methods.get(config.method)
   parallel.check_global_batch_size(config.global_batch_size, mesh)
   check_accumulation(method, config, mesh.devices.size)

@@ -23,7 +23,8 @@ SAFE_TO_CHANGE = (
 _ABSENT = "<absent>"
 # Fields added after runs were saved without them, at the value those runs implicitly had:
 # absent in the saved config and at this value now is no change.
-LATER_FIELDS = {"grad_accumulation": 1}
+LATER_FIELDS = {"grad_accumulation": 1, "precision": "float32", "model.dtype": "float32",
+                "model.remat": "none"}
 
 
 class ConfigMismatchError(ValueError):

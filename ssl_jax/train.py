@@ -33,6 +33,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 2            # how many recent checkpoints orbax keeps
   config.resume_changes = ""             # comma-separated fields a resumed run may change (e.g. total_steps)
   config.async_checkpointing = True      # write checkpoints in a background thread
+  config.precision = "float32"           # float32 | bfloat16: the networks' matmuls and convolutions
   config.grad_accumulation = 1          # micro-batches per step (methods with PER_EXAMPLE_LOSS)
   config.loader_workers = -1             # host loader processes; -1: by core count (feed.default_worker_count)
   return config

@@ -186,7 +186,7 @@ class ResNet(nn.Module):
         x = ResidualBlock(width * 2**stage, strides, self.bottleneck, norm, conv,
                           self.zero_init_residual,
                           name=f"stage{stage + 1}_block{block + 1}")(x)
-    return jnp.mean(x, axis=(1, 2))
+    return jnp.mean(x.astype(jnp.float32), axis=(1, 2))  # float32 features whatever the dtype
 
 
 def stage_layout(depth: int) -> Tuple[Tuple[int, ...], bool]:
@@ -199,7 +199,7 @@ def stage_layout(depth: int) -> Tuple[Tuple[int, ...], bool]:
 
 def build(model_config) -> ResNet:
   """ResNet from a ConfigDict with depth, width_multiplier, small_image_stem and the
-  optional conv_impl, bn_momentum, zero_init_residual."""
+  optional conv_impl, bn_momentum, zero_init_residual, dtype."""
   stage_sizes, bottleneck = stage_layout(model_config.depth)
   get = model_config.get
   return ResNet(stage_sizes=stage_sizes, bottleneck=bottleneck,
@@ -208,7 +208,8 @@ def build(model_config) -> ResNet:
                 small_stem_stride=get("small_stem_stride", 1),
                 conv_impl=get("conv_impl", "auto"),
                 bn_momentum=get("bn_momentum", 0.9),
-                zero_init_residual=get("zero_init_residual", False))
+                zero_init_residual=get("zero_init_residual", False),
+                dtype=jnp.dtype(get("dtype", "float32")))
 
 
 def num_layers(model: ResNet) -> int:

@@ -1,0 +1,86 @@
+"""Model FLOPs of a jitted function, counted from its jaxpr, and the peak rates of the
+devices it runs on: MFU on every backend.
+
+XLA's cost analysis is backend-specific (on GPU it leaves out the convolutions cuDNN
+runs), so MFU here counts what the model asks for instead: 2 x multiply-adds of every
+matmul (dot_general) and convolution in the traced program, forward and backward, every
+view and crop, with scans multiplied by their length. Element-wise work (normalisation,
+activations, the optimizer) is not counted, as in the usual definition of MFU.
+"""
+import math
+
+import jax
+from jax.extend import core
+
+# Dense peak FLOP/s per chip: (bfloat16, float32 as XLA runs it by default: TF32 on NVIDIA
+# GPUs, bf16 passes on TPUs). Vendor datasheets (NVIDIA H100/H200 SXM, A100 SXM; Google
+# Cloud TPU system architecture pages).
+PEAKS = (
+    ("h200", "NVIDIA H200", 989.4e12, 494.7e12),
+    ("h100", "NVIDIA H100 SXM", 989.4e12, 494.7e12),
+    ("a100", "NVIDIA A100 SXM", 312e12, 156e12),
+    ("v6", "TPU v6e (Trillium)", 918e12, 918e12),
+    ("v5p", "TPU v5p", 459e12, 459e12),
+    ("v5 lite", "TPU v5e", 197e12, 197e12),
+    ("v5e", "TPU v5e", 197e12, 197e12),
+    ("v4", "TPU v4", 275e12, 275e12),
+)
+
+
+def device_peak(device_kind: str, dtype: str = "float32") -> tuple[float, str] | None:
+  """(peak FLOP/s, what it is) for a device kind from PEAKS, or None if unknown."""
+  kind = device_kind.lower()
+  for key, name, bf16, float32 in PEAKS:
+    if key in kind:
+      peak = bf16 if dtype == "bfloat16" else float32
+      label = "bf16" if dtype == "bfloat16" else "float32 as run (TF32 / bf16 passes)"
+      return peak, f"{name} {label}, {peak / 1e12:.1f} TFLOP/s (datasheet)"
+  return None
+
+
+def _dot_flops(eqn) -> float:
+  (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+  lhs = eqn.invars[0].aval.shape
+  out = eqn.outvars[0].aval.shape
+  return 2.0 * math.prod(out) * math.prod(lhs[d] for d in lhs_contract)
+
+
+def _conv_flops(eqn) -> float:
+  # Every output element is a dot over the kernel's window and its input features.
+  rhs = eqn.invars[1].aval.shape
+  spec = eqn.params["dimension_numbers"].rhs_spec  # (out features, in features, *spatial)
+  window = math.prod(rhs[d] for d in spec[2:])
+  return 2.0 * math.prod(eqn.outvars[0].aval.shape) * window * rhs[spec[1]]
+
+
+def _sub_jaxprs(value):
+  if isinstance(value, core.ClosedJaxpr):
+    yield value.jaxpr
+  elif isinstance(value, core.Jaxpr):
+    yield value
+  elif isinstance(value, (tuple, list)):
+    for item in value:
+      yield from _sub_jaxprs(item)
+
+
+def jaxpr_flops(jaxpr: core.Jaxpr) -> float:
+  """Matmul and convolution FLOPs of a jaxpr, inner jaxprs included (a scan's body
+  times its length, the costliest branch of a cond, a while loop's body once)."""
+  total = 0.0
+  for eqn in jaxpr.eqns:
+    name = eqn.primitive.name
+    if name == "dot_general":
+      total += _dot_flops(eqn)
+    elif name == "conv_general_dilated":
+      total += _conv_flops(eqn)
+    elif name == "cond":
+      total += max(jaxpr_flops(b.jaxpr) for b in eqn.params["branches"])
+    else:
+      inner = sum(jaxpr_flops(j) for value in eqn.params.values() for j in _sub_jaxprs(value))
+      total += inner * (eqn.params.get("length", 1) if name == "scan" else 1)
+  return total
+
+
+def model_flops(fn, *args) -> float:
+  """Matmul and convolution FLOPs of one call of `fn(*args)` (traced, not run)."""
+  return jaxpr_flops(jax.make_jaxpr(fn)(*args).jaxpr)
