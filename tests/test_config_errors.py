@@ -67,3 +67,21 @@ def test_evaluate_without_modes_reads_the_run_config(tmp_path, configured, error
   engine.save_config(config, str(tmp_path))
   with pytest.raises(ValueError, match=error):
     evaluate.run(str(tmp_path))
+
+
+def test_runs_saved_before_a_field_existed_resume_at_its_default(tmp_path):
+  """A config.json written before grad_accumulation, precision and model.remat existed
+  resumes under today's defaults; a non-default value is still a change to refuse."""
+  import json
+  from ssl_jax import resume
+  from experiments import mae
+  config = mae.get_config("fashion_mnist,smoke")
+  saved = json.loads(config.to_json_best_effort())
+  for name in ("grad_accumulation", "precision"):
+    del saved[name]
+  del saved["model"]["remat"]
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  resume.check_config(config, str(tmp_path), note=lambda _: None)
+  config.grad_accumulation = 2
+  with pytest.raises(resume.ConfigMismatchError, match="grad_accumulation: '<absent>' in the run, 2 now"):
+    resume.check_config(config, str(tmp_path), note=lambda _: None)
