@@ -32,8 +32,8 @@ by grain itself, so the manager needs no `item_handlers` for it:
 The state is only a position in the stream, `{"next_index": k}`: restore into
 an iterator from a loader built with the same source (dataset and split), seed
 and batch size (any worker count), or the run goes on from that position of a
-different stream with no error. Each process writes its own `process_I-of-N.json` and reads it
-back, so restore with the same process count.
+different stream with no error. Each process writes its own
+`process_I-of-N.json` and reads it back, so restore with the same process count.
 """
 
 from __future__ import annotations
