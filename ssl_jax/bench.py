@@ -62,7 +62,7 @@ import ml_collections
 import numpy as np
 
 from ssl_jax import engine, evaluate, flops, methods, optim, parallel, train, views
-from ssl_jax.data import feed, pipeline, preprocess, sources
+from ssl_jax.data import pipeline, preprocess, sources
 from ssl_jax.models import remat
 
 CIFAR_SHAPE = (32, 32, 3)
@@ -203,17 +203,6 @@ def _flops(compiled) -> float | None:
   return float(analysis["flops"]) if analysis and "flops" in analysis else None
 
 
-def _real_batches(config, mesh, workers: int):
-  """The config's training stream through the trainer's own loader and device prefetch."""
-  data = config.data
-  source = sources.get_source(data.name, data.train_split, data.data_dir)
-  host = iter(pipeline.train_loader(source, global_batch_size=config.global_batch_size,
-                                    seed=config.seed, keys=tuple(data.features),
-                                    preprocess=preprocess.from_config(data),
-                                    worker_count=workers))
-  return feed.DevicePrefetch(host, lambda b: parallel.to_global(b, mesh))
-
-
 def _memory(compiled, config, state, batch) -> dict:
   """What the step holds: residual_bytes, the activations its backward pass keeps (of one
   micro-batch; what remat and accumulation shrink, backend-independent); temp_bytes,
@@ -262,7 +251,8 @@ def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
   batch = config.global_batch_size
   mesh = parallel.make_mesh()
   if real_data:
-    stream = _real_batches(config, mesh, workers)
+    config.loader_workers = workers
+    stream = train.train_stream(config, mesh)  # exactly the trainer's input path
     _, init, step = engine.build(config, mesh)
     data = next(stream)
   else:

@@ -122,16 +122,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   check_config(config)
   mesh = parallel.make_mesh()
   method, init, step_fn = engine.build(config, mesh)
-  data = config.data
-  source = sources.get_source(data.name, data.train_split, data.data_dir)
-  workers = config.loader_workers if config.loader_workers >= 0 else feed.default_worker_count()
-  host_batches = iter(pipeline.train_loader(
-      source, global_batch_size=config.global_batch_size, seed=config.seed,
-      keys=tuple(data.features), preprocess=preprocess.from_config(data), worker_count=workers))
-  # The next batch is on the devices before the step that needs it starts; the
-  # checkpointed position is that of the batches the steps consumed.
-  data_iterator = feed.DevicePrefetch(host_batches, lambda b: parallel.to_global(b, mesh))
-  unit = {"image": "img", "text": "texts"}.get(data.modality, "examples")  # per second
+  data_iterator = train_stream(config, mesh)
+  unit = {"image": "img", "text": "texts"}.get(config.data.modality, "examples")  # per second
   progress = log.Progress(config.total_steps, config.global_batch_size, unit=unit)
   checkpoints = checkpoint.Checkpointer(workdir, config.keep_checkpoints,
                                         config.async_checkpointing, warn=progress.message)
@@ -225,6 +217,19 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       writer.close()
       data_iterator.close()
   return state
+
+
+def train_stream(config: ml_collections.ConfigDict, mesh) -> feed.DevicePrefetch:
+  """The run's training batches as global arrays: config.data read by config.loader_workers
+  processes (-1: feed.default_worker_count), each batch on the devices before the step that
+  needs it starts; the checkpointed position is that of the batches the steps consumed."""
+  data = config.data
+  source = sources.get_source(data.name, data.train_split, data.data_dir)
+  workers = config.loader_workers if config.loader_workers >= 0 else feed.default_worker_count()
+  host_batches = iter(pipeline.train_loader(
+      source, global_batch_size=config.global_batch_size, seed=config.seed,
+      keys=tuple(data.features), preprocess=preprocess.from_config(data), worker_count=workers))
+  return feed.DevicePrefetch(host_batches, lambda b: parallel.to_global(b, mesh))
 
 
 def is_complete(state: TrainState, config: ml_collections.ConfigDict) -> bool:
