@@ -44,7 +44,9 @@ came from (on CPU: matmul_peak_gflops, a float32 2048x2048 jitted matmul, best o
 the same run, and xla_mfu from XLA's count too; on GPU and TPU: the datasheet table in
 flops.py), residual_bytes (the activations the backward pass keeps), temp_bytes (XLA's
 temporary buffers), peak_bytes (the device allocator's peak, where the backend reports
-it), and the CPU model, since these machines differ.
+it), state_bytes_per_device (parameters, optimizer and method state one device holds:
+`--fsdp N` splits them, ssl_jax/sharding.py), and the CPU model, since these machines
+differ.
 """
 import argparse
 import importlib
@@ -61,7 +63,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ssl_jax import engine, evaluate, flops, methods, optim, parallel, train, views
+from ssl_jax import engine, evaluate, flops, methods, optim, parallel, sharding, train, views
 from ssl_jax.data import pipeline, preprocess, sources
 from ssl_jax.models import remat
 
@@ -228,7 +230,7 @@ def _memory(compiled, config, state, batch) -> dict:
 
 def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
         experiment: str | None = None, real_data: bool = False, workers: int = 0,
-        data_dir: str | None = None, precision: str = "float32") -> dict:
+        data_dir: str | None = None, precision: str = "float32", fsdp: int = 1) -> dict:
   """One bench line. `real_data` (with `experiment`): the step fed by the real loader
   (`workers` processes), each timed step including its wait for the batch."""
   if real_data and not experiment:
@@ -248,8 +250,9 @@ def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
   else:
     raise SystemExit(f"unknown bench {name!r}; available: {sorted(BENCHES)}")
   config.precision = precision
+  config.sharding.fsdp = fsdp
   batch = config.global_batch_size
-  mesh = parallel.make_mesh()
+  mesh = parallel.make_mesh(sharding.fsdp_size(config.sharding, jax.device_count()))
   if real_data:
     config.loader_workers = workers
     stream = train.train_stream(config, mesh)  # exactly the trainer's input path
@@ -261,6 +264,7 @@ def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
     data = parallel.to_global(host_batch, mesh)
     stream = itertools.repeat(data)
   state = init(jax.random.PRNGKey(0))
+  state_bytes = sharding.bytes_per_device(engine.abstract_state(init, jax.random.PRNGKey(0)))
   items = batch * (TEXT_LENGTH if config.data.modality == "text" else 1)
 
   start = time.perf_counter()
@@ -290,7 +294,8 @@ def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
             "step_s_max": round(max(times), 4), "final_loss": float(metrics["loss"]),
             "backend": jax.default_backend(), "devices": jax.device_count(),
             "device_kind": jax.devices()[0].device_kind, "cpu": cpu_model(),
-            "data": "real" if real_data else "synthetic", "precision": precision}
+            "data": "real" if real_data else "synthetic", "precision": precision,
+            "fsdp": mesh.shape[parallel.FSDP_AXIS], "state_bytes_per_device": state_bytes}
   result.update(_memory(compiled, engine.with_precision(config), state, data))
   if real_data:
     result["loader_workers"] = workers
@@ -357,6 +362,9 @@ def main(argv=None) -> None:
   parser.add_argument("--batches", type=int, default=50, help="loader: timed batches per count")
   parser.add_argument("--precision", default="float32", choices=engine.PRECISIONS,
                       help="config.precision of the step")
+  parser.add_argument("--fsdp", type=int, default=1,
+                      help="config.sharding.fsdp: devices each large state leaf is split over "
+                           "(-1: all); 1 replicates the state")
   parser.add_argument("--data_dir", default=None, help="TFDS data_dir of the real data (default: "
                       "$TFDS_DATA_DIR or ~/tensorflow_datasets)")
   args = parser.parse_args(argv)
@@ -373,7 +381,7 @@ def main(argv=None) -> None:
   if len(workers) != 1:
     parser.error("--workers takes one count here (a list is for the loader bench)")
   print(json.dumps(run(args.bench, args.batch, args.steps, args.warmup, args.experiment,
-                       args.real_data, workers[0], args.data_dir, args.precision)))
+                       args.real_data, workers[0], args.data_dir, args.precision, args.fsdp)))
 
 
 if __name__ == "__main__":

@@ -46,9 +46,27 @@ class _Corrupt(Exception):
   """A step is damaged (unreadable, or its values do not match its integrity record)."""
 
 
+def _host_copy(leaf: Any) -> Any:
+  """The whole value of a leaf on this host. A leaf split across processes (FSDP over
+  several hosts) is gathered: a collective, which every process reaches in the same
+  order because they all record the same tree."""
+  if isinstance(leaf, jax.Array) and not (leaf.is_fully_addressable or leaf.is_fully_replicated):
+    return multihost_utils.process_allgather(leaf, tiled=True)
+  return jax.device_get(leaf)
+
+
+def _split_across_processes(abstract_state: Any) -> bool:
+  """Whether any leaf's sharding spreads distinct parts of it over several processes."""
+  if jax.process_count() == 1:
+    return False
+  return any(getattr(leaf, "sharding", None) is not None and not leaf.sharding.is_fully_replicated
+             for leaf in jax.tree.leaves(abstract_state))
+
+
 def _leaf_records(state: Any) -> dict:
-  """{path: {"shape", "dtype", "crc32"}} of every leaf, from host copies of the values."""
-  host = jax.device_get(state)
+  """{path: {"shape", "dtype", "crc32"}} of every leaf, from host copies of the whole
+  values, so the record is the same whatever layout wrote or restores the state."""
+  host = jax.tree.map(_host_copy, state)
   records = {}
   for path, leaf in jax.tree_util.tree_leaves_with_path(host):
     array = np.asarray(leaf)  # tobytes() is C order whatever the layout
@@ -290,11 +308,20 @@ class Checkpointer:
           "this config builds:\n" + "\n".join(differences[:20]) +
           "\nResume with the config the run was started with (its config.json), or use a new "
           "--workdir for the new config.")
+    problem = None
     try:
       state = self._manager.restore(
           step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(abstract_state)}))[STATE]
     except Exception as error:  # pylint: disable=broad-except
-      raise _Corrupt(f"{type(error).__name__}: {str(error)[:300]}") from None
+      problem = f"{type(error).__name__}: {str(error)[:300]}"
+    if _split_across_processes(abstract_state):
+      # Verifying gathers the split leaves: a collective, so first agree that every
+      # process has its part, or a process that failed would leave the others waiting.
+      failed = _all_processes(problem is not None)
+      if any(failed) and problem is None:
+        problem = f"process {failed.index(1)} could not restore its part"
+    if problem:
+      raise _Corrupt(problem)
     _verify(record["leaves"], _leaf_records(state))
     if data_iterator is not None:
       self._restore_iterator(step, record, data_iterator)

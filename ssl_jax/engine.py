@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from ssl_jax import methods, optim, parallel
+from ssl_jax import methods, optim, parallel, sharding
 from ssl_jax.validate import ConfigError, number
 from ssl_jax.data import pipeline, preprocess, sources
 
@@ -181,25 +181,38 @@ def build(config: ml_collections.ConfigDict, mesh, example: dict | None = None):
   """(method, jitted init(rng) -> state, jitted step(state, batch)) for a config and mesh.
 
   `example` is a one-example batch giving input shapes; default: the dataset's first record.
-  The step computes at config.precision (with_precision).
+  The step computes at config.precision (with_precision). Each state leaf is laid out by
+  config.sharding on the mesh's 'fsdp' axis (ssl_jax/sharding.py): init makes the state
+  in that layout and the step keeps it there.
   """
   config = with_precision(config)
   method = methods.get(config.method)
   parallel.check_global_batch_size(config.global_batch_size, mesh)
   check_accumulation(method, config, mesh.devices.size)
+  layout = config.get("sharding", sharding.default_config())
+  fsdp = sharding.fsdp_size(layout, mesh.devices.size)
+  if fsdp != mesh.shape.get(parallel.FSDP_AXIS, 1):
+    raise ConfigError(f"sharding.fsdp={layout.fsdp} but the mesh's fsdp axis has "
+                      f"{mesh.shape.get(parallel.FSDP_AXIS, 1)} devices: build the mesh with "
+                      f"parallel.make_mesh({fsdp})")
   labels = method.param_labels if hasattr(method, "param_labels") else None
   tx, schedule = optim.make_optimizer(config.optimizer, config.total_steps,
                                       config.global_batch_size,
                                       param_labels=partial(labels, config=config) if labels else None)
-  replicated = parallel.replicated(mesh)
-  init = jax.jit(partial(create_train_state, method=method, config=config, tx=tx,
-                         batch=example if example is not None else example_batch(config)),
-                 out_shardings=replicated)
+  make_state = partial(create_train_state, method=method, config=config, tx=tx,
+                       batch=example if example is not None else example_batch(config))
+  if fsdp == 1:  # every leaf replicated: no need to trace the state's shapes for a layout
+    sharding.check_rules(layout)
+    shardings = parallel.replicated(mesh)
+  else:
+    shardings = sharding.state_shardings(jax.eval_shape(make_state, jax.random.PRNGKey(0)),
+                                         mesh, layout)
+  init = jax.jit(make_state, out_shardings=shardings)
   # The step runs under the mesh, so a method may use jax.shard_map where it truly needs
   # per-device semantics.
   step = jax.jit(partial(_step_under_mesh, mesh=mesh, method=method, config=config, tx=tx,
                          schedule=schedule),
-                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+                 out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=(0,))
   return method, init, step
 
 
@@ -209,12 +222,11 @@ def _step_under_mesh(state, batch, *, mesh, **kwargs):
     return train_step(state, batch, **kwargs)
 
 
-def abstract_state(init, rng, mesh) -> TrainState:
-  """Shapes, dtypes and (replicated) shardings of the state `init(rng)` would make:
-  the restore target, so a checkpoint loads onto this mesh without a throwaway init."""
-  return jax.tree.map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=parallel.replicated(mesh)),
-      jax.eval_shape(init, rng))
+def abstract_state(init, rng) -> TrainState:
+  """Shapes, dtypes and shardings (build's layout) of the state `init(rng)` would make:
+  the restore target, so a checkpoint loads onto this mesh and layout, whatever mesh and
+  layout wrote it, without a throwaway init."""
+  return jax.eval_shape(init, rng)
 
 
 def model_init(method, config, example: dict):

@@ -1,9 +1,10 @@
 """Device mesh, shardings, multi-host start-up, and host batch -> global jax.Array.
 
-Everything runs as one `jax.jit` over a mesh with a single 'data' axis. The batch is
-sharded on 'data' and the train state is replicated, so global-batch quantities
-(the contrastive similarity matrix, BatchNorm statistics) come out right with no
-hand-written collectives: XLA inserts them.
+Everything runs as one `jax.jit` over a (data, fsdp) mesh. The batch is split over
+both axes (every device its own rows), so global-batch quantities (the contrastive
+similarity matrix, BatchNorm statistics) come out right with no hand-written
+collectives: XLA inserts them. The train state is replicated (fsdp = 1, the default) or
+split over 'fsdp' by rules (ssl_jax/sharding.py).
 """
 import os
 from typing import Any
@@ -16,6 +17,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ssl_jax.validate import ConfigError
 
 DATA_AXIS = "data"
+FSDP_AXIS = "fsdp"
 
 
 def initialize_distributed() -> None:
@@ -34,15 +36,19 @@ def initialize_distributed() -> None:
     jax.distributed.initialize()
 
 
-def make_mesh() -> Mesh:
-  """A 1-D mesh over every device of every process, axis 'data' (Auto sharding)."""
-  return jax.make_mesh((jax.device_count(),), (DATA_AXIS,),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+def make_mesh(fsdp: int = 1) -> Mesh:
+  """A (data, fsdp) mesh over every device of every process (Auto sharding): fsdp
+  devices per group that split the sharded state leaves, devices // fsdp such groups."""
+  devices = jax.device_count()
+  if fsdp < 1 or devices % fsdp:
+    raise ConfigError(f"an fsdp axis of {fsdp} does not divide the {devices} devices")
+  auto = jax.sharding.AxisType.Auto
+  return jax.make_mesh((devices // fsdp, fsdp), (DATA_AXIS, FSDP_AXIS), axis_types=(auto, auto))
 
 
 def data_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) axis split over 'data'."""
-  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+  """Leading (batch) axis split over every axis of the mesh."""
+  return NamedSharding(mesh, PartitionSpec(tuple(mesh.axis_names)))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -19,12 +19,14 @@ import ml_collections
 SAFE_TO_CHANGE = (
     "log_every_steps", "checkpoint_every_steps", "keep_checkpoints", "async_checkpointing",
     "resume_changes", "eval", "data.data_dir", "loader_workers",
+    "sharding",  # where the state's leaves live, not their values (restored across layouts)
 )
 _ABSENT = "<absent>"
 # Fields added after runs were saved without them, at the value those runs implicitly had:
 # absent in the saved config and at this value now is no change.
 LATER_FIELDS = {"grad_accumulation": 1, "precision": "float32", "model.dtype": "float32",
-                "model.remat": "none"}
+                "model.remat": "none", "sharding.fsdp": 1, "sharding.rules": [],
+                "sharding.min_size": 2**14}
 
 
 class ConfigMismatchError(ValueError):

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax import checkpoint, engine, evaluate, log, parallel, resume
+from ssl_jax import checkpoint, engine, evaluate, log, parallel, resume, sharding
 from ssl_jax.data import feed, pipeline, preprocess, sources
 from ssl_jax.engine import TrainState
 from ssl_jax.validate import number
@@ -36,6 +36,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.precision = "float32"           # float32 | bfloat16: the networks' matmuls and convolutions
   config.grad_accumulation = 1          # micro-batches per step (methods with PER_EXAMPLE_LOSS)
   config.loader_workers = -1             # host loader processes; -1: by core count (feed.default_worker_count)
+  config.sharding = sharding.default_config()  # fsdp: split params/optimizer state (ssl_jax/sharding.py)
   return config
 
 
@@ -120,7 +121,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     checkpoint.CheckpointError: no checkpoint restores, or a background save failed.
   """
   check_config(config)
-  mesh = parallel.make_mesh()
+  mesh = parallel.make_mesh(sharding.fsdp_size(config.sharding, jax.device_count()))
   method, init, step_fn = engine.build(config, mesh)
   data_iterator = train_stream(config, mesh)
   unit = {"image": "img", "text": "texts"}.get(config.data.modality, "examples")  # per second
@@ -128,9 +129,12 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   checkpoints = checkpoint.Checkpointer(workdir, config.keep_checkpoints,
                                         config.async_checkpointing, warn=progress.message)
   rng = jax.random.PRNGKey(config.seed)
+  if mesh.shape[parallel.FSDP_AXIS] > 1:
+    progress.message(f"mesh {dict(mesh.shape)}: "
+                     + sharding.describe(engine.abstract_state(init, rng)))
   if checkpoints.latest_step() is not None:
     resume.check_config(config, workdir, progress.message)
-    state = checkpoints.restore_latest_good(engine.abstract_state(init, rng, mesh), data_iterator)
+    state = checkpoints.restore_latest_good(engine.abstract_state(init, rng), data_iterator)
     progress.message(f"resumed from {checkpoints.directory} at step {int(state.step)}")
     log.truncate_metrics(workdir, int(state.step))  # steps after it will be logged again
   else:

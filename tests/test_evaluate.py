@@ -134,7 +134,7 @@ def test_evaluation_restores_params_and_method_state_only(tiny_data_dir, tmp_pat
   _, init, _ = engine.build(changed, mesh)
   checkpoints = checkpoint.Checkpointer(workdir, async_save=False)
   with pytest.raises(checkpoint.StateMismatchError):
-    checkpoints.restore(engine.abstract_state(init, jax.random.PRNGKey(0), mesh))
+    checkpoints.restore(engine.abstract_state(init, jax.random.PRNGKey(0)))
   method = evaluate.methods.get(changed.method)
   fields = checkpoints.restore_fields(engine.abstract_model_fields(
       method, changed, mesh, engine.example_batch(changed)))

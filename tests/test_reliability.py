@@ -208,7 +208,7 @@ def _restorable_values(workdir, config):
   _, init, _ = engine.build(config, mesh)
   manager = checkpoint.Checkpointer(str(workdir), keep=10, async_save=False)
   try:
-    abstract = engine.abstract_state(init, jax.random.PRNGKey(config.seed), mesh)
+    abstract = engine.abstract_state(init, jax.random.PRNGKey(config.seed))
     return {step: host_values(manager.restore(abstract, step=step)) for step in manager.all_steps()}
   finally:
     manager.close()
