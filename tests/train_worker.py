@@ -2,9 +2,9 @@
 
     python tests/train_worker.py MODE --devices N --data_dir D --out OUT.npz [...]
 
-MODE `train`: trains the tiny test config (total_steps=--steps) in --workdir, resuming
-if a checkpoint is there and stopping early at --stop_at, and saves the final
-parameters and batch statistics.
+MODE `train`: trains the tiny test config (total_steps=--steps, sharding.fsdp=--fsdp) in
+--workdir, resuming if a checkpoint is there and stopping early at --stop_at, and saves
+the final parameters and batch statistics.
 MODE `one_step`: one loss/gradient evaluation on a fixed global batch; saves loss,
 gradients and the new method_state; with --one_device_out, the same from the same state
 on one device too, with the gradients at views perturbed by 1e-7 (rounding sensitivity).
@@ -93,6 +93,8 @@ def main():
   parser.add_argument("--coordinator", default=None)
   parser.add_argument("--one_device_out", default=None,
                       help="one_step: also save the 1-device result of the same state here")
+  parser.add_argument("--fsdp", type=int, default=1,
+                      help="train: config.sharding.fsdp (small leaves split too)")
   parser.add_argument("--method", default=None,
                       help="run this method's smoke experiment (contract_config), not tiny_config")
   args = parser.parse_args()
@@ -121,12 +123,18 @@ def main():
             else tiny_config(args.data_dir, args.steps))
 
   if args.mode == "train":
+    config.sharding.fsdp = args.fsdp
+    if args.fsdp > 1:
+      config.sharding.min_size = 256  # the tiny network's leaves are split too
     if args.sleep_per_step:  # slows the loop so a test can deliver SIGTERM mid-run
       import time
       original = parallel.to_global
       parallel.to_global = lambda *a: (time.sleep(args.sleep_per_step), original(*a))[1]
     state = train.train(config, args.workdir, stop_at_step=args.stop_at)
-    np.savez(args.out, step=np.asarray(state.step),
+    # Leaves whose parts live on several processes (FSDP over hosts).
+    split = sum(not leaf.is_fully_addressable and not leaf.is_fully_replicated
+                for leaf in jax.tree.leaves(state))
+    np.savez(args.out, step=np.asarray(state.step), split_across_processes=split,
              **flatten(parallel.to_host(state.params), "params"),
              **flatten(parallel.to_host(state.method_state), "method_state"))
     return
