@@ -128,5 +128,5 @@ def describe(abstract_state: Any) -> str:
   full = sum(int(np.prod(leaf.shape, dtype=np.int64)) * np.dtype(leaf.dtype).itemsize
              for leaf in leaves)
   return (f"{split} of {len(leaves)} state leaves split over 'fsdp': "
-          f"{bytes_per_device(abstract_state) / 2**20:.1f} MiB of {full / 2**20:.1f} MiB "
+          f"{bytes_per_device(abstract_state) / 2**20:.3g} MiB of {full / 2**20:.3g} MiB "
           "per device")
