@@ -136,6 +136,7 @@ def resnet_config(depth: int, width_multiplier: float = 1.0, small_image_stem: b
   model.small_image_stem = small_image_stem  # 3x3 stem conv, no max-pool (28/32-pixel inputs)
   model.small_stem_stride = small_stem_stride  # 2: halves the stem's output side (cheaper)
   model.dtype = "float32"               # compute dtype of convolutions (config.precision sets it)
+  model.remat = "none"                  # per-block rematerialisation: none | full | dots
   model.lock()
   return model
 

@@ -230,7 +230,8 @@ def _memory(compiled, config, state, batch) -> dict:
 
 def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
         experiment: str | None = None, real_data: bool = False, workers: int = 0,
-        data_dir: str | None = None, precision: str = "float32", fsdp: int = 1) -> dict:
+        data_dir: str | None = None, precision: str = "float32", fsdp: int = 1,
+        remat: str | None = None) -> dict:
   """One bench line. `real_data` (with `experiment`): the step fed by the real loader
   (`workers` processes), each timed step including its wait for the batch."""
   if real_data and not experiment:
@@ -251,6 +252,8 @@ def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
     raise SystemExit(f"unknown bench {name!r}; available: {sorted(BENCHES)}")
   config.precision = precision
   config.sharding.fsdp = fsdp
+  if remat is not None:
+    config.model.remat = remat
   batch = config.global_batch_size
   mesh = parallel.make_mesh(sharding.fsdp_size(config.sharding, jax.device_count()))
   if real_data:
@@ -295,7 +298,8 @@ def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
             "backend": jax.default_backend(), "devices": jax.device_count(),
             "device_kind": jax.devices()[0].device_kind, "cpu": cpu_model(),
             "data": "real" if real_data else "synthetic", "precision": precision,
-            "fsdp": mesh.shape[parallel.FSDP_AXIS], "state_bytes_per_device": state_bytes}
+            "fsdp": mesh.shape[parallel.FSDP_AXIS], "state_bytes_per_device": state_bytes,
+            "remat": config.model.get("remat", "none")}
   result.update(_memory(compiled, engine.with_precision(config), state, data))
   if real_data:
     result["loader_workers"] = workers
@@ -362,6 +366,8 @@ def main(argv=None) -> None:
   parser.add_argument("--batches", type=int, default=50, help="loader: timed batches per count")
   parser.add_argument("--precision", default="float32", choices=engine.PRECISIONS,
                       help="config.precision of the step")
+  parser.add_argument("--remat", default=None, choices=["none", *remat.POLICIES],
+                      help="config.model.remat of the step (default: the spec's, none)")
   parser.add_argument("--fsdp", type=int, default=1,
                       help="config.sharding.fsdp: devices each large state leaf is split over "
                            "(-1: all); 1 replicates the state")
@@ -381,7 +387,8 @@ def main(argv=None) -> None:
   if len(workers) != 1:
     parser.error("--workers takes one count here (a list is for the loader bench)")
   print(json.dumps(run(args.bench, args.batch, args.steps, args.warmup, args.experiment,
-                       args.real_data, workers[0], args.data_dir, args.precision, args.fsdp)))
+                       args.real_data, workers[0], args.data_dir, args.precision, args.fsdp,
+                       args.remat)))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssl_jax.models import remat, transformer, vit
+from ssl_jax.models import remat, resnet, transformer, vit
 from compare import relative_gap
 import jitted
 
@@ -22,20 +22,31 @@ def _transformer(policy):
                                  mlp_dim=64, norm="pre", remat=policy), TOKENS
 
 
-@pytest.mark.parametrize("make", [_vit, _transformer], ids=["vit", "transformer"])
+def _resnet(policy):
+  return resnet.ResNet(stage_sizes=(1, 1), bottleneck=False, width_multiplier=0.125,
+                       small_image_stem=True, remat=policy), IMAGES
+
+
+@pytest.mark.parametrize("make", [_vit, _transformer, _resnet], ids=["vit", "transformer", "resnet"])
 def test_remat_changes_memory_not_results(make):
   results, kept = {}, {}
   for policy in ("none", "full", "dots"):
     model, inputs = make(policy)
-    params = jitted.fast_jit(lambda rng: model.init(rng, inputs, train=False))(jax.random.PRNGKey(0))
-    loss = lambda p: jnp.sum(model.apply(p, inputs, train=True) ** 2)
-    results[policy] = jitted.fast_jit(jax.value_and_grad(loss))(params)
-    kept[policy] = remat.residual_bytes(loss, params)
-  (want_loss, want_grads) = results["none"]
+    variables = jitted.fast_jit(lambda rng: model.init(rng, inputs, train=False))(jax.random.PRNGKey(0))
+    params, state = {"params": variables["params"]}, {k: v for k, v in variables.items() if k != "params"}
+
+    def loss(p):  # BatchNorm (the ResNet) trains on batch statistics and updates its own
+      out, updates = model.apply({**p, **state}, inputs, train=True, mutable=list(state))
+      return jnp.sum(out ** 2), updates
+    results[policy] = jitted.fast_jit(jax.value_and_grad(loss, has_aux=True))(params)
+    kept[policy] = remat.residual_bytes(lambda p: loss(p)[0], params)
+  (want_loss, want_updates), want_grads = results["none"]
   for policy in ("full", "dots"):
-    got_loss, got_grads = results[policy]
+    (got_loss, got_updates), got_grads = results[policy]
     assert jax.tree.structure(got_grads) == jax.tree.structure(want_grads)  # same parameters
     np.testing.assert_allclose(float(got_loss), float(want_loss), rtol=1e-6)
+    for got, want in zip(jax.tree.leaves(got_updates), jax.tree.leaves(want_updates)):
+      np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)  # running statistics
     # The recomputed forward is fused differently: float32 rounding, no more.
     assert relative_gap(got_grads, want_grads) < 5e-5, policy
   # Only each block's input (full), plus its matmul outputs (dots), against everything.

@@ -4,7 +4,8 @@ for the backward pass and recompute the rest, trading compute for memory.
   "none"  store every activation (the default)
   "full"  store only each block's input; recompute the whole block in the backward pass
   "dots"  also store the block's matmul outputs (jax.checkpoint_policies.
-          dots_with_no_batch_dims_saveable): recompute only the cheap element-wise work
+          dots_with_no_batch_dims_saveable) and convolution outputs (tagged CONV by
+          models/resnet.py): recompute only the cheap element-wise work
 """
 import contextlib
 import io
@@ -15,8 +16,11 @@ import flax.linen as nn
 import jax
 from jax import ad_checkpoint
 
+CONV = "conv_output"  # ad_checkpoint.checkpoint_name of a convolution's output
 POLICIES = {"full": jax.checkpoint_policies.nothing_saveable,
-            "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+            "dots": jax.checkpoint_policies.save_from_both_policies(
+                jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+                jax.checkpoint_policies.save_only_these_names(CONV))}
 
 
 def wrap(block_class: type[nn.Module], remat: str, static_argnums: tuple[int, ...]):

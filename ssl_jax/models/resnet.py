@@ -18,9 +18,10 @@ from typing import Any, Callable, Sequence, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
-from jax import lax
+from jax import ad_checkpoint, lax
 
 from ssl_jax.models import conv as conv_lib
+from ssl_jax.models import remat as remat_lib
 
 # 10 (one basic block per stage) is the smallest member of the family: smoke runs and
 # tests use it, since its programs compile in about half the time of ResNet-18's.
@@ -92,8 +93,9 @@ class Conv(nn.Module):
     kernel = self.param("kernel", conv_kernel_init, (k, k, x.shape[-1], self.features),
                         jnp.float32)
     padding = ((k // 2, k // 2), (k // 2, k // 2))
-    return conv_lib.conv2d(x.astype(self.dtype), kernel.astype(self.dtype),
-                           (self.strides, self.strides), padding, self.conv_impl)
+    y = conv_lib.conv2d(x.astype(self.dtype), kernel.astype(self.dtype),
+                        (self.strides, self.strides), padding, self.conv_impl)
+    return ad_checkpoint.checkpoint_name(y, remat_lib.CONV)  # what remat="dots" keeps
 
 
 class ResidualBlock(nn.Module):
@@ -143,6 +145,7 @@ class ResNet(nn.Module):
   bn_momentum: running-stat decay, flax convention (0.9 == torch's momentum=0.1).
   zero_init_residual: start each block's last BN scale at 0 (block = identity).
   dtype: computation dtype (parameters stay float32).
+  remat: per-block rematerialisation, "none" | "full" | "dots" (models/remat.py).
   """
   stage_sizes: Sequence[int]
   bottleneck: bool
@@ -154,6 +157,7 @@ class ResNet(nn.Module):
   bn_epsilon: float = 1e-5
   zero_init_residual: bool = False
   dtype: Any = jnp.float32
+  remat: str = "none"
 
   @property
   def feature_dim(self) -> int:
@@ -180,10 +184,11 @@ class ResNet(nn.Module):
     x = nn.relu(norm(name="stem_bn")(x))
     if not self.small_image_stem:
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    block_class = remat_lib.wrap(ResidualBlock, self.remat, static_argnums=())
     for stage, num_blocks in enumerate(self.stage_sizes):
       for block in range(num_blocks):
         strides = 2 if stage > 0 and block == 0 else 1
-        x = ResidualBlock(width * 2**stage, strides, self.bottleneck, norm, conv,
+        x = block_class(width * 2**stage, strides, self.bottleneck, norm, conv,
                           self.zero_init_residual,
                           name=f"stage{stage + 1}_block{block + 1}")(x)
     return jnp.mean(x.astype(jnp.float32), axis=(1, 2))  # float32 features whatever the dtype
@@ -199,7 +204,7 @@ def stage_layout(depth: int) -> Tuple[Tuple[int, ...], bool]:
 
 def build(model_config) -> ResNet:
   """ResNet from a ConfigDict with depth, width_multiplier, small_image_stem and the
-  optional conv_impl, bn_momentum, zero_init_residual, dtype."""
+  optional conv_impl, bn_momentum, zero_init_residual, dtype, remat."""
   stage_sizes, bottleneck = stage_layout(model_config.depth)
   get = model_config.get
   return ResNet(stage_sizes=stage_sizes, bottleneck=bottleneck,
@@ -209,7 +214,8 @@ def build(model_config) -> ResNet:
                 conv_impl=get("conv_impl", "auto"),
                 bn_momentum=get("bn_momentum", 0.9),
                 zero_init_residual=get("zero_init_residual", False),
-                dtype=jnp.dtype(get("dtype", "float32")))
+                dtype=jnp.dtype(get("dtype", "float32")),
+                remat=get("remat", "none"))
 
 
 def num_layers(model: ResNet) -> int:
