@@ -66,10 +66,10 @@ def _split_across_processes(abstract_state: Any) -> bool:
 def _leaf_records(state: Any) -> dict:
   """{path: {"shape", "dtype", "crc32"}} of every leaf, from host copies of the whole
   values, so the record is the same whatever layout wrote or restores the state."""
-  host = jax.tree.map(_host_copy, state)
   records = {}
-  for path, leaf in jax.tree_util.tree_leaves_with_path(host):
-    array = np.asarray(leaf)  # tobytes() is C order whatever the layout
+  for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+    # One leaf at a time, so a host never holds more than one gathered leaf.
+    array = np.asarray(_host_copy(leaf))  # tobytes() is C order whatever the layout
     records[jax.tree_util.keystr(path)] = {
         "shape": list(array.shape), "dtype": str(array.dtype),
         "crc32": zlib.crc32(array.tobytes())}
