@@ -8,6 +8,7 @@
     python -m ssl_jax.bench --experiment simclr:fashion_mnist     # any experiment's step
     python -m ssl_jax.bench --experiment simclr:fashion_mnist --real_data [--workers 2]
     python -m ssl_jax.bench loader --dataset fashion_mnist --workers 0,1,2 [--batch 512]
+    python -m ssl_jax.bench mae_vit [--precision bfloat16] [--remat full|dots] [--fsdp N]
 
 The `*_resnet18` specs share the backbone and input of ../shared/peers/simclr_resnet18.py:
 ResNet-18 with the small-image stem, 32x32x3 uint8 images, batch B images, SGD momentum

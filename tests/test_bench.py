@@ -31,6 +31,9 @@ def test_bench_prints_one_json_line():
     assert report[field] > 0, field
   assert report["step_s_min"] <= report["step_s_median"] <= report["step_s_max"]
   assert 0 < report["mfu"] < 1 and report["peak_source"].startswith("measured")
+  # Replicated: one device holds every parameter and its LARS momentum, in float32.
+  assert report["fsdp"] == 1 and report["remat"] == "none"
+  assert report["state_bytes_per_device"] >= 2 * 4 * report["params"]
   # Two counts of one program: the matmuls and convolutions ssl_jax traces, and XLA's
   # (which adds element-wise work, and counts the convolutions it rewrote its own way).
   assert 0.5 < report["model_flops_per_step"] / report["flops_per_step"] < 1.5
