@@ -2,15 +2,15 @@
 
     python tests/fsdp_worker.py --data_dir D --workdir W --out OUT.npz
 
-Writes OUT.npz with, for SimCLR's tiny ResNet (BatchNorm, LARS) and MAE's ViT:
-`{method}/{layout}/loss` (3 steps from the same init on the same batch), the final
-`{method}/{layout}/state...` leaves and `{method}/{layout}/bytes_per_device`, layout
-`replicated` (fsdp=1) or `fsdp` (a 2x4 mesh); `{method}/split_leaves`. Then the trainer: `trainer/uninterrupted...` (3 steps with
-fsdp=8), `trainer/resumed...` (the same run stopped after 2 steps and resumed replicated
-for the last), `trainer/at_2...` (the state at that stop)
-and `trainer/restored_4_devices...` (that checkpoint restored onto 4 of the devices as a
-2x2 mesh with fsdp=2), with `trainer/restored_layout_ok` (each restored leaf has the
-sharding that mesh's layout asks for).
+Writes OUT.npz with, for SimCLR's tiny ResNet (BatchNorm, LARS) and MAE's ViT, each
+in layout `replicated` (fsdp=1) and `fsdp` (a 2x4 mesh): `{method}/{layout}/loss` (3
+steps from the same init on the same batch), the final `{method}/{layout}/state...`
+leaves, `{method}/{layout}/bytes_per_device`, and `{method}/split_leaves`. Then the
+trainer: `trainer/uninterrupted...` (3 steps with fsdp=8), `trainer/resumed...` (the same
+run stopped after 2 steps and resumed replicated for the last), `trainer/at_2...` (the
+state at that stop), `trainer/restored_4_devices...` (that checkpoint restored onto 4 of
+the devices as a 2x2 mesh with fsdp=2) and `trainer/restored_layout_ok` (each restored
+leaf has the sharding that mesh's layout asks for).
 """
 import argparse
 import os
