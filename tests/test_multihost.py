@@ -1,10 +1,11 @@
 """Multi-host: two JAX processes on 127.0.0.1 (2 simulated CPU devices each) form one
-4-device 'data' mesh, as two hosts of a pod slice would. Checked: a step over the
-two processes equals the same global batch on one process; a two-process run stopped
-and resumed equals an uninterrupted one bitwise (train state and each process's grain
-position), with the state replicated and with it split over both hosts (FSDP); SIGTERM
-delivered to one host makes both save and exit, and the resumed run is still exact; evaluation features extracted by both processes (each reading its own
-shard, padded to equal batch counts) are those one process extracts."""
+4-device mesh, as two hosts of a pod slice would. Checked: a step over the two processes
+equals the same global batch on one process; a two-process run stopped and resumed
+equals an uninterrupted one bitwise (train state and each process's grain position),
+with the state replicated and with it split over both hosts (FSDP); SIGTERM delivered to
+one host makes both save and exit, and the resumed run is still exact; evaluation
+features extracted by both processes (each reading its own shard, padded to equal batch
+counts) are those one process extracts."""
 import os
 import shutil
 import signal

@@ -31,7 +31,8 @@ else about any method:
 
 `step` is the same int32 scalar in views, loss and update: the number of optimizer
 steps taken before this one (0 for the first step). The step is jitted over the device
-mesh with the batch sharded on 'data' and the state replicated, so global-batch
+mesh with the batch sharded over all devices and the state replicated or split over
+'fsdp' (ssl_jax/sharding.py; a method never sees the difference), so global-batch
 quantities need no collectives; it runs under `jax.sharding.use_abstract_mesh`, so a
 method may use `jax.shard_map` (its mesh is picked up) where it truly needs per-device
 semantics.
