@@ -256,7 +256,7 @@ def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
   if remat is not None:
     config.model.remat = remat
   batch = config.global_batch_size
-  mesh = parallel.make_mesh(sharding.fsdp_size(config.sharding, jax.device_count()))
+  mesh = sharding.make_mesh(config)
   if real_data:
     config.loader_workers = workers
     stream = train.train_stream(config, mesh)  # exactly the trainer's input path

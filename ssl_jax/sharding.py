@@ -28,6 +28,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ssl_jax import parallel
 from ssl_jax.parallel import FSDP_AXIS
 from ssl_jax.validate import ConfigError, number
 
@@ -54,6 +55,12 @@ def fsdp_size(sharding_config, device_count: int) -> int:
         f"(data={device_count}//fsdp, fsdp); try one of "
         f"{[d for d in range(1, device_count + 1) if device_count % d == 0]} or -1 (all)")
   return fsdp
+
+
+def make_mesh(config: ml_collections.ConfigDict) -> Mesh:
+  """The (data, fsdp) mesh over every device for a run's config.sharding."""
+  layout = config.get("sharding", default_config())
+  return parallel.make_mesh(fsdp_size(layout, jax.device_count()))
 
 
 def check_rules(sharding_config) -> list[tuple[re.Pattern, str]]:
@@ -111,22 +118,23 @@ def state_shardings(abstract_state: Any, mesh: Mesh, sharding_config) -> Any:
   return shardings
 
 
+def _nbytes(shape, dtype) -> int:
+  return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+
+
 def bytes_per_device(abstract_state: Any) -> int:
   """The bytes one device holds of a state whose leaves carry shardings (the largest
   share, so uneven layouts are not flattered)."""
-  total = 0
-  for leaf in jax.tree.leaves(abstract_state):
-    shape = leaf.sharding.shard_shape(leaf.shape) if leaf.sharding is not None else leaf.shape
-    total += int(np.prod(shape, dtype=np.int64)) * np.dtype(leaf.dtype).itemsize
-  return total
+  return sum(_nbytes(leaf.sharding.shard_shape(leaf.shape) if leaf.sharding is not None
+                     else leaf.shape, leaf.dtype)
+             for leaf in jax.tree.leaves(abstract_state))
 
 
 def describe(abstract_state: Any) -> str:
   """"N of M leaves split, X MiB of Y MiB per device": the trainer's start-up line."""
   leaves = jax.tree.leaves(abstract_state)
   split = sum(1 for leaf in leaves if not leaf.sharding.is_fully_replicated)
-  full = sum(int(np.prod(leaf.shape, dtype=np.int64)) * np.dtype(leaf.dtype).itemsize
-             for leaf in leaves)
+  full = sum(_nbytes(leaf.shape, leaf.dtype) for leaf in leaves)
   return (f"{split} of {len(leaves)} state leaves split over 'fsdp': "
           f"{bytes_per_device(abstract_state) / 2**20:.3g} MiB of {full / 2**20:.3g} MiB "
           "per device")

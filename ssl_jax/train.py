@@ -121,7 +121,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     checkpoint.CheckpointError: no checkpoint restores, or a background save failed.
   """
   check_config(config)
-  mesh = parallel.make_mesh(sharding.fsdp_size(config.sharding, jax.device_count()))
+  mesh = sharding.make_mesh(config)
   method, init, step_fn = engine.build(config, mesh)
   data_iterator = train_stream(config, mesh)
   unit = {"image": "img", "text": "texts"}.get(config.data.modality, "examples")  # per second
