@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from ssl_jax import checkpoint, engine, evaluate, methods, parallel, train
-from test_train import assert_same_step, run_worker
+import compare
+from compare import assert_same_step
+from test_train import run_worker
 from train_worker import flatten
 
 METHODS = methods.available()
@@ -80,6 +82,12 @@ def test_eight_devices_match_one_device(method, tiny_data_dir, tmp_path, cache):
   one = dict(np.load(tmp_path / "one.npz"))
   one.pop("init_seed")
   assert_same_step(eight, one)
+  if method == "clip":
+    # The comparison can see the gap once reported in CLIP's image tower (3.2e-4 of a
+    # leaf's scale, in the stem and stages 1-2, at this configuration).
+    tolerances = {name: tolerance for name, (_, tolerance, _) in compare.step_gaps(eight, one).items()
+                  if name.startswith("grads['image_encoder']")}
+    assert tolerances and max(tolerances.values()) < 3.2e-4, tolerances
 
 
 def _final_fields(workdir, config) -> dict:

@@ -17,7 +17,8 @@ import time
 import numpy as np
 import pytest
 
-from test_train import WORKER, _env, _params, assert_same_step, run_worker
+from compare import assert_same_step
+from test_train import WORKER, _env, _params, run_worker
 
 PROCESSES = 2
 DEVICES_PER_PROCESS = 2
