@@ -149,7 +149,7 @@ def compare_layouts(method, base, host_batch) -> dict:
 
   if config.optimizer.name == "lars":
     # Fault: each shard's LARS trust ratio from its own parameter and update norms.
-    _, _, faulty_step = engine.build(config, mesh, {k: v[:1] for k, v in host_batch.items()})
+    _, _, faulty_step = engine.build(config, mesh, example)
     with per_shard_norms(mesh.shape["fsdp"]):
       changes = step_changes(faulty_step, shared, fsdp_shardings, fsdp_batch)
     out.update(prefixed(f"{prefix}per_shard_update/", changes))
