@@ -3,9 +3,9 @@
     python -m experiments.barlow_twins --workdir /tmp/barlow_twins_fashion_mnist
     python -m experiments.barlow_twins --dataset imagenet2012 --workdir gs://BUCKET/bt_in1k
 
-fashion_mnist: the results table's budget (experiments/datasets.fashion_mnist_budget:
+fashion_mnist: the results table's budget (experiments/recipes.fashion_mnist_budget:
 ResNet-18 width 0.25, batch 256; 700 steps: SimCLR's 650-step minutes at this step's
-cost, 0.93x SimCLR's, `python -m ssl_jax.bench --experiment
+cost, 0.93x SimCLR's, `python -m ssl_jax.tools.bench --experiment
 barlow_twins:fashion_mnist`), BYOL's asymmetric views (blur 1.0/0.1, solarize 0.0/0.2)
 on the demo's grey-image crops, LARS lr 2.0 with 50 warm-up steps, projector
 1024-1024-1024 and the paper's lambda = 5.1e-3 unscaled (see methods/barlow_twins.py).
@@ -23,9 +23,11 @@ solo-learn reports 92.10% linear top-1. Not run by us.
 """
 import ml_collections
 
-from experiments import common, datasets
-from ssl_jax import optim
+from experiments import common, recipes
+from ssl_jax.data import presets
 from ssl_jax.methods import barlow_twins
+from ssl_jax.models import resnet
+from ssl_jax.training import optim
 
 STEPS = 700
 
@@ -34,23 +36,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   dataset, smoke = common.parse_arg(arg)
   config = common.base_config("barlow_twins", dataset)
   if dataset == "fashion_mnist":
-    datasets.fashion_mnist_budget(config, STEPS)
-    datasets.asymmetric_views(config, blur=True, **datasets.FASHION_MNIST_VIEWS)
+    recipes.fashion_mnist_budget(config, STEPS)
+    recipes.asymmetric_views(config, blur=True, **recipes.FASHION_MNIST_VIEWS)
     config.barlow_twins = barlow_twins.default_config(projection_hidden_dims=(1024, 1024),
                                                       projection_dim=1024)
     config.optimizer = optim.default_config(name="lars", learning_rate=2.0, warmup_steps=50)
   else:
     imagenet = dataset == "imagenet2012"
     config.global_batch_size = 2048 if imagenet else 256
-    steps_per_epoch = datasets.TRAIN_IMAGES[dataset] // config.global_batch_size
+    steps_per_epoch = presets.train_examples(dataset) // config.global_batch_size
     config.total_steps = 1000 * steps_per_epoch
     config.log_every_steps = 100
     config.checkpoint_every_steps = 5000
     config.eval.monitor_every_steps = 10 * steps_per_epoch
     size = config.data.image_size
-    config.model = (datasets.resnet_config(50, small_image_stem=False) if imagenet
-                    else datasets.resnet_config(18))
-    datasets.asymmetric_views(config, blur=imagenet, crop_size=size, brightness=0.4,
+    config.model = (resnet.default_config(50, small_image_stem=False) if imagenet
+                    else resnet.default_config(18))
+    recipes.asymmetric_views(config, blur=imagenet, crop_size=size, brightness=0.4,
                               contrast=0.4, saturation=0.2, hue=0.1)
     width = 8192 if imagenet else 2048
     config.barlow_twins = barlow_twins.default_config(projection_hidden_dims=(width, width),

@@ -4,7 +4,7 @@
     python -m experiments.byol --dataset imagenet2012 --workdir gs://BUCKET/byol_in1k
 
 fashion_mnist: the SimCLR demo's budget and backbone (ResNet-18 width 0.25, batch 256,
-550 steps: a step costs 1.18x SimCLR's (`python -m ssl_jax.bench --experiment
+550 steps: a step costs 1.18x SimCLR's (`python -m ssl_jax.tools.bench --experiment
 byol:fashion_mnist`), so this is the demo's 650-step minutes; 24x24 views of the grey
 images, LARS lr 2.0), projector and predictor 512-128,
 τ_base 0.99 (a short run needs a faster target than the paper's 0.996). The two views
@@ -22,9 +22,12 @@ setting. Not run by us.
 """
 import ml_collections
 
-from experiments import common, datasets
-from ssl_jax import optim, views
+from experiments import common
+from ssl_jax.data import presets
 from ssl_jax.methods import byol
+from ssl_jax.methods.lib import views
+from ssl_jax.models import resnet
+from ssl_jax.training import optim
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   dataset, smoke = common.parse_arg(arg)
@@ -35,7 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.log_every_steps = 25
     config.checkpoint_every_steps = 275
     config.eval.monitor_every_steps = 275
-    config.model = datasets.resnet_config(18, width_multiplier=0.25)
+    config.model = resnet.default_config(18, width_multiplier=0.25)
     grey = dict(crop_size=24, crop_scale=(0.2, 1.0), brightness=0.4, contrast=0.4,
                 saturation=0.0, hue=0.0, grayscale_prob=0.0, jitter_prob=0.8)
     config.views.first = views.group(count=1, blur_prob=1.0, solarize_prob=0.0, **grey)
@@ -46,13 +49,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   else:
     size = config.data.image_size
     config.global_batch_size = 4096 if dataset == "imagenet2012" else 512
-    steps_per_epoch = datasets.TRAIN_IMAGES[dataset] // config.global_batch_size
+    steps_per_epoch = presets.train_examples(dataset) // config.global_batch_size
     config.total_steps = 1000 * steps_per_epoch
     config.log_every_steps = 100
     config.checkpoint_every_steps = 5000
     config.eval.monitor_every_steps = 10 * steps_per_epoch
-    config.model = (datasets.resnet_config(50, small_image_stem=False)
-                    if dataset == "imagenet2012" else datasets.resnet_config(18))
+    config.model = (resnet.default_config(50, small_image_stem=False)
+                    if dataset == "imagenet2012" else resnet.default_config(18))
     colour = dict(crop_size=size, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)
     config.views.first = views.group(count=1, blur_prob=1.0 if size > 32 else 0.0,
                                      solarize_prob=0.0, **colour)

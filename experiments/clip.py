@@ -3,7 +3,7 @@
     python -m experiments.clip --workdir /tmp/clip_fashion_mnist_captions    # the default
     python -m experiments.clip --dataset coco_captions --workdir gs://BUCKET/clip_coco
 
-fashion_mnist_captions (the default; ssl_jax/data/fashion_mnist_captions.py): a
+fashion_mnist_captions (the default; ssl_jax/data/builders/fashion_mnist_captions.py): a
 functional test, not a result: every caption is written from its image's label with
 hand-made templates, so matching them is learning the ten classes. The image encoder is
 the results table's ResNet-18 at width 0.25 (24-pixel crops, flips), the text encoder a
@@ -21,10 +21,14 @@ here. Not run by us.
 """
 import ml_collections
 
-from experiments import common, datasets
-from ssl_jax import optim, validate, views
-from ssl_jax.data import fashion_mnist_captions
+from experiments import common, recipes
+from ssl_jax.core import errors
+from ssl_jax.data import presets
+from ssl_jax.data.builders import fashion_mnist_captions
 from ssl_jax.methods import clip
+from ssl_jax.methods.lib import views
+from ssl_jax.models import resnet, transformer
+from ssl_jax.training import optim
 
 STEPS = 200
 CONTRACT_DATASET = "fashion_mnist_captions"  # the method contract's smoke dataset
@@ -32,15 +36,15 @@ CONTRACT_DATASET = "fashion_mnist_captions"  # the method contract's smoke datas
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   dataset, smoke = common.parse_arg(arg, default_dataset="fashion_mnist_captions")
-  if dataset not in datasets.IMAGE_TEXT_PRESETS:
-    raise validate.ConfigError(f"clip trains on image-text pairs; {dataset!r} is not one of "
-                               f"{', '.join(datasets.IMAGE_TEXT_PRESETS)}")
+  if dataset not in presets.names('image_text'):
+    raise errors.ConfigError(f"clip trains on image-text pairs; {dataset!r} is not one of "
+                               f"{', '.join(presets.names('image_text'))}")
   config = common.base_config("clip", dataset)
   config.clip = clip.default_config()
   if dataset == "fashion_mnist_captions":
-    config.model = datasets.resnet_config(18, width_multiplier=0.25)
-    config.text_model = datasets.transformer_config("tiny", config.data, causal=False)
-    config.views.crops = views.group(count=1, **{**datasets.FASHION_MNIST_VIEWS,
+    config.model = resnet.default_config(18, width_multiplier=0.25)
+    config.text_model = transformer.default_config("tiny", config.data, causal=False)
+    config.views.crops = views.group(count=1, **{**recipes.FASHION_MNIST_VIEWS,
                                                  "jitter_prob": 0.0})
     config.global_batch_size = 256
     config.total_steps = STEPS
@@ -53,8 +57,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer = optim.default_config(name="adamw", learning_rate=1e-3, weight_decay=0.1,
                                             warmup_steps=50)
   else:
-    config.model = datasets.resnet_config(50, small_image_stem=False)
-    config.text_model = datasets.transformer_config("small", config.data, causal=False,
+    config.model = resnet.default_config(50, small_image_stem=False)
+    config.text_model = transformer.default_config("small", config.data, causal=False,
                                                     depth=12, dropout_rate=0.0)
     config.clip.embed_dim = 1024
     config.views.crops = views.group(count=1, crop_size=224, crop_scale=(0.5, 1.0),

@@ -3,7 +3,7 @@
     python -m experiments.clm --workdir /tmp/gpt_fortunes                   # the default: fortunes
     python -m experiments.clm --dataset wikipedia --workdir gs://BUCKET/gpt2_small_wiki
 
-fortunes (the default; ssl_jax/data/fortunes.py): a CPU budget. A pre-norm causal
+fortunes (the default; ssl_jax/data/builders/fortunes.py): a CPU budget. A pre-norm causal
 Transformer of the BERT experiment's size (hidden 256, 4 layers, 4 heads, FFN 1024,
 dropout 0.1) on 64-token sequences (83% of the texts fit whole; 48% of the positions are
 padding) of the 8192-piece WordPiece tokenizer, batch 32 (the bert_mlm peer's), AdamW lr
@@ -20,9 +20,12 @@ with this tokenizer. Not run by us.
 """
 import ml_collections
 
-from experiments import common, datasets
-from ssl_jax import optim, validate
+from experiments import common, recipes
+from ssl_jax.core import errors
+from ssl_jax.data import presets
 from ssl_jax.methods import clm
+from ssl_jax.models import transformer
+from ssl_jax.training import optim
 
 STEPS = 200
 CONTRACT_DATASET = "fortunes"  # the method contract's smoke dataset (a text method)
@@ -30,23 +33,23 @@ CONTRACT_DATASET = "fortunes"  # the method contract's smoke dataset (a text met
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   dataset, smoke = common.parse_arg(arg, default_dataset="fortunes")
-  if dataset not in datasets.TEXT_PRESETS:
-    raise validate.ConfigError(f"clm trains on text; {dataset!r} is not a text preset "
-                               f"({', '.join(datasets.TEXT_PRESETS)})")
+  if dataset not in presets.names('text'):
+    raise errors.ConfigError(f"clm trains on text; {dataset!r} is not a text preset "
+                               f"({', '.join(presets.names('text'))})")
   config = common.base_config("clm", dataset)
   config.clm = clm.default_config()
   if dataset == "fortunes":
-    datasets.fortunes_budget(config, STEPS, causal=True)
+    recipes.fortunes_budget(config, STEPS, causal=True)
   else:
-    config.data = datasets.text_data_config("wikipedia", max_length=1024)
-    config.model = datasets.transformer_config("base", config.data, causal=True)
+    config.data = presets.data_config("wikipedia", max_length=1024)
+    config.model = transformer.default_config("base", config.data, causal=True)
     config.global_batch_size = 512
     config.total_steps = 600_000
     config.log_every_steps = 100
     config.checkpoint_every_steps = 10_000
     config.optimizer = optim.default_config(name="adamw", learning_rate=6e-4, lr_scaling="none",
                                             b2=0.95, weight_decay=0.1, warmup_steps=2000)
-    datasets.held_out_tail(config)
+    recipes.held_out_tail(config)
   return common.smoke(config) if smoke else config
 
 

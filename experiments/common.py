@@ -1,14 +1,15 @@
 """What every experiment shares: its argument, smoke mode, and the command line.
 
 An experiment module is one method composed with a dataset preset
-(experiments/datasets.py): `get_config(arg)` where `arg` is "DATASET" or
+(ssl_jax/data/presets/): `get_config(arg)` where `arg` is "DATASET" or
 "DATASET,smoke". Run it as
 
     python -m experiments.simclr --workdir W [--dataset cifar10] [--smoke] [--config.x=y]
     python -m ssl_jax.train --config experiments/simclr.py:cifar10 --workdir W   # same config
 
 `--smoke` (big_vision's `runlocal`) shrinks the run to seconds: a few tiny steps on a
-slice of the data, a ResNet-10 at 1/16 width (or a one-block ViT) and a small probe, so a test can run every
+slice of the data, each backbone's smoke size (ResNet-10 at 1/16 width, a one-block ViT or Transformer) and
+a small probe, so a test can run every
 experiment and none of them rots.
 """
 import sys
@@ -17,8 +18,10 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from experiments import datasets
-from ssl_jax import evaluate, log, parallel, train, validate
+
+from ssl_jax import evals, evaluate, models, train
+from ssl_jax.core import errors, log, parallel, validate
+from ssl_jax.data import presets
 
 
 def parse_arg(arg: str | None, default_dataset: str = "fashion_mnist") -> tuple[str, bool]:
@@ -27,10 +30,10 @@ def parse_arg(arg: str | None, default_dataset: str = "fashion_mnist") -> tuple[
   smoke = "smoke" in parts
   names = [p for p in parts if p != "smoke"]
   if len(names) > 1:
-    raise validate.ConfigError(f"experiment argument {arg!r}: expected 'DATASET' or 'DATASET,smoke'")
+    raise errors.ConfigError(f"experiment argument {arg!r}: expected 'DATASET' or 'DATASET,smoke'")
   dataset = names[0] if names else default_dataset
-  if dataset not in datasets.PRESETS:
-    raise validate.ConfigError(f"dataset {dataset!r} has no preset; available: {datasets.PRESETS}")
+  if dataset not in presets.available():
+    raise errors.ConfigError(f"dataset {dataset!r} has no preset; available: {presets.available()}")
   return dataset, smoke
 
 
@@ -39,9 +42,9 @@ def base_config(method: str, dataset: str) -> ml_collections.ConfigDict:
   preset's data section, an empty view-group section and the default evaluation."""
   config = train.default_config()
   config.method = method
-  config.data = datasets.data_config(dataset)
+  config.data = presets.data_config(dataset)
   config.views = ml_collections.ConfigDict()
-  config.eval = evaluate.default_config()
+  config.eval = evals.default_config()
   return config
 
 
@@ -63,17 +66,13 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 2
   config.optimizer.warmup_steps = 1
   config.data.train_split = "train[:256]"
-  if config.model.get("name") == "resnet":  # ResNet-10 at 1/16 width: compiles in seconds
-    config.model.depth = 10
-    config.model.width_multiplier = 0.0625
-  elif config.model.get("name") == "vit":  # one 16-wide block of 2 heads
-    config.model.depth, config.model.width, config.model.num_heads = 1, 16, 2
-  elif config.model.get("name") == "transformer":  # one 16-wide block, 32 tokens, 512 pieces
-    config.model.depth, config.model.width, config.model.num_heads = 1, 16, 2
-    config.model.mlp_dim = 32
-    config.data.max_length = config.model.max_length = 32
+  models.family(config.model.name).smoke(config.model)  # compiles in seconds
+  if config.data.modality == "text":  # 32 tokens, the small tokenizer's 512 pieces
+    config.data.max_length = 32
     config.data.tokenizer, config.data.vocab_size = SMOKE_TOKENIZER
-    config.model.vocab_size = config.data.vocab_size
+    for name in ("max_length", "vocab_size"):
+      if name in config.model:
+        config.model[name] = config.data[name]
   for group in config.views.values():  # at most 2 views per group and image-sized crops
     group.count = min(group.count, 2)
     group.crop_size = min(group.crop_size, 32)
@@ -95,17 +94,12 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def check_overrides(argv: list[str], config: ml_collections.ConfigDict) -> None:
   """A `--config.a.b=...` naming a field the config lacks -> one clear line, exit 2."""
   for arg in argv[1:]:
-    if not arg.startswith("--config."):
-      continue
-    path = arg[len("--config."):].split("=", 1)[0].split(".")
-    section, where = config, []
-    for name in path:
-      if not isinstance(section, ml_collections.ConfigDict) or name not in section:
-        valid = list(section.keys()) if isinstance(section, ml_collections.ConfigDict) else []
-        print("error: " + validate.unknown_field_message(".".join(where), name, valid),
-              file=sys.stderr)
-        raise SystemExit(2)
-      section, where = section[name], where + [name]
+    if arg.startswith("--config."):
+      try:
+        validate.find_field(config, arg[len("--config."):].split("=", 1)[0])
+      except errors.ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _pre_parse(argv: list[str]) -> tuple[str | None, bool]:
@@ -132,11 +126,11 @@ def main(get_config) -> None:
   dataset, smoke_run = _pre_parse(sys.argv)
   try:
     config = get_config(f"{dataset or ''}{',smoke' if smoke_run else ''}")
-  except validate.ConfigError as error:
+  except errors.ConfigError as error:
     print(f"error: {error}", file=sys.stderr)
     raise SystemExit(2) from None
   check_overrides(sys.argv, config)
-  flags.DEFINE_string("dataset", None, f"dataset preset: one of {datasets.PRESETS}")
+  flags.DEFINE_string("dataset", None, f"dataset preset: one of {presets.available()}")
   flags.DEFINE_bool("smoke", False, "shrink the run to seconds (a smoke test)")
   config_flags.DEFINE_config_dict("config", config, "Experiment config; override fields "
                                   "as --config.total_steps=100.")

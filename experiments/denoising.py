@@ -6,9 +6,8 @@
 fashion_mnist: the results table's budget (ResNet-18 width 0.25, batch 256), whole 28x28
 images (crop scale 0.5-1, flips), Gaussian noise of std 0.5 (normalised pixels) and 10%
 salt and pepper, reconstructed at 28x28 through a 1024-wide MLP decoder, AdamW lr 1e-3.
-970 steps, SimCLR's 650-step minutes at this step's cost (0.595 s against SimCLR's 0.892
-s in one `python -m ssl_jax.bench --experiment M:fashion_mnist` sitting on 2026-12-01).
-Not tuned.
+970 steps: SimCLR's 650-step minutes at this step's measured cost (docs/results.md). Not
+tuned.
 
 cifar10 / imagenet2012: the same objective on a ResNet-18 / ResNet-50, reconstructing a
 32x32 image. The 2008 paper's networks were stacked fully connected layers on MNIST
@@ -16,9 +15,12 @@ variants; there is no published target for these backbones. Not run by us.
 """
 import ml_collections
 
-from experiments import common, datasets
-from ssl_jax import optim, views
+from experiments import common, recipes
+from ssl_jax.data import presets
 from ssl_jax.methods import denoising
+from ssl_jax.methods.lib import views
+from ssl_jax.models import resnet
+from ssl_jax.training import optim
 
 STEPS = 970
 
@@ -32,18 +34,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optimizer = optim.default_config(name="adamw", learning_rate=1e-3, weight_decay=1e-4,
                                           warmup_steps=50)
   if dataset == "fashion_mnist":
-    datasets.fashion_mnist_budget(config, STEPS)
+    recipes.fashion_mnist_budget(config, STEPS)
     config.denoising = denoising.default_config(reconstruction_size=28)
   else:
     imagenet = dataset == "imagenet2012"
     config.global_batch_size = 256
-    steps_per_epoch = datasets.TRAIN_IMAGES[dataset] // config.global_batch_size
+    steps_per_epoch = presets.train_examples(dataset) // config.global_batch_size
     config.total_steps = (100 if imagenet else 200) * steps_per_epoch
     config.log_every_steps = 100
     config.checkpoint_every_steps = 5000
     config.eval.monitor_every_steps = 10 * steps_per_epoch
-    config.model = (datasets.resnet_config(50, small_image_stem=False) if imagenet
-                    else datasets.resnet_config(18))
+    config.model = (resnet.default_config(50, small_image_stem=False) if imagenet
+                    else resnet.default_config(18))
     config.denoising = denoising.default_config(reconstruction_size=32)
     if imagenet:
       config.eval.test_split = "validation"

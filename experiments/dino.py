@@ -6,7 +6,7 @@
 
 fashion_mnist: the SimCLR demo's budget and backbone (ResNet-18 width 0.25, small-image
 stem, batch 256, 390 steps: a step with its 6 crops costs 1.66x SimCLR's (`python -m
-ssl_jax.bench --experiment dino:fashion_mnist`), so this is the demo's 650-step minutes;
+ssl_jax.tools.bench --experiment dino:fashion_mnist`), so this is the demo's 650-step minutes;
 LARS lr 2.0 with 50 warm-up steps), multi-crop 2 x 24x24
 global crops (scale 0.3-1) + 4 x 12x12 local crops (scale 0.1-0.3) with the SimCLR demo's
 grey-image jitter, head 512-512-128 with BN -> K = 4096, teacher temperature 0.04 -> 0.07
@@ -31,9 +31,12 @@ ImageNet only (CIFAR-10 is a transfer task there), so there is no target. Not ru
 """
 import ml_collections
 
-from experiments import common, datasets
-from ssl_jax import optim, views
+from experiments import common
+from ssl_jax.data import presets
 from ssl_jax.methods import dino
+from ssl_jax.methods.lib import views
+from ssl_jax.models import resnet
+from ssl_jax.training import optim
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   dataset, smoke = common.parse_arg(arg)
@@ -44,7 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.log_every_steps = 25
     config.checkpoint_every_steps = 195
     config.eval.monitor_every_steps = 195
-    config.model = datasets.resnet_config(18, width_multiplier=0.25)
+    config.model = resnet.default_config(18, width_multiplier=0.25)
     grey = dict(brightness=0.4, contrast=0.4, saturation=0.0, hue=0.0, grayscale_prob=0.0,
                 jitter_prob=0.8)
     config.views.global_crops = views.group(count=2, crop_size=24, crop_scale=(0.3, 1.0), **grey)
@@ -56,12 +59,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   else:
     imagenet = dataset == "imagenet2012"
     config.global_batch_size = 4096 if imagenet else 512
-    steps_per_epoch = datasets.TRAIN_IMAGES[dataset] // config.global_batch_size
+    steps_per_epoch = presets.train_examples(dataset) // config.global_batch_size
     config.total_steps = 800 * steps_per_epoch
     config.log_every_steps = 100
     config.checkpoint_every_steps = 5000
     config.eval.monitor_every_steps = 10 * steps_per_epoch
-    config.model = datasets.resnet_config(50, small_image_stem=not imagenet)
+    config.model = resnet.default_config(50, small_image_stem=not imagenet)
     colour = dict(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, grayscale_prob=0.2,
                   jitter_prob=0.8)
     if imagenet:

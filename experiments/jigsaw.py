@@ -5,9 +5,8 @@
 
 fashion_mnist: the results table's budget (ResNet-18 width 0.25, batch 256, LARS lr 2.0
 with 50 warm-up steps): a 27-pixel crop (scale 0.5-1, flips) cut into 3x3 cells of 9
-pixels, 8-pixel tiles (gap 1), 100 permutations. 910 steps, SimCLR's 650-step minutes at
-this step's cost (0.636 s against SimCLR's 0.892 s in one `python -m ssl_jax.bench
---experiment M:fashion_mnist` sitting on 2026-12-01). Not tuned.
+pixels, 8-pixel tiles (gap 1), 100 permutations. 910 steps: SimCLR's 650-step minutes at
+this step's measured cost (docs/results.md). Not tuned.
 
 imagenet2012: the paper's geometry: 225-pixel crops of the 256-pixel images, 75-pixel
 cells, 64-pixel tiles, 1000 permutations, an MLP of 4096; a ResNet-50 here (the paper
@@ -19,9 +18,12 @@ No published target for this configuration. Not run by us.
 """
 import ml_collections
 
-from experiments import common, datasets
-from ssl_jax import optim, views
+from experiments import common, recipes
+from ssl_jax.data import presets
 from ssl_jax.methods import jigsaw
+from ssl_jax.methods.lib import views
+from ssl_jax.models import resnet
+from ssl_jax.training import optim
 
 STEPS = 910
 
@@ -30,21 +32,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   dataset, smoke = common.parse_arg(arg)
   config = common.base_config("jigsaw", dataset)
   if dataset == "fashion_mnist":
-    datasets.fashion_mnist_budget(config, STEPS)
-    config.views.crops = views.group(count=1, **{**datasets.FASHION_MNIST_VIEWS, "crop_size": 27,
+    recipes.fashion_mnist_budget(config, STEPS)
+    config.views.crops = views.group(count=1, **{**recipes.FASHION_MNIST_VIEWS, "crop_size": 27,
                                                  "crop_scale": (0.5, 1.0)})
     config.jigsaw = jigsaw.default_config()
     config.optimizer = optim.default_config(name="lars", learning_rate=2.0, warmup_steps=50)
   else:
     imagenet = dataset == "imagenet2012"
     config.global_batch_size = 256
-    steps_per_epoch = datasets.TRAIN_IMAGES[dataset] // config.global_batch_size
+    steps_per_epoch = presets.train_examples(dataset) // config.global_batch_size
     config.total_steps = (90 if imagenet else 200) * steps_per_epoch
     config.log_every_steps = 100
     config.checkpoint_every_steps = 5000
     config.eval.monitor_every_steps = 10 * steps_per_epoch
-    config.model = (datasets.resnet_config(50, small_image_stem=False) if imagenet
-                    else datasets.resnet_config(18))
+    config.model = (resnet.default_config(50, small_image_stem=False) if imagenet
+                    else resnet.default_config(18))
     config.views.crops = views.group(count=1, crop_size=225 if imagenet else 30,
                                      crop_scale=(0.5, 1.0), jitter_prob=0.0)
     config.jigsaw = (jigsaw.default_config(num_permutations=1000, tile_gap=11, hidden_dim=4096)

@@ -6,12 +6,9 @@
 fashion_mnist: a CPU budget, not the paper's scale: ViT-Ti width (192, 3 heads) at 6
 blocks on 4x4-pixel patches (a 7x7 grid; 12 of 49 patches visible), decoder 128-d with
 2 blocks of 4 heads, batch 256, 540 steps (the results table's budget: SimCLR's 650-step
-minutes at this step's cost, 1.50 s against SimCLR's 1.25 s in one `python -m ssl_jax.bench
---experiment M:fashion_mnist` pair on 2026-12-01), AdamW lr 1e-3 (b2 0.95, wd 0.05) with
-100 warm-up steps, random resized crops (scale 0.2-1) and flips of the 28x28 images. Not
-tuned. Measured 2026-12-01 in the README's results table: linear 80.79%, kNN k=20
-77.18% (the same ViT with random weights: 81.28% / 74.15%; raw pixels 84.54% /
-85.69%).
+minutes at this step's measured cost, docs/results.md), AdamW lr 1e-3 (b2 0.95, wd 0.05)
+with 100 warm-up steps, random resized crops (scale 0.2-1) and flips of the 28x28 images.
+Not tuned.
 
 imagenet2012: the paper's recipe: ViT-B/16, batch 4096, 1600 epochs, AdamW base lr
 1.5e-4 x B/256, b2 0.95, wd 0.05, 40 warm-up epochs, cosine; mask ratio 0.75, decoder
@@ -24,9 +21,12 @@ cifar10: the same objective on 32x32 images with 4x4 patches (an 8x8 grid), ViT-
 """
 import ml_collections
 
-from experiments import common, datasets
-from ssl_jax import optim, views
+from experiments import common
+from ssl_jax.data import presets
 from ssl_jax.methods import mae
+from ssl_jax.methods.lib import views
+from ssl_jax.models import vit
+from ssl_jax.training import optim
 
 STEPS = 540
 
@@ -43,7 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.log_every_steps = 25
     config.checkpoint_every_steps = STEPS // 2
     config.eval.monitor_every_steps = STEPS // 2
-    config.model = datasets.vit_config("Ti", patch_size=4, depth=6)
+    config.model = vit.default_config("Ti", patch_size=4, depth=6)
     config.views.crops = views.group(count=1, **crops)
     config.mae = mae.default_config(decoder_width=128, decoder_depth=2, decoder_heads=4)
     config.optimizer = optim.default_config(name="adamw", learning_rate=1e-3, b2=0.95,
@@ -51,13 +51,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   else:
     imagenet = dataset == "imagenet2012"
     config.global_batch_size = 4096 if imagenet else 512
-    steps_per_epoch = datasets.TRAIN_IMAGES[dataset] // config.global_batch_size
+    steps_per_epoch = presets.train_examples(dataset) // config.global_batch_size
     config.total_steps = (1600 if imagenet else 800) * steps_per_epoch
     config.log_every_steps = 100
     config.checkpoint_every_steps = 5000
     config.eval.monitor_every_steps = 50 * steps_per_epoch
-    config.model = (datasets.vit_config("B", patch_size=16) if imagenet
-                    else datasets.vit_config("S", patch_size=4))
+    config.model = (vit.default_config("B", patch_size=16) if imagenet
+                    else vit.default_config("S", patch_size=4))
     config.views.crops = views.group(count=1, **crops)
     config.mae = mae.default_config()
     config.optimizer = optim.default_config(name="adamw", learning_rate=1.5e-4, b2=0.95,

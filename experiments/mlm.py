@@ -3,8 +3,8 @@
     python -m experiments.mlm --workdir /tmp/bert_fortunes                 # the default: fortunes
     python -m experiments.mlm --dataset wikipedia --workdir gs://BUCKET/bert_base_wiki
 
-fortunes (the default; ssl_jax/data/fortunes.py): a CPU budget. The bert_mlm peer's
-encoder (ssl_jax/bench.py: hidden 256, 4 layers, 4 heads, FFN 1024, post-norm, dropout
+fortunes (the default; ssl_jax/data/builders/fortunes.py): a CPU budget. The bert_mlm peer's
+encoder (ssl_jax/tools/bench.py: hidden 256, 4 layers, 4 heads, FFN 1024, post-norm, dropout
 0.1) on 64-token sequences (83% of the texts fit whole; 48% of the positions are
 padding) of the 8192-piece WordPiece tokenizer, batch 32 (the bert_mlm peer's), AdamW lr
 5e-4 (b2 0.98, wd 0.01) with 100 warm-up steps, 300 steps (0.7 epochs). Evaluated by
@@ -20,9 +20,12 @@ the paper). Not run by us.
 """
 import ml_collections
 
-from experiments import common, datasets
-from ssl_jax import optim, validate
+from experiments import common, recipes
+from ssl_jax.core import errors
+from ssl_jax.data import presets
 from ssl_jax.methods import mlm
+from ssl_jax.models import transformer
+from ssl_jax.training import optim
 
 STEPS = 300
 CONTRACT_DATASET = "fortunes"  # the method contract's smoke dataset (a text method)
@@ -30,22 +33,22 @@ CONTRACT_DATASET = "fortunes"  # the method contract's smoke dataset (a text met
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   dataset, smoke = common.parse_arg(arg, default_dataset="fortunes")
-  if dataset not in datasets.TEXT_PRESETS:
-    raise validate.ConfigError(f"mlm trains on text; {dataset!r} is not a text preset "
-                                f"({', '.join(datasets.TEXT_PRESETS)})")
+  if dataset not in presets.names('text'):
+    raise errors.ConfigError(f"mlm trains on text; {dataset!r} is not a text preset "
+                                f"({', '.join(presets.names('text'))})")
   config = common.base_config("mlm", dataset)
   config.mlm = mlm.default_config()
   if dataset == "fortunes":
-    datasets.fortunes_budget(config, STEPS, causal=False)
+    recipes.fortunes_budget(config, STEPS, causal=False)
   else:
-    config.model = datasets.transformer_config("base", config.data, causal=False)
+    config.model = transformer.default_config("base", config.data, causal=False)
     config.global_batch_size = 256
     config.total_steps = 1_000_000
     config.log_every_steps = 100
     config.checkpoint_every_steps = 10_000
     config.optimizer = optim.default_config(name="adamw", learning_rate=1e-4, lr_scaling="none",
                                             b2=0.999, weight_decay=0.01, warmup_steps=10_000)
-    datasets.held_out_tail(config)
+    recipes.held_out_tail(config)
   return common.smoke(config) if smoke else config
 
 

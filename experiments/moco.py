@@ -6,7 +6,7 @@
 
 fashion_mnist: the SimCLR demo's budget and backbone (ResNet-18 width 0.25, batch 256,
 570 steps: a step costs 1.14x SimCLR's, so this is the demo's 650-step minutes; measured
-with `python -m ssl_jax.bench --experiment moco:fashion_mnist`; 24x24 views of the grey images, LARS lr 2.0 warmed up over 50 steps),
+with `python -m ssl_jax.tools.bench --experiment moco:fashion_mnist`; 24x24 views of the grey images, LARS lr 2.0 warmed up over 50 steps),
 projector 512-128 and predictor 512-128, T = 0.2, τ_base 0.99. The two views differ as
 in BYOL's demo: blur 1.0 / 0.1 and solarize 0.0 / 0.2. None of these numbers is tuned
 and none is measured yet
@@ -25,9 +25,12 @@ views without blur. No published target. Not run by us.
 """
 import ml_collections
 
-from experiments import common, datasets
-from ssl_jax import optim, views
+from experiments import common
+from ssl_jax.data import presets
 from ssl_jax.methods import moco
+from ssl_jax.methods.lib import views
+from ssl_jax.models import resnet
+from ssl_jax.training import optim
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   dataset, smoke = common.parse_arg(arg)
@@ -38,7 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.log_every_steps = 25
     config.checkpoint_every_steps = 285
     config.eval.monitor_every_steps = 285
-    config.model = datasets.resnet_config(18, width_multiplier=0.25)
+    config.model = resnet.default_config(18, width_multiplier=0.25)
     # Grey images: no saturation/hue/grayscale; SimCLR's demo crops.
     grey = dict(crop_size=24, crop_scale=(0.2, 1.0), brightness=0.4, contrast=0.4,
                 saturation=0.0, hue=0.0, grayscale_prob=0.0, jitter_prob=0.8)
@@ -52,13 +55,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     size = config.data.image_size
     imagenet = dataset == "imagenet2012"
     config.global_batch_size = 4096 if imagenet else 512
-    steps_per_epoch = datasets.TRAIN_IMAGES[dataset] // config.global_batch_size
+    steps_per_epoch = presets.train_examples(dataset) // config.global_batch_size
     config.total_steps = (300 if imagenet else 1000) * steps_per_epoch
     config.log_every_steps = 100
     config.checkpoint_every_steps = 5000
     config.eval.monitor_every_steps = 10 * steps_per_epoch
-    config.model = (datasets.resnet_config(50, small_image_stem=False) if imagenet
-                    else datasets.resnet_config(18))
+    config.model = (resnet.default_config(50, small_image_stem=False) if imagenet
+                    else resnet.default_config(18))
     colour = dict(crop_size=size, crop_scale=(0.2, 1.0), brightness=0.4, contrast=0.4,
                   saturation=0.2, hue=0.1, grayscale_prob=0.2, jitter_prob=0.8)
     config.views.first = views.group(count=1, blur_prob=1.0 if imagenet else 0.0,

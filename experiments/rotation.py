@@ -5,9 +5,8 @@
 
 fashion_mnist: the results table's budget (ResNet-18 width 0.25, batch 256, LARS lr 2.0
 with 50 warm-up steps), one crop of 24 pixels (scale 0.2-1, flips, the demo's jitter)
-shown at all four rotations. 260 steps, SimCLR's 650-step
-minutes at this step's cost (2.25 s against SimCLR's 0.892 s in one `python -m
-ssl_jax.bench --experiment M:fashion_mnist` sitting on 2026-12-01). Not tuned.
+shown at all four rotations. 260 steps: SimCLR's 650-step minutes at this step's
+measured cost (docs/results.md). Not tuned.
 
 cifar10: batch 128 images x 4 rotations, SGD lr 0.1 (Nesterov, momentum 0.9), wd 5e-4,
 100 epochs, flips and crops, on a ResNet-18. The paper's numbers are for NIN (CIFAR-10)
@@ -18,9 +17,12 @@ imagenet2012: the same recipe on a ResNet-50, batch 192 x 4, 30 epochs. Not run 
 """
 import ml_collections
 
-from experiments import common, datasets
-from ssl_jax import optim, views
+from experiments import common, recipes
+from ssl_jax.data import presets
 from ssl_jax.methods import rotation
+from ssl_jax.methods.lib import views
+from ssl_jax.models import resnet
+from ssl_jax.training import optim
 
 STEPS = 260
 
@@ -30,20 +32,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = common.base_config("rotation", dataset)
   config.rotation = rotation.default_config()
   if dataset == "fashion_mnist":
-    datasets.fashion_mnist_budget(config, STEPS)
-    config.views.crops = views.group(count=1, **datasets.FASHION_MNIST_VIEWS)
+    recipes.fashion_mnist_budget(config, STEPS)
+    config.views.crops = views.group(count=1, **recipes.FASHION_MNIST_VIEWS)
     config.optimizer = optim.default_config(name="lars", learning_rate=2.0, warmup_steps=50)
   else:
     imagenet = dataset == "imagenet2012"
     config.global_batch_size = 192 if imagenet else 128
-    steps_per_epoch = datasets.TRAIN_IMAGES[dataset] // config.global_batch_size
+    steps_per_epoch = presets.train_examples(dataset) // config.global_batch_size
     config.total_steps = (30 if imagenet else 100) * steps_per_epoch
     config.log_every_steps = 100
     config.checkpoint_every_steps = 5000
     config.eval.monitor_every_steps = 10 * steps_per_epoch
     size = config.data.image_size
-    config.model = (datasets.resnet_config(50, small_image_stem=False) if imagenet
-                    else datasets.resnet_config(18))
+    config.model = (resnet.default_config(50, small_image_stem=False) if imagenet
+                    else resnet.default_config(18))
     config.views.crops = views.group(count=1, crop_size=size, crop_scale=(0.5, 1.0),
                                      jitter_prob=0.0, grayscale_prob=0.0)
     config.optimizer = optim.default_config(name="sgd", learning_rate=0.1, weight_decay=5e-4,

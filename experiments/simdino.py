@@ -4,9 +4,9 @@
     python -m experiments.simdino --dataset imagenet2012 --workdir gs://BUCKET/simdino_in1k
 
 fashion_mnist: the DINO row's setting with DINO's machinery removed, at the results
-table's budget (experiments/datasets.fashion_mnist_budget: ResNet-18 width 0.25, batch
+table's budget (experiments/recipes.fashion_mnist_budget: ResNet-18 width 0.25, batch
 256; 370 steps: SimCLR's 650-step minutes at this step's cost, 1.77x SimCLR's, `python
--m ssl_jax.bench --experiment simdino:fashion_mnist`): 2 x 24x24 global crops (scale
+-m ssl_jax.tools.bench --experiment simdino:fashion_mnist`): 2 x 24x24 global crops (scale
 0.3-1) + 4 x 12x12 local crops (scale 0.1-0.3), head 512-512-128 with BN (the ResNet's
 all-positive pooled features need it, as in the DINO row), τ_base 0.99, LARS lr 2.0 with
 50 warm-up steps, gamma and eps the official code's (see methods/simdino.py). Not tuned.
@@ -26,9 +26,12 @@ by us.
 """
 import ml_collections
 
-from experiments import common, datasets
-from ssl_jax import optim, views
+from experiments import common, recipes
+from ssl_jax.data import presets
 from ssl_jax.methods import simdino
+from ssl_jax.methods.lib import views
+from ssl_jax.models import resnet
+from ssl_jax.training import optim
 
 STEPS = 370
 
@@ -37,8 +40,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   dataset, smoke = common.parse_arg(arg)
   config = common.base_config("simdino", dataset)
   if dataset == "fashion_mnist":
-    datasets.fashion_mnist_budget(config, STEPS)
-    grey = {k: v for k, v in datasets.FASHION_MNIST_VIEWS.items()
+    recipes.fashion_mnist_budget(config, STEPS)
+    grey = {k: v for k, v in recipes.FASHION_MNIST_VIEWS.items()
             if k not in ("crop_size", "crop_scale")}
     config.views.global_crops = views.group(count=2, crop_size=24, crop_scale=(0.3, 1.0), **grey)
     config.views.local_crops = views.group(count=4, crop_size=12, crop_scale=(0.1, 0.3), **grey)
@@ -48,12 +51,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   else:
     imagenet = dataset == "imagenet2012"
     config.global_batch_size = 1024 if imagenet else 512
-    steps_per_epoch = datasets.TRAIN_IMAGES[dataset] // config.global_batch_size
+    steps_per_epoch = presets.train_examples(dataset) // config.global_batch_size
     config.total_steps = (100 if imagenet else 800) * steps_per_epoch
     config.log_every_steps = 100
     config.checkpoint_every_steps = 5000
     config.eval.monitor_every_steps = 10 * steps_per_epoch
-    config.model = datasets.resnet_config(50, small_image_stem=not imagenet)
+    config.model = resnet.default_config(50, small_image_stem=not imagenet)
     colour = dict(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, grayscale_prob=0.2,
                   jitter_prob=0.8)
     size = config.data.image_size

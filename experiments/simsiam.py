@@ -3,9 +3,9 @@
     python -m experiments.simsiam --workdir /tmp/simsiam_fashion_mnist
     python -m experiments.simsiam --dataset cifar10 --workdir gs://BUCKET/simsiam_cifar10
 
-fashion_mnist: the results table's budget (experiments/datasets.fashion_mnist_budget:
+fashion_mnist: the results table's budget (experiments/recipes.fashion_mnist_budget:
 ResNet-18 width 0.25, batch 256; 670 steps: SimCLR's 650-step minutes at this step's
-cost, 0.97x SimCLR's, `python -m ssl_jax.bench --experiment simsiam:fashion_mnist`), the
+cost, 0.97x SimCLR's, `python -m ssl_jax.tools.bench --experiment simsiam:fashion_mnist`), the
 SimCLR demo's views and optimizer (LARS lr 2.0, 50 warm-up steps), projector 512-512-512
 and predictor 512-128-512 (the paper's 2048 / 512 at a quarter width), predictor at a
 fixed lr. Not tuned. Measured in the README's results table (`python -m
@@ -22,9 +22,12 @@ D). Not run by us.
 """
 import ml_collections
 
-from experiments import common, datasets
-from ssl_jax import optim, views
+from experiments import common, recipes
+from ssl_jax.data import presets
 from ssl_jax.methods import simsiam
+from ssl_jax.methods.lib import views
+from ssl_jax.models import resnet
+from ssl_jax.training import optim
 
 STEPS = 670
 
@@ -33,22 +36,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   dataset, smoke = common.parse_arg(arg)
   config = common.base_config("simsiam", dataset)
   if dataset == "fashion_mnist":
-    datasets.fashion_mnist_budget(config, STEPS)
-    config.views.pair = views.group(count=2, **datasets.FASHION_MNIST_VIEWS)
+    recipes.fashion_mnist_budget(config, STEPS)
+    config.views.pair = views.group(count=2, **recipes.FASHION_MNIST_VIEWS)
     config.simsiam = simsiam.default_config(projection_hidden_dims=(512, 512),
                                             projection_dim=512, predictor_hidden_dims=(128,))
     config.optimizer = optim.default_config(name="lars", learning_rate=2.0, warmup_steps=50)
   else:
     imagenet = dataset == "imagenet2012"
     config.global_batch_size = 512
-    steps_per_epoch = datasets.TRAIN_IMAGES[dataset] // config.global_batch_size
+    steps_per_epoch = presets.train_examples(dataset) // config.global_batch_size
     config.total_steps = (100 if imagenet else 800) * steps_per_epoch
     config.log_every_steps = 100
     config.checkpoint_every_steps = 5000
     config.eval.monitor_every_steps = 10 * steps_per_epoch
     size = config.data.image_size
-    config.model = (datasets.resnet_config(50, small_image_stem=False) if imagenet
-                    else datasets.resnet_config(18))
+    config.model = (resnet.default_config(50, small_image_stem=False) if imagenet
+                    else resnet.default_config(18))
     config.views.pair = views.group(count=2, crop_size=size, crop_scale=(0.2, 1.0),
                                     brightness=0.4, contrast=0.4,
                                     saturation=0.4, hue=0.1,

@@ -4,6 +4,13 @@
     python -m experiments.table --methods simclr,dino --root /tmp/ssl_table
     python -m experiments.table --smoke --root /tmp/t --readme= --figures=/tmp/t/fig
 
+The rows are discovered, not listed: every module of the experiments package with a
+`get_config` whose default config (what `python3 -m experiments.METHOD` runs, no
+--dataset) trains on `fashion_mnist` and evaluates with both `linear` and `knn` in
+`config.eval.modes`, in alphabetical order. A new method's experiment module with a
+Fashion-MNIST default is a row with no edit here; text, image-text and colour-only
+experiments (mlm, clm, clip, colorization) default to other datasets and are not.
+
 Each row is one experiment module run exactly as its row's command says
 (`python3 -m experiments.METHOD --workdir ROOT/METHOD`, its Fashion-MNIST config: ResNet-18
 at width 0.25, batch 256, steps sized to the budget below), pretraining and then its
@@ -12,25 +19,55 @@ run again, so an interrupted table resumes where it stopped (a half-trained row 
 from its checkpoint). Minutes are measured around each row's processes on this machine and
 kept in ROOT/METHOD/table_row.json.
 
-Then: a PNG of each run's curves (ssl_jax.plot) and one overview in --figures, and the
+Then: a PNG of each run's curves (ssl_jax.tools.plot) and one overview in --figures, and the
 markdown table between the README's `<!-- results-table:start -->` and
-`<!-- results-table:end -->` markers.
+`<!-- results-table:end -->` markers. What each row's numbers mean, and the discussion of
+them, is hand-written in docs/results.md: update it when the numbers move.
 """
 import argparse
+import functools
+import importlib
 import json
 import os
+import pkgutil
 import platform
 import statistics
 import subprocess
 import sys
 import time
 
-from ssl_jax import plot
+from ssl_jax.core import rundir
+from ssl_jax.tools import plot
 
-METHODS = ("simclr", "byol", "moco", "dino", "simsiam", "barlow_twins", "vicreg", "simdino", "mae",
-           "denoising", "jigsaw", "rotation")
 START, END = "<!-- results-table:start -->", "<!-- results-table:end -->"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATASET = "fashion_mnist"  # every row's, so that one raw-pixel baseline row serves them all
+MODES = ("linear", "knn")  # the two probes each row reports
+NOT_ROWS = ("common", "table")  # the experiments package's helpers (recipes has no get_config)
+DISCUSSION = "docs/results.md"  # the hand-written discussion of the rows
+
+
+def is_row(config) -> bool:
+  """An experiment's default config is a results-table row: it pretrains on Fashion-MNIST
+  and is scored by the linear and kNN probes."""
+  modes = set(config.eval.modes.split(","))
+  return config.data.get("name") == DATASET and set(MODES) <= modes
+
+
+@functools.cache
+def methods() -> tuple[str, ...]:
+  """The table's rows, alphabetical: the experiment modules whose default config (the one
+  their row command runs) `is_row`. Imported on first use, not when this module is."""
+  import experiments  # pylint: disable=import-outside-toplevel
+  rows = []
+  for info in pkgutil.iter_modules(experiments.__path__):
+    if info.name in NOT_ROWS:
+      continue
+    module = importlib.import_module(f"experiments.{info.name}")
+    get_config = getattr(module, "get_config", None)
+    if get_config is not None and is_row(get_config(None)):
+      rows.append(info.name)
+  return tuple(sorted(rows))
 
 
 def row_command(method: str, workdir: str) -> str:
@@ -46,17 +83,17 @@ def _read_json(path: str):
 
 def is_trained(workdir: str) -> bool:
   """The run reached its total_steps (its last metrics record is the final step)."""
-  config = _read_json(os.path.join(workdir, "config.json"))
-  if not config or not os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+  config = rundir.read_config(workdir)
+  if not config or not rundir.has_metrics(workdir):
     return False
-  steps = [r["step"] for r in plot.read_metrics(workdir) if "loss" in r]
+  steps = [r["step"] for r in rundir.read_metrics(workdir) if "loss" in r]
   return bool(steps) and steps[-1] == config["total_steps"]
 
 
 def is_evaluated(workdir: str, modes=("linear", "knn")) -> bool:
   """Every mode's report exists and scores the final checkpoint."""
-  config = _read_json(os.path.join(workdir, "config.json"))
-  reports = plot.read_evals(workdir)
+  config = rundir.read_config(workdir)
+  reports = rundir.read_evals(workdir)
   return bool(config) and all(
       mode in reports and reports[mode]["checkpoint_step"] == config["total_steps"]
       for mode in modes)
@@ -111,11 +148,11 @@ def _minutes(value) -> str:
 
 def row_summary(method: str, workdir: str, record: dict) -> dict:
   """The numbers of one row, read back from the run's own files."""
-  config = _read_json(os.path.join(workdir, "config.json"))
-  reports = plot.read_evals(workdir)
+  config = rundir.read_config(workdir)
+  reports = rundir.read_evals(workdir)
   linear, knn = reports["linear"], reports["knn"]
   speeds = [r.get("examples_per_second", r.get("images_per_second"))  # older runs: images_
-            for r in plot.read_metrics(workdir)]
+            for r in rundir.read_metrics(workdir)]
   speeds = [s for s in speeds if s]
   return {
       "method": method, "steps": config["total_steps"],
@@ -172,8 +209,10 @@ def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--root", default="/tmp/ssl_table", help="one workdir per method under it")
-  parser.add_argument("--methods", default=",".join(METHODS),
-                      help=f"comma-separated rows, from {','.join(METHODS)}")
+  parser.add_argument("--methods", default="",
+                      help="comma-separated rows (default: every discovered row, i.e. each "
+                      "experiment whose default config trains on fashion_mnist and is "
+                      "scored by linear and kNN)")
   parser.add_argument("--readme", default=os.path.join(ROOT, "README.md"),
                       help="README to update between its markers; empty: print only")
   parser.add_argument("--figures", default=os.path.join(ROOT, "docs", "figures"),
@@ -182,32 +221,35 @@ def main(argv=None) -> None:
                       help="every row in its experiment's smoke mode (seconds, not minutes)")
   parser.add_argument("--data_dir", default=None, help="TFDS data_dir for every row")
   args = parser.parse_args(argv)
-  methods = [m for m in args.methods.split(",") if m]
-  unknown = [m for m in methods if m not in METHODS]
-  if unknown or not methods:
-    parser.error(f"--methods {args.methods!r}: expected some of {','.join(METHODS)}")
+  available = methods()
+  chosen = [m for m in args.methods.split(",") if m] or list(available)
+  unknown = [m for m in chosen if m not in available]
+  if unknown:
+    parser.error(f"--methods {args.methods!r}: {','.join(unknown)} is not a row; "
+                 f"expected some of {','.join(available)}")
   extra = (["--smoke"] if args.smoke else []) + (
       [f"--config.data.data_dir={args.data_dir}"] if args.data_dir else [])
 
   start = time.time()
   rows = []
-  for method in methods:
+  for method in chosen:
     workdir = os.path.join(args.root, method)
     record = run_row(method, workdir, extra)
     rows.append(row_summary(method, workdir, record))
   os.makedirs(args.figures, exist_ok=True)
-  for method in methods:
+  for method in chosen:
     path = plot.plot_run(os.path.join(args.root, method),
                          os.path.join(args.figures, f"{method}.png"))
     print(f"[table] wrote {path}")
-  overview = plot.plot_overview({m: os.path.join(args.root, m) for m in methods},
+  overview = plot.plot_overview({m: os.path.join(args.root, m) for m in chosen},
                                 os.path.join(args.figures, "overview.png"))
   print(f"[table] wrote {overview}")
   table = markdown(rows)
   print(table)
   if args.readme:
     write_readme(args.readme, table, overview)
-    print(f"[table] updated {args.readme}")
+    print(f"[table] updated {args.readme}; the discussion of these rows is in "
+          f"{DISCUSSION}: update it if the numbers moved")
   print(f"[table] wall time {(time.time() - start) / 60:.1f} min")
 
 

@@ -4,14 +4,12 @@
     python -m experiments.vicreg --workdir /tmp/vicreg_fashion_mnist   # the results table's row
     python -m experiments.vicreg --dataset imagenet2012 --workdir gs://BUCKET/vicreg_in1k
 
-fashion_mnist: the results table's budget (experiments/datasets.fashion_mnist_budget:
+fashion_mnist: the results table's budget (experiments/recipes.fashion_mnist_budget:
 ResNet-18 width 0.25, batch 256; 640 steps: SimCLR's 650-step minutes at this step's
-cost, 1.01x SimCLR's, `python -m ssl_jax.bench --experiment vicreg:fashion_mnist`),
+cost, 1.01x SimCLR's, `python -m ssl_jax.tools.bench --experiment vicreg:fashion_mnist`),
 BYOL's asymmetric views on the demo's grey-image crops, LARS lr 2.0 with 50 warm-up
-steps, expander 1024-1024-1024, the paper's weights 25/25/1. Not tuned. Measured
-2026-12-01 on 2 cores: 640 steps (the results table, `python -m experiments.table`)
-linear 86.71%, kNN k=20 85.09%; 450 steps (the README demo, 15 min 21 s on a slow VM)
-86.26% and 84.67% (random-init ResNet 76.87% / 76.93%, raw pixels 84.54% / 85.69%).
+steps, expander 1024-1024-1024, the paper's weights 25/25/1. Not tuned. Its measured
+numbers are in the README's results table and docs/results.md.
 
 imagenet2012: the paper's recipe: ResNet-50, batch 2048, 1000 epochs, LARS base lr 0.2 x
 B/256 with 10 warm-up epochs, cosine, wd 1e-6, expander 8192-8192-8192, weights 25/25/1,
@@ -23,9 +21,11 @@ solo-learn reports 92.07% linear top-1. Not run by us.
 """
 import ml_collections
 
-from experiments import common, datasets
-from ssl_jax import optim
+from experiments import common, recipes
+from ssl_jax.data import presets
 from ssl_jax.methods import vicreg
+from ssl_jax.models import resnet
+from ssl_jax.training import optim
 
 STEPS = 640
 
@@ -34,23 +34,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   dataset, smoke = common.parse_arg(arg)
   config = common.base_config("vicreg", dataset)
   if dataset == "fashion_mnist":
-    datasets.fashion_mnist_budget(config, STEPS)
-    datasets.asymmetric_views(config, blur=True, **datasets.FASHION_MNIST_VIEWS)
+    recipes.fashion_mnist_budget(config, STEPS)
+    recipes.asymmetric_views(config, blur=True, **recipes.FASHION_MNIST_VIEWS)
     config.vicreg = vicreg.default_config(projection_hidden_dims=(1024, 1024),
                                           projection_dim=1024)
     config.optimizer = optim.default_config(name="lars", learning_rate=2.0, warmup_steps=50)
   else:
     imagenet = dataset == "imagenet2012"
     config.global_batch_size = 2048 if imagenet else 256
-    steps_per_epoch = datasets.TRAIN_IMAGES[dataset] // config.global_batch_size
+    steps_per_epoch = presets.train_examples(dataset) // config.global_batch_size
     config.total_steps = 1000 * steps_per_epoch
     config.log_every_steps = 100
     config.checkpoint_every_steps = 5000
     config.eval.monitor_every_steps = 10 * steps_per_epoch
     size = config.data.image_size
-    config.model = (datasets.resnet_config(50, small_image_stem=False) if imagenet
-                    else datasets.resnet_config(18))
-    datasets.asymmetric_views(config, blur=imagenet, crop_size=size, brightness=0.4,
+    config.model = (resnet.default_config(50, small_image_stem=False) if imagenet
+                    else resnet.default_config(18))
+    recipes.asymmetric_views(config, blur=imagenet, crop_size=size, brightness=0.4,
                               contrast=0.4, saturation=0.2, hue=0.1)
     width = 8192 if imagenet else 2048
     config.vicreg = vicreg.default_config(projection_hidden_dims=(width, width),

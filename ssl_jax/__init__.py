@@ -8,6 +8,21 @@ first (every entrypoint here does). Set SSL_JAX_DEFAULT_XLA_FLAGS=0 to opt out.
 import os
 import sys
 
+# The package's layers, lowest first. A module may import from its own layer or any lower
+# one, never a higher one, and no import may close a cycle (tests/core/test_layers.py
+# parses every import, function-local ones too). Why this order: docs/architecture.md.
+LAYERS = (
+    ("core", ("ssl_jax.core",)),                # errors, config checks, registry, run dir, log, mesh
+    ("data", ("ssl_jax.data",)),                # sources, loaders, presets, builders, on-device augmentation
+    ("models", ("ssl_jax.models",)),            # backbone families and heads
+    ("methods", ("ssl_jax.methods",)),          # the objectives, and methods/lib/ they share
+    ("training", ("ssl_jax.training",)),        # the train step, optimizer, checkpoints, resume, checks
+    ("evals", ("ssl_jax.evals",)),              # evaluators, and evals/lib/ (extraction, monitor)
+    ("commands", ("ssl_jax.train", "ssl_jax.evaluate", "ssl_jax.export")),  # python -m entrypoints
+    ("tools", ("ssl_jax.tools",)),              # bench, plot, flops
+    ("experiments", ("experiments",)),          # recipes: a method composed with a dataset preset
+)
+
 # Keep XLA:CPU's convolutions on Eigen rather than YNNPACK (dots and reductions stay on
 # YNNPACK): ~1.4x faster fwd+bwd for the demo ResNet on 2 cores. The same string as
 # ssl_jax.models.conv.CPU_XLA_FLAGS, repeated because this module must not import jax.

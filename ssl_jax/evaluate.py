@@ -15,144 +15,15 @@ weights, to the evaluator, which trains its own network; `--init F` takes the pr
 backbone from an exported file (`python -m ssl_jax.export`) instead.
 Writes W/eval/<mode>.json, each with its `protocol` record, and prints a table.
 """
-import ast
-import json
-import os
-import sys
 import time
 
 import jax
-import ml_collections
-import numpy as np
 from absl import app, flags
 
-from ssl_jax import checkpoint, engine, evals, log, methods, parallel, validate
-from ssl_jax.data import modality, preprocess, sources
-from ssl_jax.evals import _features
-
-
-class NonFiniteFeaturesError(ValueError):
-  """The checkpoint or the features it gives hold NaN or infinite values."""
-
-
-def default_config(**overrides) -> ml_collections.ConfigDict:
-  """config.eval: every evaluation setting, for the entrypoint and the in-loop monitor."""
-  config = ml_collections.ConfigDict()
-  config.modes = "linear,knn"                # what experiments run after pretraining; "none" skips
-  config.train_split = "train"               # features the probe / kNN bank is fit on
-  config.test_split = "test"                 # features it is scored on
-  config.batch_size = 512                    # feature-extraction batch (divisible by devices)
-  config.random_init_seed = 1_000_003        # seed of the random-weights baseline
-  config.monitor = "knn"                     # evaluator run during pretraining
-  config.monitor_every_steps = 0             # its period in steps; 0 disables it
-  config.monitor_train_split = "train[:10000]"  # the monitor's train features (kNN bank)
-  config.monitor_test_split = "test[:2000]"     # the monitor's test features
-  for name in evals.available():             # each evaluator's own section
-    config[name] = evals.get(name).default_config()
-  return validate.strict_update(config, overrides, "eval")
-
-
-def _log(text: str) -> None:
-  if jax.process_index() == 0:
-    print(text, file=sys.stderr, flush=True)
-
-
-def _count_nonfinite(tree) -> int:
-  return sum(int(np.size(x) - np.count_nonzero(np.isfinite(x)))
-             for x in jax.tree.leaves(parallel.to_host(tree))
-             if np.issubdtype(np.asarray(x).dtype, np.inexact))
-
-
-def extract_splits(encode, config, mesh, splits: dict, name: str) -> dict:
-  """{split_name: ({feature_set: x}, y)} for each split, checked finite."""
-  data = config.data
-  out = {}
-  for split_name, split in splits.items():
-    source = sources.get_source(data.name, split, data.data_dir)
-    start = time.time()
-    features, labels = _features.extract(
-        encode, source, mesh, config.eval.batch_size, keys=tuple(data.features),
-        label_key=data.label_key, preprocess=preprocess.from_config(data))
-    for set_name, x in features.items():
-      bad = _count_nonfinite(x)
-      if bad:
-        raise NonFiniteFeaturesError(
-            f"the {name} {set_name} of {split} hold {bad} non-finite values (of {x.size}): "
-            "no probe can score them. Evaluate an earlier checkpoint with --step.")
-    out[split_name] = (features, labels)
-    shapes = ", ".join(f"{k} {v.shape}" for k, v in features.items())
-    _log(f"  {name}: {split} {shapes} in {time.time() - start:.1f}s")
-  return out
-
-
-def encoder(method, config):
-  """The jitted encode(params, method_state, batch). Built once and bound to each set of
-  weights (`bind`), so the pretrained and random-init networks share one compilation."""
-  return jax.jit(lambda p, s, batch: method.encode(p, s, batch, config))
-
-
-def bind(encode, params, method_state):
-  return lambda batch: encode(params, method_state, batch)
-
-
-class Monitor:
-  """config.eval.monitor on the monitor splits during pretraining (pretrained features only)."""
-
-  def __init__(self, config, mesh, method):
-    self.config, self.mesh, self.method = config, mesh, method
-    self.evaluator = evals.get(config.eval.monitor)
-    if evals.input_kind(config.eval.monitor) != "features":
-      raise validate.ConfigError(f"eval.monitor={config.eval.monitor!r} trains a network of its "
-                                 f"own; the monitor runs feature evaluators: {evals.feature_evaluators()}")
-    self.encode = encoder(method, config)
-    self.num_classes = sources.dataset_info(config.data.name, config.data.data_dir,
-                                            config.data.label_key).num_classes
-
-  def __call__(self, params, method_state) -> dict:
-    settings = self.config.eval
-    sets = extract_splits(bind(self.encode, params, method_state), self.config,
-                          self.mesh, {"train": settings.monitor_train_split,
-                                      "test": settings.monitor_test_split}, "monitor")
-    (train_x, train_y), (test_x, test_y) = sets["train"], sets["test"]
-    primary = next(iter(train_x))
-    result = self.evaluator.evaluate((train_x[primary], train_y), (test_x[primary], test_y),
-                                     num_classes=self.num_classes,
-                                     config=settings[settings.monitor])
-    return {f"{settings.monitor}_{key}": value for key, value in _scalars(result).items()}
-
-
-def _scalars(result: dict, prefix: str = "") -> dict:
-  out = {}
-  for key, value in result.items():
-    if isinstance(value, dict):
-      out.update(_scalars(value, f"{prefix}{key}_"))
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-      out[f"{prefix}{key}"] = value
-  return out
-
-
-def restore(workdir: str, config, mesh, step: int | None = None) -> tuple[dict, tuple, int]:
-  """(params and method_state of the checkpoint, the same of a random init, its step).
-
-  Only params and method_state are restored: no optimizer is built or read."""
-  method = methods.get(config.method)
-  example = engine.example_batch(config)
-  checkpoints = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints, async_save=False)
-  fields = checkpoints.restore_fields(
-      engine.abstract_model_fields(method, config, mesh, example), step=step)
-  checkpoints.close()
-  trained_step = int(fields["step"])
-  bad = _count_nonfinite((fields["params"], fields["method_state"]))
-  if bad:
-    # Checked on the weights, not only on the features: XLA:CPU's fused ReLU can turn a NaN
-    # into 0, so a diverged network may yield finite, all-zero features.
-    raise NonFiniteFeaturesError(
-        f"the checkpoint at step {trained_step} in {workdir} holds {bad} non-finite values: "
-        "its network diverged, and no probe can score it. Evaluate an earlier checkpoint with "
-        "--step, or retrain with a lower learning rate.")
-  random_init = jax.jit(engine.model_init(method, config, example),
-                        out_shardings=parallel.replicated(mesh))
-  return fields, random_init(jax.random.PRNGKey(config.eval.random_init_seed)), trained_step
+from ssl_jax import evals, export, methods
+from ssl_jax.core import errors, log, parallel, rundir, validate
+from ssl_jax.data import modality, sources
+from ssl_jax.evals.lib import extraction, weights
 
 
 def backbones(workdir: str, config, mesh, step: int | None = None,
@@ -161,16 +32,15 @@ def backbones(workdir: str, config, mesh, step: int | None = None,
   pretrained weights came from), through the method's `backbone`."""
   method = methods.get(config.method)
   if not callable(getattr(method, "backbone", None)):
-    raise validate.ConfigError(f"method {config.method!r} has no backbone(params, method_state, "
+    raise errors.ConfigError(f"method {config.method!r} has no backbone(params, method_state, "
                                "config): weight evaluators cannot build its network")
-  fields, (random_params, random_state), trained_step = restore(workdir, config, mesh, step)
+  fields, (random_params, random_state), trained_step = weights.restore(workdir, config, mesh, step)
   pretrained = method.backbone(fields["params"], fields["method_state"], config)
   source = f"{workdir} checkpoint step {trained_step}"
   if init:
-    from ssl_jax import export  # pylint: disable=import-outside-toplevel
     pretrained, sidecar = export.load(init)
     if sidecar["model"] != config.model.to_dict():
-      raise validate.ConfigError(f"--init {init} holds a {sidecar['model']} backbone; the run's "
+      raise errors.ConfigError(f"--init {init} holds a {sidecar['model']} backbone; the run's "
                                  f"config.model is {config.model.to_dict()}")
     trained_step, source = sidecar["checkpoint_step"], f"{init} ({sidecar['method']} step {trained_step})"
   return ({"pretrained": parallel.replicate(pretrained, mesh),
@@ -181,16 +51,16 @@ def backbones(workdir: str, config, mesh, step: int | None = None,
 def feature_sets(workdir: str, config, mesh, step: int | None = None) -> tuple[dict, int]:
   """{"pretrained" | "random_init" | "raw_input": {"train": ({set: x}, y), "test": ...}}."""
   method = methods.get(config.method)
-  fields, (random_params, random_method_state), trained_step = restore(workdir, config, mesh, step)
+  fields, (random_params, random_method_state), trained_step = weights.restore(workdir, config, mesh, step)
   raw = jax.jit(lambda batch: modality.raw_features(batch, config))
   splits = {"train": config.eval.train_split, "test": config.eval.test_split}
-  encode = encoder(method, config)
+  encode = extraction.encoder(method, config)
   sets = {
-      "pretrained": extract_splits(bind(encode, fields["params"], fields["method_state"]),
+      "pretrained": extraction.extract_splits(extraction.bind(encode, fields["params"], fields["method_state"]),
                                    config, mesh, splits, "pretrained"),
-      "random_init": extract_splits(bind(encode, random_params, random_method_state),
+      "random_init": extraction.extract_splits(extraction.bind(encode, random_params, random_method_state),
                                     config, mesh, splits, "random_init"),
-      "raw_input": extract_splits(raw, config, mesh, splits, "raw_input"),
+      "raw_input": extraction.extract_splits(raw, config, mesh, splits, "raw_input"),
   }
   return sets, trained_step
 
@@ -210,9 +80,9 @@ def score(mode: str, sets: dict, config) -> dict:
       results[label] = evaluator.evaluate((train_x[set_name], train_y),
                                           (test_x[set_name], test_y),
                                           num_classes=num_classes, config=settings)
-      _log(f"  {mode} on {label}: top1 {results[label]['top1']:.4f} ({time.time() - start:.1f}s)")
+      extraction.log(f"  {mode} on {label}: top1 {results[label]['top1']:.4f} ({time.time() - start:.1f}s)")
       if results[label].get("lr_at_grid_edge"):
-        _log(f"  note: the {label} probe chose lr {results[label]['learning_rate']:g}, an edge "
+        extraction.log(f"  note: the {label} probe chose lr {results[label]['learning_rate']:g}, an edge "
              f"of config.eval.linear.learning_rates; widen the grid if that edge is the top")
   return results
 
@@ -221,7 +91,7 @@ def _checked_modes(modes) -> tuple[str, ...]:
   modes = tuple(m.strip() for m in modes if m.strip())
   bad = [m for m in modes if m not in evals.available()]
   if bad or not modes:
-    raise validate.ConfigError(f"--mode {','.join(modes)}: expected one or more of "
+    raise errors.ConfigError(f"--mode {','.join(modes)}: expected one or more of "
                                f"{evals.available()}, comma-separated")
   return modes
 
@@ -239,17 +109,17 @@ def run(workdir: str, modes=None, step: int | None = None,
   configured = modes is None
   if not configured:
     modes = _checked_modes(modes)
-  config = load_run_config(workdir)
-  apply_overrides(config.eval, overrides)
+  config = evals.load_run_config(workdir)
+  validate.apply_overrides(config.eval, overrides, "eval")
   if configured:
     modes = _checked_modes(m for m in config.eval.modes.split(",") if m != "none")
   feature_modes = [m for m in modes if evals.input_kind(m) == "features"]
   others = [m for m in modes if evals.input_kind(m) != "weights"]
   if init and others:
-    raise validate.ConfigError(f"--init is read by weight evaluators only; {others} score "
+    raise errors.ConfigError(f"--init is read by weight evaluators only; {others} score "
                                "the checkpoint itself (an export's features are the same, bitwise)")
   mesh = parallel.make_mesh()
-  _log(f"evaluating {workdir} ({', '.join(modes)}) on {jax.device_count()} device(s)")
+  extraction.log(f"evaluating {workdir} ({', '.join(modes)}) on {jax.device_count()} device(s)")
   reports = {}
   if feature_modes:
     sets, trained_step = feature_sets(workdir, config, mesh, step)
@@ -263,13 +133,13 @@ def run(workdir: str, modes=None, step: int | None = None,
                      "raw_input": f"{config.data.modality} inputs, flattened"})
   state_modes = [m for m in modes if evals.input_kind(m) == "state"]
   if state_modes:
-    fields, random_fields, trained_step = restore(workdir, config, mesh, step)
+    fields, random_fields, trained_step = weights.restore(workdir, config, mesh, step)
     states = {"pretrained": (fields["params"], fields["method_state"]),
               "random_init": random_fields}
     for mode in state_modes:
       module = evals.get(mode)
       results = module.evaluate_state(states, method=methods.get(config.method), run_config=config,
-                                      mesh=mesh, config=config.eval[mode], log=_log)
+                                      mesh=mesh, config=config.eval[mode], log=extraction.log)
       reports[mode] = _report(mode, results, config, trained_step, features=module.FEATURES,
                               baselines=module.BASELINES, score=module.SCORE)
   weight_modes = [m for m in modes if evals.input_kind(m) == "weights"]
@@ -280,17 +150,14 @@ def run(workdir: str, modes=None, step: int | None = None,
     for mode in weight_modes:
       results = evals.get(mode).evaluate_weights(
           variables, run_config=config, mesh=mesh, num_classes=num_classes,
-          config=config.eval[mode], log=_log)
+          config=config.eval[mode], log=extraction.log)
       reports[mode] = _report(
           mode, results, config, trained_step,
           features=f"{config.method}.backbone from {source}, trained further",
           baselines={"random_init": f"same architecture and recipe from random weights (seed "
                                     f"{config.eval.random_init_seed}): supervised from scratch"})
   for mode, report in reports.items():
-    if jax.process_index() == 0:
-      os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
-      with open(os.path.join(workdir, "eval", f"{mode}.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    rundir.write_eval(workdir, mode, report)
   if jax.process_index() == 0:
     print(table(reports))
   return reports
@@ -306,48 +173,6 @@ def _report(mode: str, results: dict, config, trained_step: int, *, features: st
   return {"mode": mode, score: results["pretrained"][score], "checkpoint_step": trained_step,
           "dataset": config.data.name, "method": config.method, "protocol": protocol,
           "details": results, "baselines": {name: results[name][score] for name in baselines}}
-
-
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  """The run's saved config, with config.eval completed from this module's defaults."""
-  config = engine.load_config(workdir)
-  with config.unlocked():
-    config.eval = _merged(default_config(), config.get("eval"))
-  return config
-
-
-def apply_overrides(section: ml_collections.ConfigDict, overrides) -> None:
-  """"a.b=value" strings onto `section` (values as Python literals, else strings); a field
-  the section lacks is an error, as everywhere in the configs."""
-  for override in overrides:
-    path, sep, text = override.partition("=")
-    if not sep:
-      raise validate.ConfigError(f"--eval {override!r}: expected FIELD=VALUE, e.g. finetune.epochs=3")
-    *parents, name = path.strip().split(".")
-    where = section
-    for i, part in enumerate(parents + [name]):
-      if not isinstance(where, ml_collections.ConfigDict) or part not in where:
-        valid = list(where.keys()) if isinstance(where, ml_collections.ConfigDict) else []
-        raise validate.ConfigError(validate.unknown_field_message(
-            ".".join(["eval", *parents[:i]]), part, valid))
-      if i < len(parents):
-        where = where[part]
-    try:
-      value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      value = text
-    if isinstance(where[name], tuple) and isinstance(value, list):
-      value = tuple(value)
-    with where.unlocked():
-      where[name] = value
-
-
-def _merged(defaults: ml_collections.ConfigDict, overrides) -> ml_collections.ConfigDict:
-  """The defaults with a run's own config.eval fields on top (older runs may lack some)."""
-  if overrides:
-    with defaults.unlocked():
-      defaults.update(ml_collections.ConfigDict(overrides))
-  return defaults
 
 
 def table(reports: dict) -> str:

@@ -28,14 +28,14 @@ from absl import app, flags
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from ssl_jax import checkpoint, engine, evaluate, log, methods, models, parallel
+from ssl_jax import evals, methods, models
+from ssl_jax.core import log, parallel
+from ssl_jax.core.errors import ExportError
+from ssl_jax.training import checkpoint, engine
 
 FORMAT = "ssl_jax.export/1"
 METADATA_KEY = "ssl_jax"
 
-
-class ExportError(ValueError):
-  """The workdir's method cannot be exported, or a file is not an ssl_jax export."""
 
 
 def flatten(tree: dict, prefix: str) -> dict:
@@ -67,7 +67,7 @@ def sidecar_path(out: str) -> str:
 
 def export(workdir: str, out: str, step: int | None = None, include_head: bool = False) -> dict:
   """Writes `out` and its sidecar; returns the sidecar."""
-  config = evaluate.load_run_config(workdir)
+  config = evals.load_run_config(workdir)
   method = methods.get(config.method)
   if not callable(getattr(method, "backbone", None)) or "model" not in config:
     raise ExportError(f"method {config.method!r} has no backbone(params, method_state, config) "

@@ -15,10 +15,21 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax import checkpoint, engine, evaluate, log, parallel, resume, sharding
-from ssl_jax.data import feed, pipeline, preprocess, sources
-from ssl_jax.engine import TrainState
-from ssl_jax.validate import number
+from ssl_jax import evals, methods, models
+from ssl_jax.core import log, parallel, rundir, sharding
+from ssl_jax.core.errors import TrainingDiverged
+from ssl_jax.core.validate import number
+from ssl_jax.data import feed, modality, pipeline, preprocess, sources
+from ssl_jax.evals.lib import monitor as monitor_lib
+from ssl_jax.training import checkpoint, engine, optim, resume
+from ssl_jax.training.engine import TrainState
+
+
+
+@jax.jit
+def _first_nonfinite(first: jax.Array, finite: jax.Array, step: jax.Array) -> jax.Array:
+  """The step number of the first non-finite step so far, or -1."""
+  return jnp.where((first < 0) & ~finite, step, first)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -36,28 +47,39 @@ def default_config() -> ml_collections.ConfigDict:
   config.precision = "float32"           # float32 | bfloat16: the networks' matmuls and convolutions
   config.grad_accumulation = 1          # micro-batches per step (methods with PER_EXAMPLE_LOSS)
   config.loader_workers = -1             # host loader processes; -1: by core count (feed.default_worker_count)
-  config.sharding = sharding.default_config()  # fsdp: split params/optimizer state (ssl_jax/sharding.py)
+  config.sharding = sharding.default_config()  # fsdp: split params/optimizer state (ssl_jax/core/sharding.py)
   return config
 
 
-class TrainingDiverged(RuntimeError):
-  """The loss, the gradient or the new state held a non-finite value."""
-
-
-@jax.jit
-def _first_nonfinite(first: jax.Array, finite: jax.Array, step: jax.Array) -> jax.Array:
-  """The step number of the first non-finite step so far, or -1."""
-  return jnp.where((first < 0) & ~finite, step, first)
-
-
-def check_config(config: ml_collections.ConfigDict) -> None:
-  """Raises validate.ConfigError naming the first trainer field out of range."""
+def check_trainer_fields(config: ml_collections.ConfigDict) -> None:
+  """Raises errors.ConfigError naming the first trainer field out of range."""
   number("total_steps", config.total_steps, low=1, integer=True)
+  number("global_batch_size", config.global_batch_size, low=1, integer=True)
   for name in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
     number(name, config[name], low=1, integer=True)
-  number("eval.monitor_every_steps", config.eval.monitor_every_steps, low=0, integer=True)
   number("seed", config.seed, low=0, high=2**32 - 1, integer=True)
   number("loader_workers", config.loader_workers, low=-1, integer=True)
+  number("grad_accumulation", config.grad_accumulation, low=1, integer=True)
+  engine.check_precision(config)
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  """The one check pass: every section of a run's config, each by the check that lives
+  beside it, before anything (mesh, method, optimizer, data) is built. Raises
+  errors.ConfigError (one line with the fix) for the first bad value."""
+  check_trainer_fields(config)
+  parallel.fsdp_size(config.sharding.fsdp, jax.device_count())
+  sharding.check_rules(config.sharding)
+  modality.check_config(config.data)
+  for section in ("model", "text_model"):
+    if section in config:
+      models.check_config(config[section])
+  optim.check_config(config.optimizer)
+  method = methods.get(config.method)
+  if hasattr(method, "check_config"):
+    method.check_config(config)
+  evals.check_config(config.eval)
+  monitor_lib.check_config(config.eval)
 
 
 class CollapseWatch:
@@ -117,11 +139,11 @@ def train(config: ml_collections.ConfigDict, workdir: str,
 
   Raises:
     TrainingDiverged: a non-finite loss, gradient or state (nothing of it is saved).
-    resume.ConfigMismatchError: the workdir's run was started with another config.
-    checkpoint.CheckpointError: no checkpoint restores, or a background save failed.
+    errors.ConfigMismatchError: the workdir's run was started with another config.
+    errors.CheckpointError: no checkpoint restores, or a background save failed.
   """
-  check_config(config)
-  mesh = sharding.make_mesh(config)
+  check(config)  # the whole config, once, before anything is built
+  mesh = parallel.make_mesh(config.sharding.fsdp)
   method, init, step_fn = engine.build(config, mesh)
   data_iterator = train_stream(config, mesh)
   unit = {"image": "img", "text": "texts"}.get(config.data.modality, "examples")  # per second
@@ -136,13 +158,13 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     resume.check_config(config, workdir, progress.message)
     state = checkpoints.restore_latest_good(engine.abstract_state(init, rng), data_iterator)
     progress.message(f"resumed from {checkpoints.directory} at step {int(state.step)}")
-    log.truncate_metrics(workdir, int(state.step))  # steps after it will be logged again
+    rundir.truncate_metrics(workdir, int(state.step))  # steps after it will be logged again
   else:
     state = init(rng)
-  engine.save_config(config, workdir)
+  rundir.save_config(config, workdir)
   writer = log.MetricWriter(workdir)
   monitor_every = config.eval.monitor_every_steps
-  monitor = evaluate.Monitor(config, mesh, method) if monitor_every else None
+  monitor = monitor_lib.Monitor(config, mesh, method) if monitor_every else None
   preemption = _Preemption()
   stop = False
   step = first_step = int(state.step)

@@ -9,6 +9,7 @@ import gzip
 import os
 import pathlib
 import struct
+import sys
 
 import numpy as np
 import pytest
@@ -23,6 +24,10 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
 # __init__.py); so does the suite, so that in-process runs compute exactly what the
 # experiment processes they are compared with compute.
 import ssl_jax  # noqa: E402,F401
+
+# Shared test helpers (references, comparison rules, worker processes) live in tests/helpers/
+# and are imported by name from every test folder.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "helpers"))
 
 FASHION_MNIST_DIR = pathlib.Path(os.environ.get("SSL_JAX_FASHION_MNIST_DIR",
                                                 "/usr/share/datasets/fashion-mnist"))
@@ -74,7 +79,8 @@ def tiny_data_dir(tmp_path_factory) -> str:
       os.environ["SSL_JAX_FASHION_MNIST_DIR"] = previous
   # The text methods' contract data: the whole real fortune corpus (it builds in about a
   # second; smoke configs read a slice) and the smoke runs' small tokenizer.
-  from ssl_jax.data import fortunes, text
+  from ssl_jax.data import text
+  from ssl_jax.data.builders import fortunes
   if not (fortunes.source_dir() / "fortunes").exists():
     pytest.fail(f"fortune files missing in {fortunes.source_dir()}: run scripts/setup.sh "
                 f"({fortunes.INSTALL_HINT})")

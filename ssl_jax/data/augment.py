@@ -27,6 +27,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from ssl_jax.core import validate
+from ssl_jax.core.errors import ConfigError
+
 _HIGHEST = jax.lax.Precision.HIGHEST  # the blur matmuls are tiny; keep them exact (float32) on TPU too
 
 
@@ -50,8 +53,7 @@ def default_view_config(**overrides) -> ml_collections.ConfigDict:
   config.solarize_threshold = 0.5  # pixels at or above this value v become 1 - v
   unknown = sorted(set(overrides) - set(config.keys()) - {"count"})
   if unknown:
-    from ssl_jax.validate import ConfigError, unknown_field_message  # pylint: disable=import-outside-toplevel
-    raise ConfigError(unknown_field_message("views.<group>", unknown[0],
+    raise ConfigError(validate.unknown_field_message("views.<group>", unknown[0],
                                             list(config.keys()) + ["count"]))
   config.update(overrides)
   return config
@@ -292,3 +294,9 @@ def normalize(images, mean, std) -> jax.Array:
   if mean.shape not in ((channels,), (1,)) or std.shape not in ((channels,), (1,)):
     raise ValueError(f"normalize needs one mean/std per channel ({channels}); got mean={mean.tolist()}, std={std.tolist()}.")
   return (to_float(images) - mean) / std
+
+
+def evaluation_images(images: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:
+  """uint8 [B,H,W,C] -> normalised float32 at the evaluation resolution, no randomness."""
+  images = center_view(images, config.data.image_size)
+  return normalize(images, config.data.mean, config.data.std)

@@ -12,18 +12,37 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax.validate import ConfigError
+from ssl_jax.core import validate
+from ssl_jax.core.errors import ConfigError
+from ssl_jax.data import augment
+
 
 MODALITIES = ("image", "vector", "text")
 FIRST_ORDINARY_TOKEN = 5  # [PAD] [UNK] [CLS] [SEP] [MASK] come first (ssl_jax/data/text.py)
+
+
+def check_config(data: ml_collections.ConfigDict) -> None:
+  """ConfigError naming the first config.data field that no loader or baseline accepts."""
+  if data.modality not in MODALITIES:
+    raise ConfigError(f"data.modality={data.modality!r}; expected one of {MODALITIES}")
+  if data.modality == "image" or "image_size" in data:
+    validate.number("data.image_size", data.image_size, low=1, integer=True)
+    if len(data.mean) != len(data.std) or not data.mean:
+      raise ConfigError(f"data.mean={tuple(data.mean)} and data.std={tuple(data.std)} need one "
+                        "value per image channel each")
+    for value in data.std:
+      validate.number("data.std", value, low=0, low_open=True)
+  if "vocab_size" in data:
+    validate.number("data.vocab_size", data.vocab_size, low=FIRST_ORDINARY_TOKEN + 1,
+                    integer=True)
+    validate.number("data.max_length", data.max_length, low=2, integer=True)
 
 
 def raw_features(batch: dict, config: ml_collections.ConfigDict) -> jax.Array:
   """[B, D] float32 features of the raw input, for the baseline every probe runs beside."""
   modality = config.data.modality
   if modality == "image":
-    from ssl_jax import views  # pylint: disable=import-outside-toplevel
-    images = views.evaluation_images(batch["image"], config)
+    images = augment.evaluation_images(batch["image"], config)
     return images.reshape(images.shape[0], -1)
   if modality == "vector":
     values = batch[config.data.input_key]

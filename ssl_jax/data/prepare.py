@@ -34,7 +34,7 @@ def prepare(name: str, data_dir: str | None = None,
     The prepared builder.
 
   Raises:
-    sources.DataNotPreparedError: prepared already, but not as ArrayRecord.
+    errors.DataNotPreparedError: prepared already, but not as ArrayRecord.
     Whatever TFDS raises when it cannot download/build a catalogue dataset.
   """
   builder = sources.get_builder(name, data_dir)

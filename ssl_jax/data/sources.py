@@ -28,7 +28,8 @@ from typing import Any
 import tensorflow_datasets as tfds
 
 # Importing the module registers the builder's name with TFDS.
-from ssl_jax.data import fashion_mnist_captions, fashion_mnist_local, fortunes, photo_crops  # noqa: F401  (register builders)
+from ssl_jax.core.errors import DataNotPreparedError
+from ssl_jax.data.builders import fashion_mnist_captions, fashion_mnist_local, fortunes, photo_crops  # noqa: F401  (register builders)
 
 # Friendly name -> registered TFDS builder name of the offline builder.
 ALIASES: dict[str, str] = {
@@ -40,9 +41,6 @@ OFFLINE_BUILDERS = (fashion_mnist_local.FashionMnistLocal.name, photo_crops.Phot
 
 _ARRAY_RECORD = "array_record"
 
-
-class DataNotPreparedError(FileNotFoundError):
-  """The dataset is not prepared in ArrayRecord format under data_dir."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,9 +30,10 @@ import ml_collections
 import numpy as np
 import optax
 
-from ssl_jax import models, parallel, validate, views
+from ssl_jax import models
+from ssl_jax.core import errors, parallel, validate
 from ssl_jax.data import augment, pipeline, preprocess, sources
-from ssl_jax.evals import _features
+from ssl_jax.evals.lib import extraction
 
 INPUT = "weights"
 NO_DECAY = ("class_token", "mask_token")
@@ -164,7 +165,7 @@ class Recipe:
     self.holdout = pipeline.Subset(train_source, np.sort(order[:held]), "holdout")
     self.steps_per_epoch = len(self.fit) // config.batch_size
     if self.steps_per_epoch < 1:
-      raise validate.ConfigError(f"eval.finetune.batch_size={config.batch_size} exceeds the "
+      raise errors.ConfigError(f"eval.finetune.batch_size={config.batch_size} exceeds the "
                                  f"{len(self.fit)} fine-tuning images")
     self.tx = tx = optimizer(self.initial_params(variables), backbone, config,
                              config.epochs * self.steps_per_epoch,
@@ -182,7 +183,7 @@ class Recipe:
       return augment.normalize(augment.random_views(batch["image"], rng, crops), data.mean, data.std)
 
     def eval_inputs(batch):
-      return batch["tokens"] if text else views.evaluation_images(batch["image"], run_config)
+      return batch["tokens"] if text else augment.evaluation_images(batch["image"], run_config)
 
     def apply(params, batch_stats, images, train, rng=None):
       model_vars = models.variables(params, batch_stats)
@@ -217,7 +218,7 @@ class Recipe:
 
   def accuracy(self, params, batch_stats, source) -> float:
     data = self.run_config.data
-    logits, labels = _features.extract(
+    logits, labels = extraction.extract(
         lambda batch: self.predict(params, batch_stats, batch), source, self.mesh,
         self.run_config.eval.batch_size, keys=tuple(data.features), label_key=data.label_key,
         preprocess=preprocess.from_config(data))

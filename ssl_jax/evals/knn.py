@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ssl_jax import losses, validate
+from ssl_jax.core import validate
+from ssl_jax.methods.lib import losses
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:

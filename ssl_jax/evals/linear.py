@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from ssl_jax import validate
+from ssl_jax.core import validate
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:

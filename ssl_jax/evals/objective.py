@@ -13,7 +13,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from ssl_jax import parallel, validate
+from ssl_jax.core import errors, parallel, validate
 from ssl_jax.data import pipeline, preprocess, sources
 
 INPUT = "state"
@@ -41,7 +41,7 @@ def evaluate_state(states: dict, *, method, run_config, mesh, config, log=print)
   data = run_config.data
   source = sources.get_source(data.name, run_config.eval.test_split, data.data_dir)
   if len(source) < config.batch_size:
-    raise validate.ConfigError(f"eval.objective.batch_size={config.batch_size} exceeds the "
+    raise errors.ConfigError(f"eval.objective.batch_size={config.batch_size} exceeds the "
                                f"{len(source)} records of {run_config.eval.test_split!r}")
 
   @jax.jit

@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ssl_jax import validate
+from ssl_jax.core import errors, validate
 from ssl_jax.data import preprocess, sources, text
-from ssl_jax.evals import _features
+from ssl_jax.evals.lib import extraction
 
 INPUT = "state"
 SCORE = "top1"
@@ -54,7 +54,7 @@ def prompt_tokens(run_config, config) -> np.ndarray:
 def evaluate_state(states: dict, *, method, run_config, mesh, config, log=print) -> dict:
   """{"pretrained" | "random_init": {"top1"}, "chance": {"top1"}}."""
   if not callable(getattr(method, "encode_text", None)):
-    raise validate.ConfigError(f"zeroshot needs a method with encode_text (CLIP); "
+    raise errors.ConfigError(f"zeroshot needs a method with encode_text (CLIP); "
                                f"{run_config.method!r} has none")
   data = run_config.data
   prompts = jnp.asarray(prompt_tokens(run_config, config))
@@ -63,7 +63,7 @@ def evaluate_state(states: dict, *, method, run_config, mesh, config, log=print)
   embed_text = jax.jit(lambda p, s, tokens: method.encode_text(p, s, tokens, run_config))
   results = {}
   for name, (params, method_state) in states.items():
-    images, labels = _features.extract(
+    images, labels = extraction.extract(
         lambda batch: encode(params, method_state, batch), source, mesh,
         run_config.eval.batch_size, keys=tuple(data.features), label_key=data.label_key,
         preprocess=preprocess.from_config(data))

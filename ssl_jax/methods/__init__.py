@@ -1,9 +1,9 @@
 """Self-supervised objectives, one module per method: the method contract (v2).
 
 The module path is the registry: `config.method = "simclr"` means
-`ssl_jax.methods.simclr`, and every module in this folder is a method (shared helpers
-live outside it: ssl_jax/views.py, ssl_jax/teacher.py, ssl_jax/losses.py). Any other
-name is imported as a module path (`config.method = "my_project.my_method"`): a method
+`ssl_jax.methods.simclr` (core/registry.py), and every module in this folder is a method;
+what several methods share lives in methods/lib/ (losses, teacher, views, multicrop,
+diagnostics, defaults). Any other name is imported as a module path (`config.method = "my_project.my_method"`): a method
 that lives outside the package, e.g. in a fork's own folder or a test. A method is
 pure functions of plain pytrees; the trainer calls them in this order and knows nothing
 else about any method:
@@ -32,7 +32,7 @@ else about any method:
 `step` is the same int32 scalar in views, loss and update: the number of optimizer
 steps taken before this one (0 for the first step). The step is jitted over the device
 mesh with the batch sharded over all devices and the state replicated or split over
-'fsdp' (ssl_jax/sharding.py; a method never sees the difference), so global-batch
+'fsdp' (ssl_jax/core/sharding.py; a method never sees the difference), so global-batch
 quantities need no collectives; it runs under `jax.sharding.use_abstract_mesh`, so a
 method may use `jax.shard_map` (its mesh is picked up) where it truly needs per-device
 semantics.
@@ -46,9 +46,16 @@ Expected of every method whose features come from `config.model` (all in this fo
       (colorization: the lightness only) encodes that input instead, says so in its
       docstring and in PRETRAINING_INPUT (a string export records in the sidecar).
 
+Expected of every method (the check pass, train.check, calls it before anything is built):
+  check_config(config) -> None
+      Raises core.errors.ConfigError for the first invalid value of its section or of
+      the view groups it needs (one line naming the field and what would work). The
+      functions above may call it too, so a library user who skips the check pass gets
+      the same errors.
+
 Optional:
   param_labels(params, config) -> pytree of "default" | "no_decay" | "constant_lr" | "frozen"
-      Optimizer parameter groups (ssl_jax/optim.py): e.g. SimSiam's predictor at a fixed
+      Optimizer parameter groups (ssl_jax/training/optim.py): e.g. SimSiam's predictor at a fixed
       learning rate ("constant_lr"), tokens without weight decay.
   PER_EXAMPLE_LOSS = True (a module constant), and loss_weight(views, config) -> scalar
       Declares that every leaf of `views` has the examples on its leading axis and that
@@ -63,29 +70,21 @@ Optional:
       starts its own training from them. No method defines it yet; fine-tuning starts
       from `backbone` (or an exported file, `export.load`).
 """
-import importlib
-import pkgutil
 from types import ModuleType
 
-from ssl_jax.validate import ConfigError
+from ssl_jax.core.registry import Registry
 
 REQUIRED = ("default_config", "init", "views", "loss", "update", "encode")
+_REGISTRY = Registry(__name__, "config.method", outside=True)
 
 
 def available() -> list[str]:
-  return sorted(m.name for m in pkgutil.iter_modules(__path__))
+  return _REGISTRY.available()
 
 
 def get(name: str) -> ModuleType:
   """The method module for `config.method`, with an error listing the valid names."""
-  if name in available():
-    module = importlib.import_module(f"{__name__}.{name}")
-  else:
-    try:  # a method outside the package, by its module path
-      module = importlib.import_module(name)
-    except ModuleNotFoundError:
-      raise ConfigError(f"config.method={name!r} is not a method; available: {available()} "
-                        "(or the importable module path of a method outside the package)") from None
+  module = _REGISTRY.get(name)
   missing = [f for f in REQUIRED if not callable(getattr(module, f, None))]
   if missing:
     raise TypeError(f"method {name!r} ({module.__file__}) lacks {missing} of the method "

@@ -29,7 +29,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax import diagnostics, losses, method_defaults, models, validate, views as views_lib
+from ssl_jax import models
+from ssl_jax.core import validate
+from ssl_jax.data import augment
+from ssl_jax.methods.lib import defaults, diagnostics, losses, views as views_lib
 from ssl_jax.models.heads import BackboneWithHead, MLPHead
 
 
@@ -51,7 +54,7 @@ def network(config) -> BackboneWithHead:
 
 
 def init(rng, config, example_batch) -> tuple[Any, Any]:
-  images = views_lib.evaluation_images(example_batch["image"][:1], config)
+  images = augment.evaluation_images(example_batch["image"][:1], config)
   variables = network(config).init(rng, images, train=False)
   return variables["params"], {"batch_stats": variables.get("batch_stats", {})}
 
@@ -78,6 +81,6 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
   return value, (metrics, {**method_state, **updates})
 
 
-update = method_defaults.no_update  # No target network, queue or centre.
-backbone = method_defaults.backbone
-encode = method_defaults.encode_images_with(backbone)
+update = defaults.no_update  # No target network, queue or centre.
+backbone = defaults.backbone
+encode = defaults.encode_images_with(backbone)

@@ -17,7 +17,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax import diagnostics, losses, method_defaults, models, teacher, validate, views as views_lib
+from ssl_jax import models
+from ssl_jax.core import errors, validate
+from ssl_jax.data import augment
+from ssl_jax.methods.lib import defaults, diagnostics, losses, teacher, views as views_lib
 from ssl_jax.models.heads import BackboneWithHead, MLPHead
 
 
@@ -42,7 +45,7 @@ def _networks(config) -> tuple[BackboneWithHead, MLPHead]:
 def init(rng, config, example_batch) -> tuple[Any, Any]:
   encoder, predictor = _networks(config)
   encoder_rng, predictor_rng = jax.random.split(rng)
-  images = views_lib.evaluation_images(example_batch["image"][:1], config)
+  images = augment.evaluation_images(example_batch["image"][:1], config)
   encoder_vars = encoder.init(encoder_rng, images, train=False)
   _, projection = encoder.apply(encoder_vars, images, train=False)
   predictor_vars = predictor.init(predictor_rng, projection, train=False)
@@ -59,7 +62,7 @@ def views(batch, rng, step, config):
   groups = views_lib.make(batch["image"], rng, config)
   batch_size = batch["image"].shape[0]
   if len(groups) != 2 or any(g.shape[0] != batch_size for g in groups):
-    raise validate.ConfigError("BYOL needs two view groups of count 1 (config.views.first, "
+    raise errors.ConfigError("BYOL needs two view groups of count 1 (config.views.first, "
                                "config.views.second)")
   return jnp.concatenate(groups)  # [first views of all images; second views]
 
@@ -107,4 +110,4 @@ def backbone(params, method_state, config) -> dict:
                           method_state["batch_stats"]["encoder"].get("backbone"))
 
 
-encode = method_defaults.encode_images_with(backbone)
+encode = defaults.encode_images_with(backbone)

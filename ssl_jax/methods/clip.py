@@ -27,7 +27,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax import losses, method_defaults, models, validate, views as views_lib
+from ssl_jax import models
+from ssl_jax.core import errors, validate
+from ssl_jax.data import augment
+from ssl_jax.methods.lib import defaults, losses, views as views_lib
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
@@ -65,14 +68,14 @@ def network(config) -> DualEncoder:
   validate.number("clip.init_temperature", settings.init_temperature, low=0, low_open=True)
   validate.number("clip.max_logit_scale", settings.max_logit_scale, low=1)
   if "text_model" not in config:
-    raise validate.ConfigError("clip needs config.text_model (a Transformer, "
+    raise errors.ConfigError("clip needs config.text_model (a Transformer, "
                                "experiments/datasets.transformer_config)")
   return DualEncoder(models.build(config.model), models.build(config.text_model),
                      settings.embed_dim, settings.init_temperature)
 
 
 def init(rng, config, example_batch) -> tuple[Any, Any]:
-  images = views_lib.evaluation_images(example_batch["image"][:1], config)
+  images = augment.evaluation_images(example_batch["image"][:1], config)
   variables = network(config).init(rng, images, example_batch["tokens"][:1], train=False)
   return variables["params"], {"batch_stats": variables.get("batch_stats", {})}
 
@@ -81,7 +84,7 @@ def views(batch, rng, step, config) -> dict:
   del step
   groups = views_lib.make(batch["image"], rng, config)
   if len(groups) != 1 or groups[0].shape[0] != batch["image"].shape[0]:
-    raise validate.ConfigError("clip needs exactly one view group with count=1")
+    raise errors.ConfigError("clip needs exactly one view group with count=1")
   return {"images": groups[0], "tokens": batch["tokens"]}
 
 
@@ -98,7 +101,7 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
                  {**method_state, **updates})
 
 
-update = method_defaults.no_update
+update = defaults.no_update
 
 
 def backbone(params, method_state, config) -> dict:
@@ -108,7 +111,7 @@ def backbone(params, method_state, config) -> dict:
 
 def encode(params, method_state, batch, config) -> dict:
   variables = {"params": params, **method_state}
-  images = views_lib.evaluation_images(batch["image"], config)
+  images = augment.evaluation_images(batch["image"], config)
   joint = network(config).apply(variables, images, False, method=DualEncoder.embed_images)
   return {"backbone": models.encode_images(backbone(params, method_state, config), batch["image"],
                                            config),

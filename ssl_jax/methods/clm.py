@@ -15,8 +15,10 @@ from typing import Any
 import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax import losses, method_defaults, models, validate
+from ssl_jax import models
+from ssl_jax.core import errors, validate
 from ssl_jax.data import text
+from ssl_jax.methods.lib import defaults, losses
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
@@ -26,7 +28,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
 
 def network(config):
   if not config.model.get("causal"):
-    raise validate.ConfigError("clm needs a causal decoder: config.model.causal=True")
+    raise errors.ConfigError("clm needs a causal decoder: config.model.causal=True")
   return models.build(config.model)
 
 
@@ -68,6 +70,6 @@ def loss_weight(views, config):
   return jnp.sum((views["tokens"][:, 1:] != text.PAD).astype(jnp.float32))
 
 
-update = method_defaults.no_update
-backbone = method_defaults.backbone
-encode = method_defaults.encode_tokens_with(backbone)
+update = defaults.no_update
+backbone = defaults.backbone
+encode = defaults.encode_tokens_with(backbone)

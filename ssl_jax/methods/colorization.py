@@ -34,8 +34,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ssl_jax import method_defaults, models, validate, views as views_lib
+from ssl_jax import models
+from ssl_jax.core import errors, validate
 from ssl_jax.data import augment
+from ssl_jax.methods.lib import defaults, views as views_lib
 
 # sRGB (linear) -> XYZ for the D65 white, and that white (IEC 61966-2-1).
 RGB_TO_XYZ = np.array([[0.4124564, 0.3575761, 0.1804375],
@@ -110,7 +112,7 @@ def soft_encode_cells(ab: jax.Array, bin_size: float, sigma: float, grid: int) -
   nearest one (25 candidates instead of all Q, and a scatter-add instead of a dense
   [B, S, S, Q] array): the same as `soft_encode` wherever 5 bins of the gamut lie within
   2.5 bins of the pixel; of the 262,144 colours of a 64^3 sRGB grid, 2 (at the gamut's
-  edge) differ at bin size 10, of a 32^3 grid 1 (tests/test_pretext.py)."""
+  edge) differ at bin size 10, of a 32^3 grid 1 (tests/methods/test_pretext.py)."""
   lookup, offset = _grid_lookup(float(bin_size))
   batch, size = ab.shape[0], ab.shape[1]
   cell = size // grid
@@ -164,13 +166,13 @@ def network(config) -> ColorizationNet:
   validate.number("colorization.bin_size", settings.bin_size, low=1)
   validate.number("colorization.soft_sigma", settings.soft_sigma, low=1e-3)
   if not isinstance(settings.grid, int) or settings.grid < 1:
-    raise validate.ConfigError(f"colorization.grid={settings.grid!r}; must be an integer >= 1")
+    raise errors.ConfigError(f"colorization.grid={settings.grid!r}; must be an integer >= 1")
   return ColorizationNet(models.build(config.model), settings.decoder_hidden_dim,
                          settings.grid ** 2, len(ab_bins(settings.bin_size)))
 
 
 def init(rng, config, example_batch) -> tuple[Any, Any]:
-  images = views_lib.evaluation_images(example_batch["image"][:1], config)
+  images = augment.evaluation_images(example_batch["image"][:1], config)
   variables = network(config).init(rng, images, train=False)
   return variables["params"], {"batch_stats": variables.get("batch_stats", {})}
 
@@ -179,15 +181,15 @@ def views(batch, rng, step, config) -> dict:
   del step
   groups = views_lib.make(batch["image"], rng, config)
   if len(groups) != 1 or groups[0].shape[0] != batch["image"].shape[0]:
-    raise validate.ConfigError("colorization needs exactly one view group with count=1")
+    raise errors.ConfigError("colorization needs exactly one view group with count=1")
   (settings,) = config.views.values()
   if settings.grayscale_prob > 0:
-    raise validate.ConfigError("colorization: views grayscale_prob must be 0 (a grey view "
+    raise errors.ConfigError("colorization: views grayscale_prob must be 0 (a grey view "
                                "teaches that every colour is grey)")
   grid = config.colorization.grid
   size = groups[0].shape[1]
   if size % grid:
-    raise validate.ConfigError(f"colorization.grid={grid} must divide the crop size {size}")
+    raise errors.ConfigError(f"colorization.grid={grid} must divide the crop size {size}")
   mean, std = (jnp.asarray(v, jnp.float32) for v in (config.data.mean, config.data.std))
   lab = rgb_to_lab(jnp.clip(_as_rgb(groups[0] * std + mean), 0.0, 1.0))
   targets = soft_encode_cells(lab[..., 1:], config.colorization.bin_size,
@@ -209,8 +211,8 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
                  {**method_state, **updates})
 
 
-update = method_defaults.no_update
-backbone = method_defaults.backbone
+update = defaults.no_update
+backbone = defaults.backbone
 
 
 def encode(params, method_state, batch, config) -> jax.Array:

@@ -16,7 +16,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax import method_defaults, models, validate, views as views_lib
+from ssl_jax import models
+from ssl_jax.core import errors, validate
+from ssl_jax.data import augment
+from ssl_jax.methods.lib import defaults, views as views_lib
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
@@ -62,7 +65,7 @@ def network(config) -> DenoisingAutoencoder:
 
 
 def init(rng, config, example_batch) -> tuple[Any, Any]:
-  images = views_lib.evaluation_images(example_batch["image"][:1], config)
+  images = augment.evaluation_images(example_batch["image"][:1], config)
   variables = network(config).init(rng, images, train=False)
   return variables["params"], {"batch_stats": variables.get("batch_stats", {})}
 
@@ -72,7 +75,7 @@ def views(batch, rng, step, config) -> dict:
   crop_rng, noise_rng = jax.random.split(rng)
   groups = views_lib.make(batch["image"], crop_rng, config)
   if len(groups) != 1 or groups[0].shape[0] != batch["image"].shape[0]:
-    raise validate.ConfigError("denoising needs exactly one view group with count=1")
+    raise errors.ConfigError("denoising needs exactly one view group with count=1")
   clean = groups[0]
   size = config.denoising.reconstruction_size
   target = jax.image.resize(clean, (clean.shape[0], size, size, clean.shape[-1]), "linear")
@@ -90,6 +93,6 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
   return value, ({"collapsed_loss": collapsed}, {**method_state, **updates})
 
 
-update = method_defaults.no_update
-backbone = method_defaults.backbone
-encode = method_defaults.encode_images_with(backbone)
+update = defaults.no_update
+backbone = defaults.backbone
+encode = defaults.encode_images_with(backbone)

@@ -18,7 +18,7 @@ method_state: {"batch_stats": student BN statistics,
 Choices the contract leaves open, and what the official code does:
 - Crops of different sizes are separate arrays, so the student's backbone runs once on
   the global crops and once on the local crops, and the head once on all their features
-  together (ssl_jax/multicrop.py, the official MultiCropWrapper). Its BatchNorm running
+  together (ssl_jax/methods/lib/multicrop.py, the official MultiCropWrapper). Its BatchNorm running
   statistics take both updates in that order (flax hands the second call the first call's
   new values), as PyTorch's BatchNorm does for the official two backbone calls.
 - The teacher runs in train mode (batch statistics), as in the official code, which
@@ -40,7 +40,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax import diagnostics, losses, models, multicrop, teacher, validate, views as views_lib
+from ssl_jax import models
+from ssl_jax.core import validate
+from ssl_jax.data import augment
+from ssl_jax.methods.lib import diagnostics, losses, multicrop, teacher
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
@@ -120,7 +123,7 @@ def network(config: ml_collections.ConfigDict) -> multicrop.MultiCropNetwork:
 
 
 def init(rng: jax.Array, config: ml_collections.ConfigDict, example_batch: dict) -> tuple[Any, Any]:
-  images = views_lib.evaluation_images(example_batch["image"][:1], config)
+  images = augment.evaluation_images(example_batch["image"][:1], config)
   variables = network(config).init(rng, [images], train=False)
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
   # The teacher starts as an exact copy of the student.

@@ -24,7 +24,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from ssl_jax import method_defaults, models, validate, views as views_lib
+from ssl_jax import models
+from ssl_jax.core import errors, validate
+from ssl_jax.methods.lib import defaults, views as views_lib
 
 GRID = 3
 TILES = GRID * GRID
@@ -42,7 +44,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
 def permutations(count: int) -> np.ndarray:
   """[count, 9] permutations with maximal minimal Hamming distance, greedily, from the identity."""
   if not 1 <= count <= 1000:
-    raise validate.ConfigError(f"jigsaw.num_permutations={count}; must be in [1, 1000]")
+    raise errors.ConfigError(f"jigsaw.num_permutations={count}; must be in [1, 1000]")
   every = np.array(list(itertools.permutations(range(TILES))), np.int8)  # lexicographic
   chosen = [0]
   nearest = (every != every[0]).sum(1)
@@ -60,7 +62,7 @@ def tiles(images: jax.Array, rng: jax.Array, gap: int) -> jax.Array:
   cell = size // GRID
   tile = cell - gap
   if tile < 1:
-    raise validate.ConfigError(f"jigsaw.tile_gap={gap} leaves no tile in {cell}-pixel cells")
+    raise errors.ConfigError(f"jigsaw.tile_gap={gap} leaves no tile in {cell}-pixel cells")
   offsets = jax.random.randint(rng, (batch, TILES, 2), 0, gap + 1)
   corners = jnp.array([(r * cell, c * cell) for r in range(GRID) for c in range(GRID)])
 
@@ -109,7 +111,7 @@ def views(batch, rng, step, config) -> dict:
   crop_rng, tile_rng, order_rng = jax.random.split(rng, 3)
   groups = views_lib.make(batch["image"], crop_rng, config)
   if len(groups) != 1 or groups[0].shape[0] != batch["image"].shape[0]:
-    raise validate.ConfigError("jigsaw needs exactly one view group with count=1")
+    raise errors.ConfigError("jigsaw needs exactly one view group with count=1")
   grid = tiles(groups[0], tile_rng, config.jigsaw.tile_gap)
   perms = jnp.asarray(permutations(config.jigsaw.num_permutations))
   labels = jax.random.randint(order_rng, (grid.shape[0],), 0, perms.shape[0])
@@ -128,6 +130,6 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
                   "collapsed_loss": chance}, {**method_state, **updates})
 
 
-update = method_defaults.no_update
-backbone = method_defaults.backbone
-encode = method_defaults.encode_images_with(backbone)
+update = defaults.no_update
+backbone = defaults.backbone
+encode = defaults.encode_images_with(backbone)

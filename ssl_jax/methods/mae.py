@@ -13,7 +13,7 @@ target patch minus its mean, over its unbiased std + 1e-6, as the official code)
 
 Evaluation encodes the whole image, unmasked, pooled as config.model.pool (the class
 token, as the paper's linear probe). The class and mask tokens get no weight decay
-(`param_labels`; biases and norm parameters never do, see ssl_jax/optim.py); position
+(`param_labels`; biases and norm parameters never do, see ssl_jax/training/optim.py); position
 embeddings are fixed, not parameters.
 """
 from typing import Any
@@ -23,7 +23,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax import method_defaults, models, validate, views as views_lib
+from ssl_jax import models
+from ssl_jax.core import errors, validate
+from ssl_jax.data import augment
+from ssl_jax.methods.lib import defaults, views as views_lib
 from ssl_jax.models import vit
 
 
@@ -90,7 +93,7 @@ def network(config: ml_collections.ConfigDict) -> MaskedAutoencoder:
   validate.number("mae.mask_ratio", config.mae.mask_ratio, low=0, high=1, high_open=True)
   encoder = models.build(config.model)
   if not isinstance(encoder, vit.ViT):
-    raise validate.ConfigError(f"MAE needs a ViT encoder (config.model.name='vit'), got "
+    raise errors.ConfigError(f"MAE needs a ViT encoder (config.model.name='vit'), got "
                                f"config.model.name={config.model.name!r}")
   return MaskedAutoencoder(encoder, config.mae.decoder_width, config.mae.decoder_depth,
                            config.mae.decoder_heads, len(config.data.mean))
@@ -108,7 +111,7 @@ def reconstruction_loss(predicted, images, mask, patch_size: int, norm_pix: bool
 
 
 def init(rng: jax.Array, config: ml_collections.ConfigDict, example_batch: dict) -> tuple[Any, Any]:
-  images = views_lib.evaluation_images(example_batch["image"][:1], config)
+  images = augment.evaluation_images(example_batch["image"][:1], config)
   num_patches = vit.patchify(images, config.model.patch_size).shape[1]
   noise = jnp.zeros((1, num_patches))
   variables = network(config).init(rng, images, noise, kept_patches(num_patches, config.mae.mask_ratio),
@@ -128,7 +131,7 @@ def views(batch: dict, rng: jax.Array, step, config: ml_collections.ConfigDict) 
   crop_key, noise_key = jax.random.split(rng)
   groups = views_lib.make(batch["image"], crop_key, config)
   if len(groups) != 1 or groups[0].shape[0] != batch["image"].shape[0]:
-    raise validate.ConfigError("MAE needs exactly one view group with count=1")
+    raise errors.ConfigError("MAE needs exactly one view group with count=1")
   (images,) = groups
   num_patches = vit.patchify(images, config.model.patch_size).shape[1]
   return {"images": images, "noise": jax.random.uniform(noise_key, (images.shape[0], num_patches))}
@@ -146,7 +149,7 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
   return value, (metrics, method_state)
 
 
-update = method_defaults.no_update
+update = defaults.no_update
 
 
 def backbone(params, method_state, config) -> dict:
@@ -155,7 +158,7 @@ def backbone(params, method_state, config) -> dict:
   return models.variables(params["encoder"])
 
 
-encode = method_defaults.encode_images_with(backbone)
+encode = defaults.encode_images_with(backbone)
 
 
 def param_labels(params, config):

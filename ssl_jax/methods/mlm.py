@@ -21,8 +21,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax import losses, method_defaults, models, validate
+from ssl_jax import models
+from ssl_jax.core import errors, validate
 from ssl_jax.data import text
+from ssl_jax.methods.lib import defaults, losses
 from ssl_jax.models import transformer
 
 
@@ -51,9 +53,9 @@ def network(config) -> MaskedLM:
   for name in ("mask_token_fraction", "random_token_fraction"):
     validate.number(f"mlm.{name}", settings[name], low=0, high=1)
   if settings.mask_token_fraction + settings.random_token_fraction > 1:
-    raise validate.ConfigError("mlm.mask_token_fraction + mlm.random_token_fraction exceeds 1")
+    raise errors.ConfigError("mlm.mask_token_fraction + mlm.random_token_fraction exceeds 1")
   if config.model.get("causal"):
-    raise validate.ConfigError("mlm needs a bidirectional encoder: config.model.causal=False")
+    raise errors.ConfigError("mlm needs a bidirectional encoder: config.model.causal=False")
   return MaskedLM(models.build(config.model))
 
 
@@ -91,6 +93,6 @@ def loss_weight(views, config):
   return jnp.sum(views["chosen"].astype(jnp.float32))
 
 
-update = method_defaults.no_update
-backbone = method_defaults.backbone
-encode = method_defaults.encode_tokens_with(backbone)
+update = defaults.no_update
+backbone = defaults.backbone
+encode = defaults.encode_tokens_with(backbone)

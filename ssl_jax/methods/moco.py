@@ -41,7 +41,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax import diagnostics, losses, method_defaults, models, teacher, validate, views as views_lib
+from ssl_jax import models
+from ssl_jax.core import errors, validate
+from ssl_jax.data import augment
+from ssl_jax.methods.lib import defaults, diagnostics, losses, teacher, views as views_lib
 from ssl_jax.models.heads import BackboneWithHead, MLPHead
 
 
@@ -81,7 +84,7 @@ def _networks(config) -> tuple[BackboneWithHead, MLPHead]:
 def init(rng, config, example_batch) -> tuple[Any, Any]:
   encoder, predictor = _networks(config)
   encoder_rng, predictor_rng, queue_rng = jax.random.split(rng, 3)
-  images = views_lib.evaluation_images(example_batch["image"][:1], config)
+  images = augment.evaluation_images(example_batch["image"][:1], config)
   encoder_vars = encoder.init(encoder_rng, images, train=False)
   _, projection = encoder.apply(encoder_vars, images, train=False)
   predictor_vars = predictor.init(predictor_rng, projection, train=False)
@@ -103,11 +106,11 @@ def views(batch, rng, step, config) -> tuple[jax.Array, jax.Array]:
   del step  # the same augmentation all run long
   groups = list(config.views.values())
   if len(groups) != 2 or any(g.count != 1 for g in groups):
-    raise validate.ConfigError("MoCo v3 needs two view groups of count 1 (config.views.first, "
+    raise errors.ConfigError("MoCo v3 needs two view groups of count 1 (config.views.first, "
                                f"config.views.second), got {list(config.views.keys())} with "
                                f"counts {[g.count for g in groups]}")
   if groups[0].crop_size != groups[1].crop_size:
-    raise validate.ConfigError("MoCo v3's two view groups share one forward pass, so they need "
+    raise errors.ConfigError("MoCo v3's two view groups share one forward pass, so they need "
                                f"the same crop_size, got {[g.crop_size for g in groups]}")
   first, second = views_lib.make(batch["image"], rng, config)
   return first, second
@@ -143,7 +146,7 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
 
   queue = method_state.get("queue")
   if queue is not None and queue.shape[0] < 2 * batch_size:
-    raise validate.ConfigError(
+    raise errors.ConfigError(
         f"moco.queue_size={queue.shape[0]} is smaller than the 2 x {batch_size} keys of a step; "
         f"make it at least {2 * batch_size} (or 0 for MoCo v3's in-batch negatives)")
   # Query of view 1 against the key of view 2, and the other way round.
@@ -183,4 +186,4 @@ def backbone(params, method_state, config) -> dict:
                           method_state["batch_stats"].get("backbone"))
 
 
-encode = method_defaults.encode_images_with(backbone)
+encode = defaults.encode_images_with(backbone)

@@ -15,7 +15,10 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from ssl_jax import method_defaults, models, validate, views as views_lib
+from ssl_jax import models
+from ssl_jax.core import errors, validate
+from ssl_jax.data import augment
+from ssl_jax.methods.lib import defaults, views as views_lib
 
 ROTATIONS = 4
 
@@ -55,7 +58,7 @@ def rotate_all(images: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def init(rng, config, example_batch) -> tuple[Any, Any]:
-  images = views_lib.evaluation_images(example_batch["image"][:1], config)
+  images = augment.evaluation_images(example_batch["image"][:1], config)
   variables = network(config).init(rng, images, train=False)
   return variables["params"], {"batch_stats": variables.get("batch_stats", {})}
 
@@ -64,9 +67,9 @@ def views(batch, rng, step, config) -> dict:
   del step
   groups = views_lib.make(batch["image"], rng, config)
   if len(groups) != 1 or groups[0].shape[0] != batch["image"].shape[0]:
-    raise validate.ConfigError("rotation needs exactly one view group with count=1")
+    raise errors.ConfigError("rotation needs exactly one view group with count=1")
   if groups[0].shape[1] != groups[0].shape[2]:
-    raise validate.ConfigError("rotation needs square views")
+    raise errors.ConfigError("rotation needs square views")
   images, labels = rotate_all(groups[0])
   return {"images": images, "labels": labels}
 
@@ -84,6 +87,6 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
                  {**method_state, **updates})
 
 
-update = method_defaults.no_update
-backbone = method_defaults.backbone
-encode = method_defaults.encode_images_with(backbone)
+update = defaults.no_update
+backbone = defaults.backbone
+encode = defaults.encode_images_with(backbone)

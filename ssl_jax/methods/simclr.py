@@ -13,7 +13,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax import diagnostics, losses, method_defaults, models, validate, views as views_lib
+from ssl_jax import models
+from ssl_jax.core import errors, validate
+from ssl_jax.data import augment
+from ssl_jax.methods.lib import defaults, diagnostics, losses, views as views_lib
 from ssl_jax.models.heads import BackboneWithHead, MLPHead
 
 
@@ -33,7 +36,7 @@ def network(config: ml_collections.ConfigDict) -> BackboneWithHead:
 
 
 def init(rng: jax.Array, config: ml_collections.ConfigDict, example_batch: dict) -> tuple[Any, Any]:
-  images = views_lib.evaluation_images(example_batch["image"][:1], config)
+  images = augment.evaluation_images(example_batch["image"][:1], config)
   variables = network(config).init(rng, images, train=False)
   return variables["params"], {"batch_stats": variables.get("batch_stats", {})}
 
@@ -42,7 +45,7 @@ def views(batch: dict, rng: jax.Array, step, config: ml_collections.ConfigDict) 
   del step  # the same augmentation all run long
   (pair,) = views_lib.make(batch["image"], rng, config)  # [2B, S, S, C], view-major
   if pair.shape[0] != 2 * batch["image"].shape[0]:
-    raise validate.ConfigError("SimCLR needs exactly one view group with count=2")
+    raise errors.ConfigError("SimCLR needs exactly one view group with count=2")
   return pair
 
 
@@ -59,6 +62,6 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
   return value, (metrics, {**method_state, **updates})
 
 
-update = method_defaults.no_update  # No EMA target, queue or centre.
-backbone = method_defaults.backbone
-encode = method_defaults.encode_images_with(backbone)
+update = defaults.no_update  # No EMA target, queue or centre.
+backbone = defaults.backbone
+encode = defaults.encode_images_with(backbone)

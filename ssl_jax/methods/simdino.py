@@ -3,7 +3,7 @@ Yang, Gao, Ma, ICML 2025 (arXiv:2502.10385), and the official code
 (github.com/RobinWu218/SimDINO, simdino/main_dino.py).
 
 DINO's EMA teacher and multi-crop (view groups `global_crops`, `local_crops`; the teacher
-sees only the global crops, ssl_jax/multicrop.py), with DINO's prototype layer, softmax,
+sees only the global crops, ssl_jax/methods/lib/multicrop.py), with DINO's prototype layer, softmax,
 centring and temperature schedules removed. The head (MLP, GELU, a bottleneck) ends in
 l2-normalised features z, and the loss is
 
@@ -39,7 +39,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ssl_jax import diagnostics, losses, models, multicrop, teacher, validate, views as views_lib
+from ssl_jax import models
+from ssl_jax.core import validate
+from ssl_jax.data import augment
+from ssl_jax.methods.lib import diagnostics, losses, multicrop, teacher
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
@@ -89,7 +92,7 @@ def network(config: ml_collections.ConfigDict) -> multicrop.MultiCropNetwork:
 
 
 def init(rng: jax.Array, config: ml_collections.ConfigDict, example_batch: dict) -> tuple[Any, Any]:
-  images = views_lib.evaluation_images(example_batch["image"][:1], config)
+  images = augment.evaluation_images(example_batch["image"][:1], config)
   variables = network(config).init(rng, [images], train=False)
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
   # The teacher starts as an exact copy of the student.

@@ -33,7 +33,10 @@ from typing import Any
 import jax
 import ml_collections
 
-from ssl_jax import diagnostics, losses, method_defaults, models, validate, views as views_lib
+from ssl_jax import models
+from ssl_jax.core import errors, validate
+from ssl_jax.data import augment
+from ssl_jax.methods.lib import defaults, diagnostics, losses, views as views_lib
 from ssl_jax.models.heads import BackboneWithHead, MLPHead
 
 
@@ -59,7 +62,7 @@ def _networks(config) -> tuple[BackboneWithHead, MLPHead]:
 def init(rng, config, example_batch) -> tuple[Any, Any]:
   encoder, predictor = _networks(config)
   encoder_rng, predictor_rng = jax.random.split(rng)
-  images = views_lib.evaluation_images(example_batch["image"][:1], config)
+  images = augment.evaluation_images(example_batch["image"][:1], config)
   encoder_vars = encoder.init(encoder_rng, images, train=False)
   _, projection = encoder.apply(encoder_vars, images, train=False)
   predictor_vars = predictor.init(predictor_rng, projection, train=False)
@@ -71,7 +74,7 @@ def views(batch, rng, step, config) -> jax.Array:
   del step  # the same augmentation all run long
   groups = views_lib.make(batch["image"], rng, config)
   if len(groups) != 1 or groups[0].shape[0] != 2 * batch["image"].shape[0]:
-    raise validate.ConfigError("SimSiam needs exactly one view group with count=2 (config.views."
+    raise errors.ConfigError("SimSiam needs exactly one view group with count=2 (config.views."
                                f"pair), got groups {list(config.views.keys())}")
   return groups[0]  # [2B, S, S, C]: first views of all images, then second views
 
@@ -97,7 +100,7 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
   return value, (metrics, new_state)
 
 
-update = method_defaults.no_update  # No target network: the stop-gradient is the whole trick.
+update = defaults.no_update  # No target network: the stop-gradient is the whole trick.
 
 
 def param_labels(params, config):
@@ -112,4 +115,4 @@ def backbone(params, method_state, config) -> dict:
                           method_state["batch_stats"].get("backbone"))
 
 
-encode = method_defaults.encode_images_with(backbone)
+encode = defaults.encode_images_with(backbone)

@@ -1,27 +1,54 @@
-"""Flax (linen) networks, one family per file: resnet.py and vit.py (backbones), heads.py
-(MLP heads).
+"""Flax (linen) networks. Backbone families, one per file: resnet.py, vit.py,
+transformer.py; helpers: conv.py (ResNet convolutions), heads.py (MLP heads and
+BackboneWithHead), remat.py (rematerialisation policies).
 
-`config.model.name = "resnet"` means `ssl_jax.models.resnet`; each family file exposes a
-module-level `build(model_config)` returning a module called as `(inputs, train)`.
+`config.model.name = "resnet"` means `ssl_jax.models.resnet` (core/registry.py). A family
+module is the whole contract of a backbone; adding one is adding a file that defines:
+
+  default_config(...) -> ConfigDict
+      Its config.model section, locked (a misspelt field is an error), with `name` set to
+      the module's name. Experiments call it; configs may hold only its fields.
+  check_config(model_config) -> None
+      Raises core.errors.ConfigError naming the first field out of range. Runs in the one
+      check pass before anything is built (training/checks.py).
+  smoke(model_config) -> None
+      Shrinks the section in place so the network compiles in seconds (experiments'
+      --smoke and the tests).
+  build(model_config) -> nn.Module
+      The network, called as `module.apply(variables, inputs, train=...)` -> float32
+      features [B, D]; the module has a `feature_dim` property (D).
+  num_layers(module) -> int and layer_id(module, path) -> int
+      Layers for layer-wise learning-rate decay in fine-tuning (evals/finetune.py): the
+      embeddings or stem are 0, the blocks 1..n, anything on top num_layers(module).
+
+Methods reach a backbone only through `build(config.model)` (and `encode_images`), so a
+new family trains with every method whose input it accepts.
 """
-import importlib
-import pkgutil
+from types import ModuleType
 
-from ssl_jax import views
+from ssl_jax.core.registry import Registry
+from ssl_jax.data import augment
 
-_NOT_FAMILIES = {"conv", "heads", "remat"}
+_REGISTRY = Registry(__name__, "config.model.name", helpers=("conv", "heads", "remat"))
 
 
 def families() -> list[str]:
-  return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in _NOT_FAMILIES)
+  return _REGISTRY.available()
+
+
+def family(name: str) -> ModuleType:
+  """The family module for `config.model.name`; ConfigError for an unknown name."""
+  return _REGISTRY.get(name)
+
+
+def check_config(model_config) -> None:
+  """The family's checks of config.model (ConfigError)."""
+  family(model_config.name).check_config(model_config)
 
 
 def build(model_config):
   """The backbone for `config.model`: `ssl_jax.models.<name>.build(model_config)`."""
-  if model_config.name not in families():
-    raise ValueError(f"config.model.name={model_config.name!r} is not a model family; "
-                     f"available: {families()}")
-  return importlib.import_module(f"{__name__}.{model_config.name}").build(model_config)
+  return family(model_config.name).build(model_config)
 
 
 def variables(params, batch_stats=None) -> dict:
@@ -33,5 +60,5 @@ def encode_images(backbone_variables: dict, images, config):
   """Frozen backbone features [B, D] of uint8 images [B, H, W, C], at the evaluation
   resolution and normalisation: what every image method's `encode` returns, and what
   fine-tuning and exported weights start from."""
-  return build(config.model).apply(backbone_variables, views.evaluation_images(images, config),
+  return build(config.model).apply(backbone_variables, augment.evaluation_images(images, config),
                                    train=False)

@@ -1,7 +1,7 @@
 """2-D convolutions (NHWC input, HWIO kernel) and how to make them fast on XLA:CPU.
 
 Two things decide ResNet training speed on XLA:CPU (jaxlib 0.10; measured on a 2-core VM;
-the README's Performance section has the end-to-end numbers):
+docs/performance.md has the end-to-end numbers):
 
 1. The compiler option. By default XLA:CPU hands convolutions to YNNPACK, whose forward
    and gradient convolutions are 1.7-1.9x slower over a ResNet-18 train step than Eigen's.

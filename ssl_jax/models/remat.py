@@ -16,6 +16,8 @@ import flax.linen as nn
 import jax
 from jax import ad_checkpoint
 
+from ssl_jax.core.errors import ConfigError
+
 CONV = "conv_output"  # ad_checkpoint.checkpoint_name of a convolution's output
 POLICIES = {"full": jax.checkpoint_policies.nothing_saveable,
             "dots": jax.checkpoint_policies.save_from_both_policies(
@@ -28,9 +30,14 @@ def wrap(block_class: type[nn.Module], remat: str, static_argnums: tuple[int, ..
   block's __call__ arguments with `self` as 0 (the `train` flag must be static)."""
   if remat == "none":
     return block_class
-  if remat not in POLICIES:
-    raise ValueError(f"config.model.remat={remat!r}; expected none, {', '.join(POLICIES)}")
+  check(remat)
   return nn.remat(block_class, policy=POLICIES[remat], static_argnums=static_argnums)
+
+
+def check(remat: str) -> None:
+  """ConfigError unless config.model.remat names a policy."""
+  if remat != "none" and remat not in POLICIES:
+    raise ConfigError(f"model.remat={remat!r}; expected none, {', '.join(POLICIES)}")
 
 
 _RESIDUAL = re.compile(r"^(?P<kind>[a-z]+?)(?P<bits>\d*)\[(?P<shape>[\d,]*)\]")

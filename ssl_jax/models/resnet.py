@@ -20,8 +20,11 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import ad_checkpoint, lax
 
-from ssl_jax.models import conv as conv_lib
-from ssl_jax.models import remat as remat_lib
+import ml_collections
+
+from ssl_jax.core import validate
+from ssl_jax.core.errors import ConfigError
+from ssl_jax.models import conv as conv_lib, remat as remat_lib
 
 # 10 (one basic block per stage) is the smallest member of the family: smoke runs and
 # tests use it, since its programs compile in about half the time of ResNet-18's.
@@ -194,11 +197,42 @@ class ResNet(nn.Module):
     return jnp.mean(x.astype(jnp.float32), axis=(1, 2))  # float32 features whatever the dtype
 
 
+def default_config(depth: int = 18, width_multiplier: float = 1.0, small_image_stem: bool = True,
+                   small_stem_stride: int = 1) -> ml_collections.ConfigDict:
+  """config.model for a ResNet (He et al. 2016, arXiv:1512.03385)."""
+  model = ml_collections.ConfigDict()
+  model.name = "resnet"                 # module in ssl_jax/models/
+  model.depth = depth                   # 10, 18, 34 or 50
+  model.width_multiplier = width_multiplier  # scales every channel count
+  model.small_image_stem = small_image_stem  # 3x3 stem conv, no max-pool (28/32-pixel inputs)
+  model.small_stem_stride = small_stem_stride  # 2: halves the stem's output side (cheaper)
+  model.dtype = "float32"               # compute dtype of convolutions (config.precision sets it)
+  model.remat = "none"                  # per-block rematerialisation: none | full | dots
+  model.lock()
+  return model
+
+
+def smoke(model: ml_collections.ConfigDict) -> None:
+  """Shrinks config.model in place to compile in seconds: ResNet-10 at 1/16 width."""
+  model.depth = 10
+  model.width_multiplier = 0.0625
+
+
+def check_config(model: ml_collections.ConfigDict) -> None:
+  """ConfigError naming the first config.model field out of range."""
+  stage_layout(model.depth)
+  validate.number("model.width_multiplier", model.get("width_multiplier", 1.0), low=0,
+                  low_open=True)
+  validate.number("model.small_stem_stride", model.get("small_stem_stride", 1), low=1,
+                  integer=True)
+  remat_lib.check(model.get("remat", "none"))
+
+
 def stage_layout(depth: int) -> Tuple[Tuple[int, ...], bool]:
   """(stage_sizes, bottleneck) for a ResNet depth."""
   if depth not in VALID_DEPTHS:
-    raise ValueError(f"ResNet depth {depth!r} is not supported; valid depths are "
-                     f"{sorted(VALID_DEPTHS)}")
+    raise ConfigError(f"model.depth={depth!r} is not a ResNet depth; valid depths are "
+                      f"{sorted(VALID_DEPTHS)}")
   return VALID_DEPTHS[depth]
 
 

@@ -25,11 +25,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+import ml_collections
+
+from ssl_jax.core import validate
+from ssl_jax.core.errors import ConfigError
 from ssl_jax.models import remat as remat_lib
 
 PAD = 0
 # name: (width, depth, heads, mlp_dim). "base" is BERT-base and GPT-2 small's shape;
-# "mini" is the bert_mlm peer's (ssl_jax/bench.py).
+# "mini" is the bert_mlm peer's (ssl_jax/tools/bench.py).
 PRESETS = {"tiny": (64, 2, 2, 256), "mini": (256, 4, 4, 1024), "small": (512, 8, 8, 2048),
            "base": (768, 12, 12, 3072)}
 POOLS = ("mean", "cls", "last")
@@ -151,6 +155,58 @@ class Transformer(nn.Module):
 
   def __call__(self, tokens, train: bool):
     return self.pooled(self.hidden(tokens, train), tokens)
+
+
+def default_config(variant: str, data: ml_collections.ConfigDict, causal: bool,
+                   **fields) -> ml_collections.ConfigDict:
+  """config.model for a Transformer sized to the data's vocabulary and sequence length:
+  BERT (Devlin et al. 2019; causal=False: post-norm, mean-pooled) or GPT (Radford et al.
+  2019; causal=True: pre-norm, the last token's state)."""
+  model = ml_collections.ConfigDict()
+  model.name = "transformer"
+  model.variant = variant               # tiny | mini | small | base: width, depth, heads, MLP
+  model.vocab_size = data.vocab_size
+  model.max_length = data.max_length
+  model.width = 0                       # > 0 replaces the preset's
+  model.depth = 0
+  model.num_heads = 0
+  model.mlp_dim = 0
+  model.causal = causal                 # True: each position sees itself and earlier ones
+  model.norm = "pre" if causal else "post"  # GPT-2 pre-norm; BERT post-norm
+  model.dropout_rate = 0.1              # both papers'
+  model.pool = "last" if causal else "mean"  # features for probes
+  model.dtype = "float32"
+  model.remat = "none"                  # per-block rematerialisation: none | full | dots
+  validate.strict_update(model, fields, "model")
+  model.lock()
+  return model
+
+
+def smoke(model: ml_collections.ConfigDict) -> None:
+  """Shrinks config.model in place to compile in seconds: one 16-wide block, 32 tokens
+  (the data section's max_length and vocabulary follow in experiments' smoke mode)."""
+  model.depth, model.width, model.num_heads, model.mlp_dim = 1, 16, 2, 32
+  model.max_length = 32
+
+
+def check_config(model: ml_collections.ConfigDict) -> None:
+  """ConfigError naming the first config.model field out of range."""
+  if model.variant not in PRESETS:
+    raise ConfigError(f"model.variant={model.variant!r}; expected one of {sorted(PRESETS)}")
+  width, _, heads, _ = PRESETS[model.variant]
+  for name in ("width", "depth", "num_heads", "mlp_dim"):
+    validate.number(f"model.{name}", model.get(name, 0), low=0, integer=True)
+  validate.number("model.vocab_size", model.vocab_size, low=1, integer=True)
+  validate.number("model.max_length", model.max_length, low=1, integer=True)
+  validate.number("model.dropout_rate", model.dropout_rate, low=0, high=1, high_open=True)
+  if model.pool not in POOLS:
+    raise ConfigError(f"model.pool={model.pool!r}; expected one of {POOLS}")
+  if model.norm not in NORMS:
+    raise ConfigError(f"model.norm={model.norm!r}; expected one of {NORMS}")
+  width, heads = model.get("width") or width, model.get("num_heads") or heads
+  if width % heads:
+    raise ConfigError(f"model.width={width} is not divisible by model.num_heads={heads}")
+  remat_lib.check(model.get("remat", "none"))
 
 
 def build(model_config) -> Transformer:

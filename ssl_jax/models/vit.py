@@ -28,6 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import ml_collections
+
+from ssl_jax.core import validate
+from ssl_jax.core.errors import ConfigError
 from ssl_jax.models import remat as remat_lib
 
 # name: (width, depth, heads). Ti/S/B as in DeiT and the ViT paper; "tiny-test" for tests.
@@ -181,6 +185,50 @@ class ViT(nn.Module):
     return self.pooled(self.transform(self.embed(images), train))
 
 
+def default_config(variant: str, patch_size: int, **fields) -> ml_collections.ConfigDict:
+  """config.model for a ViT (Dosovitskiy et al. 2021, arXiv:2010.11929): a preset (Ti | S |
+  B | L) and patch size; width, depth or num_heads > 0 replace the preset's."""
+  model = ml_collections.ConfigDict()
+  model.name = "vit"                    # module in ssl_jax/models/
+  model.variant = variant               # Ti | S | B | L: width, depth, heads
+  model.patch_size = patch_size         # pixels per patch side; the image side must be a multiple
+  model.width = 0                       # > 0: replaces the preset's token width
+  model.depth = 0                       # > 0: replaces the preset's number of blocks
+  model.num_heads = 0                   # > 0: replaces the preset's attention heads
+  model.mlp_ratio = 4.0                 # MLP hidden width / token width
+  model.pool = "token"                  # features: class token ("token") or mean of patches ("gap")
+  model.drop_path_rate = 0.0            # stochastic depth at the last block (0 at the first)
+  model.dtype = "float32"               # compute dtype of the matmuls
+  model.remat = "none"                  # per-block rematerialisation: none | full | dots
+  validate.strict_update(model, fields, "model")
+  model.lock()
+  return model
+
+
+def smoke(model: ml_collections.ConfigDict) -> None:
+  """Shrinks config.model in place to compile in seconds: one 16-wide block of 2 heads."""
+  model.depth, model.width, model.num_heads = 1, 16, 2
+
+
+def check_config(model: ml_collections.ConfigDict) -> None:
+  """ConfigError naming the first config.model field out of range."""
+  get = model.get
+  if get("variant", "S") not in PRESETS:
+    raise ConfigError(f"model.variant={get('variant')!r}; expected one of {sorted(PRESETS)}")
+  width, _, heads = PRESETS[get("variant", "S")]
+  for name in ("width", "depth", "num_heads"):
+    validate.number(f"model.{name}", get(name, 0), low=0, integer=True)
+  validate.number("model.patch_size", get("patch_size", 16), low=1, integer=True)
+  validate.number("model.mlp_ratio", get("mlp_ratio", 4.0), low=0, low_open=True)
+  validate.number("model.drop_path_rate", get("drop_path_rate", 0.0), low=0, high=1, high_open=True)
+  if get("pool", "token") not in POOLS:
+    raise ConfigError(f"model.pool={get('pool')!r}; expected one of {POOLS}")
+  width, heads = get("width", 0) or width, get("num_heads", 0) or heads
+  if width % heads:
+    raise ConfigError(f"model.width={width} is not divisible by model.num_heads={heads}")
+  remat_lib.check(get("remat", "none"))
+
+
 def build(model_config) -> ViT:
   """ViT from a ConfigDict: `variant` (Ti | S | B | L) sets width, depth and heads unless
   `width`, `depth` or `num_heads` is set (> 0); `patch_size`, `pool`, `mlp_ratio`,
@@ -188,7 +236,7 @@ def build(model_config) -> ViT:
   get = model_config.get
   variant = get("variant", "S")
   if variant not in PRESETS:
-    raise ValueError(f"config.model.variant={variant!r}; expected one of {sorted(PRESETS)}")
+    raise ConfigError(f"model.variant={variant!r}; expected one of {sorted(PRESETS)}")
   width, depth, heads = PRESETS[variant]
   return ViT(patch_size=get("patch_size", 16), width=get("width", 0) or width,
              depth=get("depth", 0) or depth, num_heads=get("num_heads", 0) or heads,

@@ -1,0 +1,118 @@
+"""The run directory (workdir): the one module that knows its file names.
+
+    W/config.json        the run's config, written at every start (core of a resume check)
+    W/metrics.jsonl      one {"step": s, **metrics} record per log, appended across resumes
+    W/tensorboard/       the same scalars for TensorBoard
+    W/checkpoints/       orbax steps (training/checkpoint.py)
+    W/eval/<mode>.json   one report per evaluator (ssl_jax/evaluate.py)
+
+Only process 0 writes; readers tolerate what a crash leaves (a half-written last line).
+"""
+import json
+import os
+
+import jax
+import ml_collections
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+TENSORBOARD = "tensorboard"
+EVAL = "eval"
+
+
+def config_path(workdir: str) -> str:
+  return os.path.join(workdir, CONFIG)
+
+
+def metrics_path(workdir: str) -> str:
+  return os.path.join(workdir, METRICS)
+
+
+def eval_path(workdir: str, mode: str) -> str:
+  return os.path.join(workdir, EVAL, f"{mode}.json")
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(config_path(workdir), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+
+def read_config(workdir: str) -> dict | None:
+  """W/config.json as a plain dict; None when the file is absent. A damaged file raises
+  ValueError (json's), for the caller to word."""
+  path = config_path(workdir)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The run's config; FileNotFoundError when `workdir` holds no run."""
+  saved = read_config(workdir)
+  if saved is None:
+    raise FileNotFoundError(f"{config_path(workdir)} not found: is {workdir!r} the workdir of "
+                            "a training run?")
+  return ml_collections.ConfigDict(saved)
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  """The records of W/metrics.jsonl (a line cut short by a crash is skipped)."""
+  path = metrics_path(workdir)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} does not exist: is {workdir} a pretraining workdir?")
+  records = []
+  with open(path) as f:
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except ValueError:
+        pass
+  return records
+
+
+def has_metrics(workdir: str) -> bool:
+  return os.path.exists(metrics_path(workdir))
+
+
+def truncate_metrics(workdir: str, step: int) -> None:
+  """Drops metrics.jsonl records after `step`: a run resumed from an older checkpoint than
+  its last log (a fallback past a damaged step) logs those steps again, once."""
+  path = metrics_path(workdir)
+  if jax.process_index() != 0 or not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = f.readlines()
+  kept = []
+  for line in lines:
+    try:
+      if json.loads(line)["step"] <= step:
+        kept.append(line)
+    except (ValueError, KeyError, TypeError):
+      pass  # a line cut short by a crash mid-write
+  if len(kept) != len(lines):
+    with open(path + ".tmp", "w") as f:
+      f.writelines(kept)
+    os.replace(path + ".tmp", path)
+
+
+def write_eval(workdir: str, mode: str, report: dict) -> None:
+  if jax.process_index() == 0:
+    os.makedirs(os.path.join(workdir, EVAL), exist_ok=True)
+    with open(eval_path(workdir, mode), "w") as f:
+      json.dump(report, f, indent=2)
+
+
+def read_evals(workdir: str) -> dict:
+  """{mode: report} from W/eval/*.json (empty when the run was not evaluated)."""
+  directory = os.path.join(workdir, EVAL)
+  if not os.path.isdir(directory):
+    return {}
+  reports = {}
+  for name in sorted(os.listdir(directory)):
+    if name.endswith(".json"):
+      with open(os.path.join(directory, name)) as f:
+        reports[name[:-len(".json")]] = json.load(f)
+  return reports

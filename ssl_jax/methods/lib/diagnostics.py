@@ -1,0 +1,43 @@
+"""Collapse diagnostics, cheap enough to compute inside the jitted train step.
+
+Each one is stop-gradiented at its input: they are metrics, never part of the loss.
+"""
+import jax
+import jax.numpy as jnp
+
+from ssl_jax.methods.lib.losses import l2_normalize
+
+
+def embedding_std(z: jax.Array) -> jax.Array:
+  """Mean over dimensions of the per-dimension std of the l2-normalised rows of z [N, D].
+
+  About 1/sqrt(D) for embeddings spread over the sphere and 0 at complete collapse
+  (lightly's std_of_l2_normalized; unbiased std, as torch.std). Needs N >= 2.
+  """
+  normalised = l2_normalize(jax.lax.stop_gradient(z).astype(jnp.float32))
+  return jnp.mean(jnp.std(normalised, axis=0, ddof=1))
+
+
+def effective_rank(z: jax.Array, eps: float = 1e-7) -> jax.Array:
+  """RankMe, Garrido et al. 2023 eq. (1): exp of the entropy of the normalised singular values.
+
+  Between 1 and min(N, D); it drops towards 1 as the embeddings collapse onto fewer
+  directions, which a loss value alone does not show. An all-zero z gives about 1, not NaN.
+  """
+  singular_values = jnp.linalg.svd(jax.lax.stop_gradient(z).astype(jnp.float32),
+                                   compute_uv=False)
+  total = jnp.maximum(jnp.sum(singular_values), jnp.finfo(jnp.float32).tiny)
+  p = singular_values / total + eps
+  return jnp.exp(-jnp.sum(p * jnp.log(p)))
+
+
+def entropy(probs: jax.Array) -> jax.Array:
+  """Mean over rows of -sum_k p log p (nats), with 0 log 0 = 0.
+
+  For DINO's teacher: log K means a uniform teacher (collapse by flattening), 0 a
+  one-hot one (collapse onto one dimension).
+  """
+  p = jax.lax.stop_gradient(probs).astype(jnp.float32)
+  positive = p > 0
+  terms = jnp.where(positive, p * jnp.log(jnp.where(positive, p, 1.0)), 0.0)
+  return jnp.mean(-jnp.sum(terms, axis=-1))

@@ -1,0 +1,417 @@
+"""Steady-state train-step benchmark on synthetic data, one JSON line on stdout.
+
+    python -m ssl_jax.tools.bench simclr_resnet18 [--batch 128] [--steps 10] [--warmup 2]
+    python -m ssl_jax.tools.bench M_resnet18          # M: any method with a CIFAR-10 ResNet recipe
+    python -m ssl_jax.tools.bench mae_vit                                 # ../shared/peers/mae_vit.py
+    python -m ssl_jax.tools.bench bert_mlm                                # ../shared/peers/bert_mlm.py
+    python -m ssl_jax.tools.bench --experiment simclr:fashion_mnist     # any experiment's step
+    python -m ssl_jax.tools.bench --experiment simclr:fashion_mnist --real_data [--workers 2]
+    python -m ssl_jax.tools.bench loader --dataset fashion_mnist --workers 0,1,2 [--batch 512]
+    python -m ssl_jax.tools.bench mae_vit [--precision bfloat16] [--remat full|dots] [--fsdp N]
+
+The `*_resnet18` specs share the backbone and input of ../shared/peers/simclr_resnet18.py:
+ResNet-18 with the small-image stem, 32x32x3 uint8 images, batch B images, SGD momentum
+0.9 (lr 0.1, wd 5e-4). The objective is the method's own: its section at the method's
+defaults (the papers' heads: simclr's projection 512-2048-128 and T=0.2 are the peer's
+spec) and the view groups of its experiment's CIFAR-10 recipe (32x32 views; 2 global
+32x32 + 6 local 16x16 crops for DINO and SimDINO). The specs are found, not listed:
+every method whose experiment has a CIFAR-10 recipe on a ResNet with view groups. `mae_vit` is the spec of ../shared/peers/mae_vit.py: ViT-Ti/4
+on 32x32x3 images (192-d, 12 blocks, 3 heads), decoder 128-d x 4 blocks x 4 heads, 75%
+masking, AdamW 1.5e-4 (0.9, 0.95) wd 0.05; its view is a random resized crop and flip.
+Unlike the peers,
+views are augmented inside the timed step, as in real training. `--experiment M:DATASET`
+times the step of `experiments/M.py` for that dataset (the README demo:
+`simclr:fashion_mnist`).
+
+`bert_mlm` is the spec of ../shared/peers/bert_mlm.py: BERT-style MLM (vocab 8192, hidden
+256, 4 layers, 4 heads, FFN 1024) on batches of 32 random 128-token sequences, masked
+inside the step; items are tokens.
+
+`--real_data` feeds the experiment's step from its dataset through the trainer's loader
+and device prefetch (`--workers` processes) instead of one synthetic batch: each timed
+step includes its wait for input, reported as input_wait_fraction. `loader` times the
+host loader alone (read, decode, host preprocess, batch) for each worker count.
+
+Fields: step_s_median over the timed steps, items_per_s = items (images, or tokens for
+text) / step_s_median, params (trained parameters),
+compile_s (lower + compile), flops_per_step from XLA's cost analysis (backend-specific: on
+GPU it omits cuDNN's convolutions), model_flops_per_step (ssl_jax/tools/flops.py: the matmuls
+and convolutions of the traced step, forward and backward, every view), mfu =
+model_flops_per_step / step_s_median / peak, with peak_source saying where the peak
+came from (on CPU: matmul_peak_gflops, a float32 2048x2048 jitted matmul, best of 5, in
+the same run, and xla_mfu from XLA's count too; on GPU and TPU: the datasheet table in
+flops.py), residual_bytes (the activations the backward pass keeps), temp_bytes (XLA's
+temporary buffers), peak_bytes (the device allocator's peak, where the backend reports
+it), state_bytes_per_device (parameters, optimizer and method state one device holds:
+`--fsdp N` splits them, ssl_jax/core/sharding.py), and the CPU model, since these machines
+differ.
+"""
+import argparse
+import importlib
+import itertools
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ssl_jax import evals, methods, train
+from ssl_jax.core import errors, parallel, sharding
+from ssl_jax.data import pipeline, preprocess, presets, sources
+from ssl_jax.methods.lib import views
+from ssl_jax.models import remat, transformer
+from ssl_jax.tools import flops
+from ssl_jax.training import engine, optim
+
+CIFAR_SHAPE = (32, 32, 3)
+TEXT_LENGTH = 128
+
+
+def _recipe(method: str, dataset: str = "cifar10") -> ml_collections.ConfigDict | None:
+  """experiments/METHOD.py's config for `dataset`, or None when it has no such recipe."""
+  try:
+    module = importlib.import_module(f"experiments.{method}")
+    return module.get_config(dataset)
+  except (ModuleNotFoundError, errors.ConfigError):
+    return None
+
+
+def resnet18_methods() -> list[str]:
+  """The methods with a `*_resnet18` spec: every method whose experiment has a CIFAR-10
+  recipe that trains a ResNet on view groups (discovered, so a new method's spec needs no
+  edit here)."""
+  found = []
+  for method in methods.available():
+    recipe = _recipe(method)
+    if recipe is not None and recipe.model.get("name") == "resnet" and len(recipe.views):
+      found.append(method)
+  return found
+
+
+def _resnet18_spec(method: str, batch: int) -> ml_collections.ConfigDict:
+  """The peer's backbone, input and optimizer, with `method`'s objective: its section at
+  the method's defaults (the papers' heads) and the view groups of its CIFAR-10 recipe
+  (experiments/METHOD.py: 32x32 crops, and 16x16 local crops for multi-crop methods)."""
+  config = train.default_config()
+  config.method = method
+  config.global_batch_size = batch
+  config.total_steps = 1000
+  config.data = ml_collections.ConfigDict(dict(
+      name="synthetic", features=("image", "label"), label_key="label", modality="image",
+      image_size=32, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)))
+  config.model = ml_collections.ConfigDict(dict(name="resnet", depth=18, width_multiplier=1.0,
+                                                small_image_stem=True, small_stem_stride=1))
+  config.views = _recipe(method).views
+  config[method] = methods.get(method).default_config()
+  config.optimizer = optim.default_config(name="sgd", learning_rate=0.1, lr_scaling="none",
+                                          weight_decay=5e-4, momentum=0.9)
+  config.eval = evals.default_config()
+  return config
+
+
+def _mae_vit_spec(batch: int) -> ml_collections.ConfigDict:
+  """../shared/peers/mae_vit.py: ViT-Ti/4 on 32x32x3 (dim 192, 12 blocks, 3 heads, MLP 4),
+  decoder 128-d x 4 blocks x 4 heads, 75% masking, normalised-pixel loss, AdamW 1.5e-4
+  (0.9, 0.95), wd 0.05 off biases, norms and tokens."""
+  config = _resnet18_spec("mae", batch)
+  config.model = ml_collections.ConfigDict(dict(
+      name="vit", variant="Ti", patch_size=4, width=0, depth=0, num_heads=0, mlp_ratio=4.0,
+      pool="token", drop_path_rate=0.0, dtype="float32"))
+  config.views = ml_collections.ConfigDict()
+  config.views.crops = views.group(count=1, crop_size=32, crop_scale=(0.2, 1.0), jitter_prob=0.0,
+                                   grayscale_prob=0.0)
+  config.mae = methods.get("mae").default_config(decoder_width=128, decoder_depth=4,
+                                                 decoder_heads=4)
+  config.optimizer = optim.default_config(name="adamw", learning_rate=1.5e-4, lr_scaling="none",
+                                          b2=0.95, weight_decay=0.05)
+  return config
+
+
+def _bert_mlm_spec(batch: int) -> ml_collections.ConfigDict:
+  """../shared/peers/bert_mlm.py: HF BertForMaskedLM's shape (vocab 8192, hidden 256, 4
+  layers, 4 heads, FFN 1024, post-norm, dropout 0.1, tied decoder), 128-token sequences,
+  15% masking (80/10/10), AdamW 1e-4 wd 0.01 off biases and norms."""
+  config = train.default_config()
+  config.method = "mlm"
+  config.global_batch_size = batch
+  config.total_steps = 1000
+  config.data = ml_collections.ConfigDict(dict(
+      name="synthetic", features=("tokens",), label_key="", modality="text", vocab_size=8192,
+      max_length=TEXT_LENGTH))
+  config.model = transformer.default_config("mini", config.data, causal=False)
+  config.views = ml_collections.ConfigDict()
+  config.mlm = methods.get("mlm").default_config()
+  config.optimizer = optim.default_config(name="adamw", learning_rate=1e-4, lr_scaling="none",
+                                          weight_decay=0.01)
+  config.eval = evals.default_config()
+  return config
+
+
+BENCHES = {"mae_vit": (_mae_vit_spec, 128), "bert_mlm": (_bert_mlm_spec, 32)}
+
+
+def bench_spec(name: str):
+  """(config builder of batch, default batch) of a named spec: mae_vit, bert_mlm, or
+  M_resnet18 for any method of resnet18_methods()."""
+  if name in BENCHES:
+    return BENCHES[name]
+  method = name[:-len("_resnet18")] if name.endswith("_resnet18") else None
+  if method and method in resnet18_methods():
+    return (lambda batch: _resnet18_spec(method, batch)), 128
+  raise SystemExit(f"no bench {name!r}; specs: {', '.join(spec_names())}, loader, or "
+                   "--experiment M:DATASET")
+
+
+def spec_names() -> list[str]:
+  return [f"{m}_resnet18" for m in resnet18_methods()] + sorted(BENCHES)
+
+
+
+
+def _experiment_config(spec: str, batch: int | None) -> ml_collections.ConfigDict:
+  module, _, arg = spec.partition(":")
+  config = importlib.import_module(f"experiments.{module}").get_config(arg or None)
+  if batch:
+    config.global_batch_size = batch
+  return config
+
+
+def synthetic_batches(config, image_shape, batch: int) -> tuple[dict, dict]:
+  """(a one-record example, a batch of `batch`) of random inputs for the config's data:
+  uint8 images, or token ids [CLS] ordinary pieces [SEP] filling every position (the
+  peer's sequences have no padding either)."""
+  rng = np.random.default_rng(0)
+  if config.data.modality == "text":
+    length = config.data.max_length
+    tokens = rng.integers(5, config.data.vocab_size, (batch, length)).astype(np.int32)
+    tokens[:, 0], tokens[:, -1] = 2, 3  # [CLS], [SEP] (ssl_jax/data/text.py)
+    return {"tokens": tokens[:1]}, {"tokens": tokens}
+  example = {"image": np.zeros((1, *image_shape), np.uint8), "label": np.zeros((1,), np.int32)}
+  images = rng.integers(0, 256, (batch, *image_shape), dtype=np.uint8)
+  return example, {"image": images, "label": np.zeros((batch,), np.int32)}
+
+
+def cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown"
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+  """Best-of float32 n x n matmul throughput: the machine's attainable peak, measured now."""
+  a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), np.float32))
+  matmul = jax.jit(lambda x, y: x @ y)
+  matmul(a, a).block_until_ready()
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    matmul(a, a).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * n ** 3 / best / 1e9
+
+
+def _flops(compiled) -> float | None:
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else None
+  return float(analysis["flops"]) if analysis and "flops" in analysis else None
+
+
+def _memory(compiled, config, state, batch) -> dict:
+  """What the step holds: residual_bytes, the activations its backward pass keeps (of one
+  micro-batch; what remat and accumulation shrink, backend-independent); temp_bytes,
+  XLA's temporary allocation for the compiled step; peak_bytes, the device allocator's
+  peak where the backend reports one (GPU, TPU)."""
+  method = methods.get(config.method)
+  k = config.grad_accumulation
+  rng = jax.random.PRNGKey(0)
+
+  def loss(params):  # traced, not run: the views' arrays count as kept values too
+    views = method.views(batch, rng, state.step, config)
+    micro = jax.tree.map(lambda v: v[::k], views)
+    return method.loss(params, state.method_state, micro, rng, state.step, config)[0]
+  out = {"residual_bytes": remat.residual_bytes(loss, state.params)}
+  analysis = compiled.memory_analysis()
+  if analysis is not None:
+    out["temp_bytes"] = int(analysis.temp_size_in_bytes)
+  stats = jax.devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:
+    out["peak_bytes"] = int(stats["peak_bytes_in_use"])
+  return out
+
+
+def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
+        experiment: str | None = None, real_data: bool = False, workers: int = 0,
+        data_dir: str | None = None, precision: str = "float32", fsdp: int = 1,
+        remat: str | None = None) -> dict:
+  """One bench line. `real_data` (with `experiment`): the step fed by the real loader
+  (`workers` processes), each timed step including its wait for the batch."""
+  if real_data and not experiment:
+    raise SystemExit("--real_data needs --experiment M:DATASET (the built-in specs have "
+                     "no dataset: their inputs are synthetic)")
+  if experiment:
+    config = _experiment_config(experiment, batch)
+    if data_dir:
+      config.data.data_dir = data_dir
+    data = config.data
+    image_shape = ((data.image_size, data.image_size, len(data.mean))
+                   if data.modality == "image" else None)
+    name = f"experiment:{experiment}"
+  else:
+    make_config, default_batch = bench_spec(name)
+    config, image_shape = make_config(batch or default_batch), CIFAR_SHAPE
+  config.precision = precision
+  config.sharding.fsdp = fsdp
+  if remat is not None:
+    config.model.remat = remat
+  batch = config.global_batch_size
+  mesh = parallel.make_mesh(config.sharding.fsdp)
+  if real_data:
+    config.loader_workers = workers
+    stream = train.train_stream(config, mesh)  # exactly the trainer's input path
+    _, init, step = engine.build(config, mesh)
+    data = next(stream)
+  else:
+    example, host_batch = synthetic_batches(config, image_shape, batch)
+    _, init, step = engine.build(config, mesh, example)
+    data = parallel.to_global(host_batch, mesh)
+    stream = itertools.repeat(data)
+  state = init(jax.random.PRNGKey(0))
+  state_bytes = sharding.bytes_per_device(engine.abstract_state(init, jax.random.PRNGKey(0)))
+  items = batch * (TEXT_LENGTH if config.data.modality == "text" else 1)
+
+  start = time.perf_counter()
+  compiled = step.lower(state, data).compile()
+  compile_s = time.perf_counter() - start
+  for i in range(warmup):
+    state, metrics = compiled(state, next(stream))
+    jax.block_until_ready(metrics)
+    print(f"warmup {i + 1}/{warmup}: loss {float(metrics['loss']):.4f}", file=sys.stderr)
+  times = []
+  if real_data:
+    stream.take_wait_seconds()
+  for i in range(steps):
+    start = time.perf_counter()
+    state, metrics = compiled(state, next(stream))
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - start)
+    print(f"step {i + 1}/{steps}: {times[-1]:.3f}s loss {float(metrics['loss']):.4f}", file=sys.stderr)
+
+  median = statistics.median(times)
+  result = {"bench": name, "impl": "ssl_jax", "batch": batch, "step_s_median": round(median, 4),
+            "items_per_s": round(items / median, 2),
+            "items": "tokens" if config.data.modality == "text" else "images",
+            "params": int(sum(np.prod(p.shape) for p in jax.tree.leaves(state.params))),
+            "compile_s": round(compile_s, 2),
+            "flops_per_step": _flops(compiled), "step_s_min": round(min(times), 4),
+            "step_s_max": round(max(times), 4), "final_loss": float(metrics["loss"]),
+            "backend": jax.default_backend(), "devices": jax.device_count(),
+            "device_kind": jax.devices()[0].device_kind, "cpu": cpu_model(),
+            "data": "real" if real_data else "synthetic", "precision": precision,
+            "fsdp": mesh.shape[parallel.FSDP_AXIS], "state_bytes_per_device": state_bytes,
+            "remat": config.model.get("remat", "none")}
+  result.update(_memory(compiled, engine.with_precision(config), state, data))
+  if real_data:
+    result["loader_workers"] = workers
+    result["input_wait_fraction"] = round(stream.take_wait_seconds() / sum(times), 4)
+    stream.close()
+  result["model_flops_per_step"] = flops.model_flops(step, state, data)
+  if jax.default_backend() == "cpu":
+    peak = matmul_peak_gflops()
+    result["matmul_peak_gflops"] = round(peak, 1)
+    peak, source = peak * 1e9, f"measured: float32 2048x2048 matmul, {peak:.0f} GFLOP/s"
+  else:
+    known = flops.device_peak(jax.devices()[0].device_kind, "float32")
+    peak, source = known if known else (None, f"unknown device kind {jax.devices()[0].device_kind!r}")
+  result["peak_source"] = source
+  if peak:
+    result["mfu"] = round(result["model_flops_per_step"] / median / peak, 4)
+  if jax.default_backend() == "cpu" and result["flops_per_step"]:
+    result["xla_mfu"] = round(result["flops_per_step"] / median / peak, 4)
+  return result
+
+
+def run_loader(dataset: str, batch: int, worker_counts, batches: int = 50,
+               split: str = "train", data_dir: str | None = None) -> dict:
+  """Host loader alone (read, decode, host preprocess, batch; no device): examples/s of
+  the training stream by worker count, after each count's first batch (start-up)."""
+  data = presets.data_config(dataset)
+  source = sources.get_source(data.name, split, data_dir)
+  by_workers = []
+  for workers in worker_counts:
+    start = time.perf_counter()
+    iterator = iter(pipeline.train_loader(source, global_batch_size=batch, seed=0,
+                                          keys=tuple(data.features),
+                                          preprocess=preprocess.from_config(data),
+                                          worker_count=workers))
+    next(iterator)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(batches):
+      next(iterator)
+    seconds = time.perf_counter() - start
+    getattr(iterator, "close", lambda: None)()
+    by_workers.append({"workers": workers, "items_per_s": round(batches * batch / seconds, 1),
+                       "first_batch_s": round(first, 2)})
+    print(f"{workers} workers: {by_workers[-1]['items_per_s']:.0f} examples/s", file=sys.stderr)
+  return {"bench": f"loader:{dataset}", "impl": "ssl_jax", "batch": batch, "batches": batches,
+          "by_workers": by_workers, "cpus": os.cpu_count(), "cpu": cpu_model()}
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("bench", nargs="?", default=None,
+                      help="M_resnet18 (any method with a CIFAR-10 ResNet recipe), mae_vit, "
+                           "bert_mlm, or loader")
+  parser.add_argument("--experiment", default=None,
+                      help="time experiments/M.py's step instead: M:DATASET, e.g. simclr:fashion_mnist")
+  parser.add_argument("--batch", type=int, default=None, help="images per step (default: per bench)")
+  parser.add_argument("--steps", type=int, default=10, help="timed steps")
+  parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
+  parser.add_argument("--real_data", action="store_true",
+                      help="with --experiment: feed the step through the real loader")
+  parser.add_argument("--workers", default="0",
+                      help="loader worker processes: one count (--real_data) or a list "
+                           "(loader: e.g. 0,1,2,4)")
+  parser.add_argument("--dataset", default="fashion_mnist", help="loader: the dataset preset")
+  parser.add_argument("--batches", type=int, default=50, help="loader: timed batches per count")
+  parser.add_argument("--precision", default="float32", choices=engine.PRECISIONS,
+                      help="config.precision of the step")
+  parser.add_argument("--remat", default=None, choices=["none", *remat.POLICIES],
+                      help="config.model.remat of the step (default: the spec's, none)")
+  parser.add_argument("--fsdp", type=int, default=1,
+                      help="config.sharding.fsdp: devices each large state leaf is split over "
+                           "(-1: all); 1 replicates the state")
+  parser.add_argument("--data_dir", default=None, help="TFDS data_dir of the real data (default: "
+                      "$TFDS_DATA_DIR or ~/tensorflow_datasets)")
+  args = parser.parse_args(argv)
+  try:
+    workers = [int(w) for w in args.workers.split(",")]
+  except ValueError:
+    parser.error(f"--workers {args.workers!r}: expected counts, e.g. 0,1,2")
+  if args.bench == "loader":
+    print(json.dumps(run_loader(args.dataset, args.batch or 512, workers, args.batches,
+                                data_dir=args.data_dir)))
+    return
+  if not args.bench and not args.experiment:
+    parser.error(f"give a bench ({', '.join(spec_names())}, loader) or --experiment M:DATASET")
+  if len(workers) != 1:
+    parser.error("--workers takes one count here (a list is for the loader bench)")
+  print(json.dumps(run(args.bench, args.batch, args.steps, args.warmup, args.experiment,
+                       args.real_data, workers[0], args.data_dir, args.precision, args.fsdp,
+                       args.remat)))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,79 @@
+"""`python -m ssl_jax.export`: the backbone of a run as safetensors + a JSON sidecar, whose
+features equal the checkpoint's own `encode` bitwise (a ResNet with BatchNorm statistics,
+and MAE's ViT)."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from conftest import reference_subset
+from ssl_jax import evals, export, methods, models
+from ssl_jax.core import errors, parallel
+from ssl_jax.training import checkpoint, engine
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def checkpoint_features(workdir: str, images: np.ndarray) -> np.ndarray:
+  """The primary features `python -m ssl_jax.evaluate` would extract from the checkpoint."""
+  config = evals.load_run_config(workdir)
+  method, mesh = methods.get(config.method), parallel.make_mesh()
+  fields = checkpoint.Checkpointer(workdir, async_save=False).restore_fields(
+      engine.abstract_model_fields(method, config, mesh, engine.example_batch(config)))
+  encode = jax.jit(lambda p, s, b: method.encode(p, s, b, config))
+  out = encode(fields["params"], fields["method_state"], {"image": images})
+  return np.asarray(out if not isinstance(out, dict) else next(iter(out.values())))
+
+
+@pytest.mark.parametrize("method", ["simclr", "mae"])
+def test_exported_features_equal_the_checkpoints_bitwise(method, smoke_run, tmp_path):
+  workdir, result = smoke_run(method)
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = str(tmp_path / "backbone.safetensors")
+  sidecar = export.export(str(workdir), out)
+  on_disk = json.load(open(tmp_path / "backbone.json"))
+  assert on_disk == sidecar and sidecar["method"] == method
+  config = evals.load_run_config(str(workdir))
+  assert sidecar["checkpoint_step"] == config.total_steps
+  assert sidecar["model"] == config.model.to_dict()
+  assert sidecar["input"]["mean"] == list(config.data.mean)
+  assert all(name.startswith("backbone/") for name in sidecar["tensors"])
+  variables, loaded_sidecar = export.load(out)
+  assert loaded_sidecar == sidecar
+  assert ("batch_stats" in variables) == (method == "simclr")
+
+  images, _ = reference_subset("test")
+  images = images[:32, :, :, None]
+  encode = jax.jit(lambda v, x: models.encode_images(v, x, export.input_config(sidecar)))
+  from_file = np.asarray(encode(variables, images))
+  assert from_file.shape == (32, sidecar["feature_dim"])
+  np.testing.assert_array_equal(from_file, checkpoint_features(str(workdir), images))
+
+
+def test_include_head_from_the_command_line_and_bad_files(smoke_run, tmp_path):
+  workdir, _ = smoke_run("simclr")
+  out = tmp_path / "all.safetensors"
+  result = subprocess.run([sys.executable, "-m", "ssl_jax.export", "--workdir", str(workdir),
+                           "--out", str(out), "--include_head", "--step", "2"],
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"wrote {out}" in result.stderr
+  sidecar = json.load(open(tmp_path / "all.json"))
+  assert sidecar["checkpoint_step"] == 2 and sidecar["include_head"]
+  names = set(sidecar["tensors"])
+  assert any(n.startswith("method/params/head/") for n in names)
+  assert any(n.startswith("method/method_state/batch_stats/") for n in names)
+  backbone = {n[len("backbone/"):] for n in names if n.startswith("backbone/")}
+  assert backbone and all(f"method/{n.replace('params/', 'params/backbone/', 1)}" in names
+                          for n in backbone if n.startswith("params/"))
+
+  plain = tmp_path / "plain.safetensors"
+  save_file({"w": np.zeros((2,), np.float32)}, str(plain))
+  with pytest.raises(errors.ExportError, match="not an ssl_jax export"):
+    export.load(str(plain))

@@ -1,0 +1,101 @@
+"""Every experiment module runs end to end in smoke mode (pretraining, then its
+evaluations) on the tiny real Fashion-MNIST subset, so none of them rots."""
+import json
+import os
+import pkgutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import experiments
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NOT_EXPERIMENTS = {"common", "recipes", "table"}  # helpers, and the results-table driver
+MODULES = sorted(m.name for m in pkgutil.iter_modules(experiments.__path__)
+                 if m.name not in NOT_EXPERIMENTS)
+
+
+def _run(command, **kwargs):
+  return subprocess.run([sys.executable, *command], cwd=ROOT,
+                        env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+                        timeout=600, **kwargs)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_experiment_runs_in_smoke_mode(name, smoke_run):
+  workdir, result = smoke_run(name)
+  assert result.returncode == 0, result.stderr[-4000:]
+  config = json.load(open(workdir / "config.json"))
+  for mode in config["eval"]["modes"].split(","):
+    report = json.load(open(workdir / "eval" / f"{mode}.json"))
+    assert report["checkpoint_step"] == config["total_steps"]
+    if mode == "objective":  # the method's held-out loss, next to its random init's
+      assert np.isfinite(report["loss"]) and np.isfinite(report["baselines"]["random_init"])
+    else:
+      assert 0 <= report["top1"] <= 1
+
+
+def test_results_table_skips_finished_rows_and_writes_readme(tiny_data_dir, smoke_run, tmp_path):
+  """The table over the smoke runs above: finished rows are not rerun, the README section
+  between the markers is replaced by rows read from each run's eval/*.json, and a figure
+  is drawn per run plus the overview."""
+  from experiments import table
+  methods = [m for m in table.methods() if m in MODULES]
+  for method in methods:
+    assert smoke_run(method)[1].returncode == 0
+  smoke_root = smoke_run(methods[0])[0].parent
+  readme = tmp_path / "README.md"
+  readme.write_text(f"intro\n{table.START}\nold table\n{table.END}\noutro\n")
+  figures = tmp_path / "figures"
+  result = _run(["-m", "experiments.table", "--smoke", "--root", str(smoke_root),
+                 "--readme", str(readme), "--figures", str(figures),
+                 f"--data_dir={tiny_data_dir}"])
+  assert result.returncode == 0, result.stderr[-4000:]
+  for method in methods:
+    assert f"{method}: already trained and evaluated" in result.stdout
+  text = readme.read_text()
+  assert text.startswith("intro\n") and text.endswith("outro\n") and "old table" not in text
+  rows = [line for line in text.splitlines() if line.startswith("| ")]
+  assert len(rows) == 2 + len(methods) + 1  # header, rule, methods, raw pixels
+  for method, row in zip(methods, rows[2:]):
+    report = json.load(open(smoke_root / method / "eval" / "linear.json"))
+    knn = json.load(open(smoke_root / method / "eval" / "knn.json"))
+    assert f"**{100 * report['top1']:.2f}%**" in row and f"{100 * knn['top1']:.2f}%" in row
+    assert f"python3 -m experiments.{method} --workdir {smoke_root / method}" in row
+  assert f"{100 * report['baselines']['raw_input']:.2f}%" in rows[-1]
+  for name in [*methods, "overview"]:
+    assert (figures / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert "figures/overview.png" in text
+  out = tmp_path / "one.png"
+  plotted = _run(["-m", "ssl_jax.tools.plot", "--workdir", str(smoke_root / methods[0]), "--out", str(out)])
+  assert plotted.returncode == 0 and out.exists(), plotted.stderr[-2000:]
+  missing = _run(["-m", "ssl_jax.tools.plot", "--workdir", str(tmp_path / "nothing")])
+  assert missing.returncode == 1 and "metrics.jsonl does not exist" in missing.stderr
+
+
+def test_results_table_discovers_its_rows(tmp_path, monkeypatch):
+  """The rows are every experiment whose default config trains on Fashion-MNIST and is
+  scored by linear and kNN, alphabetical; a new such module is a row with no edit to
+  experiments/table.py, and --methods is checked against the discovered rows."""
+  from experiments import table
+  rows = table.methods()
+  assert list(rows) == sorted(rows) and set(rows) <= set(MODULES)
+  assert {"simclr", "byol", "vicreg", "mae", "denoising", "rotation"} <= set(rows)
+  assert not {"clip", "mlm", "clm", "colorization"} & set(rows)  # other default datasets
+  # A new experiment module (here SimCLR's config under another name) and a helper
+  # module with no get_config, in a second directory of the experiments package.
+  (tmp_path / "zz_new_method.py").write_text(
+      "from experiments.simclr import get_config\n")
+  (tmp_path / "zz_helper.py").write_text("X = 1\n")
+  monkeypatch.setattr(experiments, "__path__", [*experiments.__path__, str(tmp_path)])
+  table.methods.cache_clear()
+  try:
+    assert table.methods() == (*rows, "zz_new_method")
+  finally:
+    table.methods.cache_clear()
+    for name in ("experiments.zz_new_method", "experiments.zz_helper"):
+      sys.modules.pop(name, None)
+  bad = _run(["-m", "experiments.table", "--methods", "simclr,clip", "--readme="])
+  assert bad.returncode == 2 and "clip is not a row" in bad.stderr
