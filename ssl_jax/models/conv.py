@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ssl_jax.core.errors import ConfigError
+
 Padding = Union[str, int, Sequence[Tuple[int, int]]]
 IMPLS = ("auto", "xla", "im2col", "fast")
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
@@ -53,7 +55,7 @@ def compiler_options(backend: Optional[str] = None) -> Dict[str, str]:
 def resolve_impl(impl: str) -> str:
   """Map "auto" to the fastest strategy for the default backend; validate others."""
   if impl not in IMPLS:
-    raise ValueError(f"conv impl {impl!r} is not one of {IMPLS}")
+    raise ConfigError(f"model.conv_impl={impl!r} is not one of {IMPLS}")
   if impl == "auto":
     return "fast" if jax.default_backend() == "cpu" else "xla"
   return impl

@@ -226,6 +226,7 @@ def check_config(model: ml_collections.ConfigDict) -> None:
   validate.number("model.small_stem_stride", model.get("small_stem_stride", 1), low=1,
                   integer=True)
   remat_lib.check(model.get("remat", "none"))
+  conv_lib.resolve_impl(model.get("conv_impl", "auto"))
 
 
 def stage_layout(depth: int) -> Tuple[Tuple[int, ...], bool]:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from ssl_jax.core import errors
 from ssl_jax.models import conv as conv_lib, heads, resnet
 
 
@@ -114,10 +115,10 @@ def test_init_follows_torchvision():
 
 
 def test_bad_depth_and_impl_give_clear_errors():
-  with pytest.raises(ValueError, match=r"depth 20.*\[10, 18, 34, 50\]"):
+  with pytest.raises(errors.ConfigError, match=r"model.depth=20.*\[10, 18, 34, 50\]"):
     resnet.build(ml_collections.ConfigDict(dict(depth=20, width_multiplier=1.0,
                                                 small_image_stem=True)))
-  with pytest.raises(ValueError, match="fancy"):
+  with pytest.raises(errors.ConfigError, match="model.conv_impl='fancy'"):
     conv_lib.resolve_impl("fancy")
 
 
