@@ -20,6 +20,7 @@ Why it is shaped this way:
   nothing; otherwise a Bernoulli draw selects the result with `jnp.where`.
 """
 import math
+import numbers
 
 import dm_pix
 import jax
@@ -198,16 +199,32 @@ def _color_jitter(image, u, config):
   return image
 
 
+PROBABILITIES = ("flip_prob", "jitter_prob", "grayscale_prob", "blur_prob", "solarize_prob")
+
+
+def check_view_config(view_config: ml_collections.ConfigDict, where: str = "views.<group>") -> None:
+  """ConfigError naming the first field of one view config (a view group, or finetune's
+  crops) that random_view cannot use; `where` is its place in the config, for the message."""
+  size = view_config.crop_size
+  if not (isinstance(size, int) and size > 0):
+    raise ConfigError(f"{where}.crop_size must be a positive int, got {size!r}.")
+  for name in PROBABILITIES:
+    if not _in_range(view_config[name], 0.0, 1.0):
+      raise ConfigError(f"{where}.{name} must be a probability in [0, 1], got "
+                        f"{view_config[name]!r}.")
+  if not _in_range(view_config.hue, 0.0, 0.5):
+    raise ConfigError(f"{where}.hue must be in [0, 0.5], got {view_config.hue!r}.")
+
+
+def _in_range(value, low: float, high: float) -> bool:
+  """A real number in [low, high] (NaN is not; a string is a ConfigError, not a TypeError)."""
+  return isinstance(value, numbers.Real) and low <= value <= high
+
+
 def _check(image, config):
   if image.ndim != 3 or image.shape[-1] not in (1, 3):
     raise ValueError(f"random_view expects one image [H, W, C] with C in (1, 3); got shape {image.shape}.")
-  if not (isinstance(config.crop_size, int) and config.crop_size > 0):
-    raise ValueError(f"config.crop_size must be a positive int, got {config.crop_size!r}.")
-  for name in ("flip_prob", "jitter_prob", "grayscale_prob", "blur_prob", "solarize_prob"):
-    if not 0.0 <= config[name] <= 1.0:
-      raise ValueError(f"config.{name} must be a probability in [0, 1], got {config[name]!r}.")
-  if not 0.0 <= config.hue <= 0.5:
-    raise ValueError(f"config.hue must be in [0, 0.5], got {config.hue!r}.")
+  check_view_config(config)
 
 
 def _maybe(u, prob, op, image):
@@ -275,7 +292,7 @@ def center_view(images, size, crop_fraction=1.0) -> jax.Array:
   if images.ndim != 4:
     raise ValueError(f"center_view expects a batch [B, H, W, C]; got shape {images.shape}.")
   if not 0.0 < crop_fraction <= 1.0:
-    raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction!r}.")
+    raise ConfigError(f"crop_fraction must be in (0, 1], got {crop_fraction!r}.")
   images = to_float(images)
   _, height, width, _ = images.shape
   if height == width == size and crop_fraction == 1.0:

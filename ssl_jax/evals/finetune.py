@@ -67,6 +67,8 @@ def protocol(config: ml_collections.ConfigDict) -> dict:
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
+  """ConfigError for the first invalid value of config.eval.finetune (the batch is also
+  checked against the devices and the train split's size when they are known)."""
   validate.number("eval.finetune.epochs", config.epochs, low=1, integer=True)
   validate.number("eval.finetune.batch_size", config.batch_size, low=1, integer=True)
   validate.number("eval.finetune.learning_rate", config.learning_rate, low=0, low_open=True)
@@ -139,6 +141,7 @@ def evaluate_weights(backbones: dict, *, run_config, mesh, num_classes: int,
 
 def finetune(variables: dict, *, run_config, mesh, num_classes: int, config, log=print) -> dict:
   """One backbone fine-tuned by the recipe (evaluate_weights shares one recipe)."""
+  check_config(config)
   return Recipe(variables, run_config=run_config, mesh=mesh, num_classes=num_classes,
                 config=config).run(variables, log=log)
 

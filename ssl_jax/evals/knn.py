@@ -3,6 +3,7 @@
 The protocol of InstDisc (Wu et al. 2018) as used by DINO: cosine similarity, the k
 nearest training features vote for their class with weight exp(similarity / T).
 """
+import numbers
 from functools import partial
 
 import jax
@@ -10,7 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ssl_jax.core import validate
+from ssl_jax.core import errors, validate
 from ssl_jax.methods.lib import losses
 
 
@@ -21,6 +22,17 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   return validate.strict_update(config, overrides, "eval.knn")
 
 
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """ConfigError for the first invalid value of config.eval.knn (each k is also checked
+  against the bank size, which only the features know, by knn_predict)."""
+  ks = config.ks
+  if (not isinstance(ks, (tuple, list)) or not ks
+      or any(isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1 for k in ks)):
+    raise errors.ConfigError(f"eval.knn.ks={ks!r}: each k must be an integer >= 1 (and at most "
+                             "the bank size), e.g. (20, 200)")
+  validate.number("eval.knn.temperature", config.temperature, low=0, low_open=True)
+
+
 def protocol(config: ml_collections.ConfigDict) -> dict:
   return {"similarity": "cosine", "weighting": "exp(cos/T)", "ks": list(config.ks),
           "temperature": config.temperature, "reported_k": min(config.ks)}
@@ -28,6 +40,7 @@ def protocol(config: ml_collections.ConfigDict) -> dict:
 
 def evaluate(train, test, *, num_classes: int, config: ml_collections.ConfigDict) -> dict:
   """{"top1": accuracy at the smallest k, "top1_by_k": {k: accuracy}}."""
+  check_config(config)
   accuracy = knn_accuracy(*train, *test, num_classes=num_classes, ks=tuple(config.ks),
                           temperature=config.temperature)
   return {"top1": accuracy[min(accuracy)], "top1_by_k": {str(k): v for k, v in accuracy.items()}}

@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from ssl_jax.core import validate
+from ssl_jax.core import errors, validate
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
@@ -30,6 +30,22 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   config.holdout_fraction = 0.1                    # share of train held out for the search
   config.seed = 0                                  # split, init and minibatch order
   return validate.strict_update(config, overrides, "eval.linear")
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """ConfigError for the first invalid value of config.eval.linear."""
+  validate.number("eval.linear.epochs", config.epochs, low=1, integer=True)
+  validate.number("eval.linear.batch_size", config.batch_size, low=1, integer=True)
+  for name, low, low_open in (("learning_rates", 0, True), ("weight_decays", 0, False)):
+    grid = config[name]
+    if not isinstance(grid, (tuple, list)) or not grid:
+      raise errors.ConfigError(f"eval.linear.{name}={grid!r}; must be a non-empty tuple of "
+                               "numbers (the grid searched)")
+    for value in grid:
+      validate.number(f"eval.linear.{name}", value, low=low, low_open=low_open)
+  validate.number("eval.linear.holdout_fraction", config.holdout_fraction, low=0, high=1,
+                  low_open=True, high_open=True)
+  validate.number("eval.linear.seed", config.seed, low=0, integer=True)
 
 
 def protocol(config: ml_collections.ConfigDict) -> dict:
@@ -104,8 +120,7 @@ def linear_probe(train_x, train_y, test_x, test_y, *, num_classes: int,
   searched (and there were several): the optimum may lie outside the grid.
   """
   config = config or default_config()
-  if not 0 < config.holdout_fraction < 1:
-    raise ValueError(f"holdout_fraction={config.holdout_fraction}; must be in (0, 1)")
+  check_config(config)
   train_x, test_x = np.asarray(train_x, np.float32), np.asarray(test_x, np.float32)
   train_y, test_y = np.asarray(train_y, np.int32), np.asarray(test_y, np.int32)
   order = np.random.default_rng(config.seed).permutation(len(train_x))

@@ -29,6 +29,12 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   return validate.strict_update(config, overrides, "eval.objective")
 
 
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """ConfigError for the first invalid value of config.eval.objective (the batch is also
+  checked against the devices and the test split's size when they are known)."""
+  validate.number("eval.objective.batch_size", config.batch_size, low=1, integer=True)
+
+
 def protocol(config: ml_collections.ConfigDict) -> dict:
   return {"measure": "the method's loss and metrics (train=False) on every full test batch, "
                      "mean over batches; fixed view keys", **config.to_dict()}
@@ -36,7 +42,7 @@ def protocol(config: ml_collections.ConfigDict) -> dict:
 
 def evaluate_state(states: dict, *, method, run_config, mesh, config, log=print) -> dict:
   """{name: {"loss", <metrics>...}} for each (params, method_state) in `states`."""
-  validate.number("eval.objective.batch_size", config.batch_size, low=1, integer=True)
+  check_config(config)
   parallel.check_global_batch_size(config.batch_size, mesh)
   data = run_config.data
   source = sources.get_source(data.name, run_config.eval.test_split, data.data_dir)

@@ -31,6 +31,23 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   return validate.strict_update(config, overrides, "eval.zeroshot")
 
 
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """ConfigError for the first invalid value of config.eval.zeroshot (whether the method
+  has encode_text is checked by evaluate_state, which knows the method)."""
+  template = config.template
+  try:
+    prompts = isinstance(template, str) and template.format("x") != template.format("y")
+  except (IndexError, KeyError, ValueError):
+    prompts = False
+  if not prompts:
+    raise errors.ConfigError(f"eval.zeroshot.template={template!r}; must be a string with one "
+                             "'{}' where the class name goes, e.g. 'a photo of a {}.'")
+  names = config.class_names
+  if not isinstance(names, (tuple, list)) or not all(isinstance(n, str) and n for n in names):
+    raise errors.ConfigError(f"eval.zeroshot.class_names={names!r}; must be a tuple of class "
+                             "names in label order, or () for the dataset's own")
+
+
 def protocol(config: ml_collections.ConfigDict) -> dict:
   return {"classifier": "nearest class prompt by cosine similarity, no training",
           **{k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()}}
@@ -53,6 +70,7 @@ def prompt_tokens(run_config, config) -> np.ndarray:
 
 def evaluate_state(states: dict, *, method, run_config, mesh, config, log=print) -> dict:
   """{"pretrained" | "random_init": {"top1"}, "chance": {"top1"}}."""
+  check_config(config)
   if not callable(getattr(method, "encode_text", None)):
     raise errors.ConfigError(f"zeroshot needs a method with encode_text (CLIP); "
                                f"{run_config.method!r} has none")

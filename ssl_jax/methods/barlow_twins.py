@@ -44,10 +44,21 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   return validate.strict_update(config, overrides, "barlow_twins")
 
 
-def network(config) -> BackboneWithHead:
+def check_config(config) -> None:
+  """ConfigError for the first invalid value of config.barlow_twins or config.views."""
+  _check_settings(config)
+  views_lib.check_two_views(config, "Barlow Twins")
+
+
+def _check_settings(config) -> None:
   settings = config.barlow_twins
   validate.number("barlow_twins.redundancy_weight", settings.redundancy_weight, low=0)
   validate.number("barlow_twins.projection_dim", settings.projection_dim, low=1, integer=True)
+
+
+def network(config) -> BackboneWithHead:
+  _check_settings(config)
+  settings = config.barlow_twins
   return BackboneWithHead(backbone=models.build(config.model),
                           head=MLPHead(tuple(settings.projection_hidden_dims),
                                        settings.projection_dim))

@@ -33,9 +33,30 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   return validate.strict_update(config, overrides, "byol")
 
 
+def check_config(config) -> None:
+  """ConfigError for the first invalid value of config.byol or config.views."""
+  _check_settings(config)
+  _check_views(config)
+
+
+def _check_settings(config) -> None:
+  validate.number("byol.base_momentum", config.byol.base_momentum, low=0, high=1)
+
+
+def _check_views(config) -> None:
+  views_lib.check_config(config)
+  groups = list(config.views.values())
+  if len(groups) != 2 or any(g.count != 1 for g in groups):
+    raise errors.ConfigError("BYOL needs two view groups of count 1 (config.views.first, "
+                               "config.views.second)")
+  if groups[0].crop_size != groups[1].crop_size:
+    raise errors.ConfigError("BYOL's two view groups share one forward pass, so they need "
+                             f"the same crop_size, got {[g.crop_size for g in groups]}")
+
+
 def _networks(config) -> tuple[BackboneWithHead, MLPHead]:
+  _check_settings(config)
   byol = config.byol
-  validate.number("byol.base_momentum", byol.base_momentum, low=0, high=1)
   encoder = BackboneWithHead(backbone=models.build(config.model),
                              head=MLPHead(tuple(byol.projection_hidden_dims), byol.projection_dim))
   predictor = MLPHead(tuple(byol.predictor_hidden_dims), byol.projection_dim)
@@ -59,11 +80,8 @@ def init(rng, config, example_batch) -> tuple[Any, Any]:
 
 def views(batch, rng, step, config):
   del step
+  _check_views(config)
   groups = views_lib.make(batch["image"], rng, config)
-  batch_size = batch["image"].shape[0]
-  if len(groups) != 2 or any(g.shape[0] != batch_size for g in groups):
-    raise errors.ConfigError("BYOL needs two view groups of count 1 (config.views.first, "
-                               "config.views.second)")
   return jnp.concatenate(groups)  # [first views of all images; second views]
 
 

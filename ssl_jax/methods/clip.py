@@ -63,13 +63,29 @@ class DualEncoder(nn.Module):
     return self.embed_images(images, train), self.embed_texts(tokens, train), self.logit_scale
 
 
-def network(config) -> DualEncoder:
+def check_config(config) -> None:
+  """ConfigError for the first invalid value of config.clip or config.views, or a missing
+  config.text_model."""
+  _check_settings(config)
+  _check_views(config)
+
+
+def _check_settings(config) -> None:
   settings = config.clip
   validate.number("clip.init_temperature", settings.init_temperature, low=0, low_open=True)
   validate.number("clip.max_logit_scale", settings.max_logit_scale, low=1)
   if "text_model" not in config:
     raise errors.ConfigError("clip needs config.text_model (a Transformer, "
-                               "experiments/datasets.transformer_config)")
+                               "models.transformer.default_config)")
+
+
+def _check_views(config) -> None:
+  views_lib.check_one_group(config, 1, "clip needs exactly one view group with count=1")
+
+
+def network(config) -> DualEncoder:
+  _check_settings(config)
+  settings = config.clip
   return DualEncoder(models.build(config.model), models.build(config.text_model),
                      settings.embed_dim, settings.init_temperature)
 
@@ -82,9 +98,8 @@ def init(rng, config, example_batch) -> tuple[Any, Any]:
 
 def views(batch, rng, step, config) -> dict:
   del step
+  _check_views(config)
   groups = views_lib.make(batch["image"], rng, config)
-  if len(groups) != 1 or groups[0].shape[0] != batch["image"].shape[0]:
-    raise errors.ConfigError("clip needs exactly one view group with count=1")
   return {"images": groups[0], "tokens": batch["tokens"]}
 
 

@@ -26,9 +26,14 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   return validate.strict_update(config, overrides, "clm")
 
 
-def network(config):
+def check_config(config) -> None:
+  """ConfigError unless config.model is a causal decoder (config.clm has no fields)."""
   if not config.model.get("causal"):
     raise errors.ConfigError("clm needs a causal decoder: config.model.causal=True")
+
+
+def network(config):
+  check_config(config)
   return models.build(config.model)
 
 

@@ -161,12 +161,35 @@ class ColorizationNet(nn.Module):
     return logits.reshape(images.shape[0], self.cells, self.bins)
 
 
-def network(config) -> ColorizationNet:
+def check_config(config) -> None:
+  """ConfigError for the first invalid value of config.colorization or config.views (one
+  group of count 1, no grey views, a crop size the grid divides)."""
+  _check_settings(config)
+  _check_views(config)
+
+
+def _check_settings(config) -> None:
   settings = config.colorization
   validate.number("colorization.bin_size", settings.bin_size, low=1)
   validate.number("colorization.soft_sigma", settings.soft_sigma, low=1e-3)
   if not isinstance(settings.grid, int) or settings.grid < 1:
     raise errors.ConfigError(f"colorization.grid={settings.grid!r}; must be an integer >= 1")
+
+
+def _check_views(config) -> None:
+  views_lib.check_one_group(config, 1, "colorization needs exactly one view group with count=1")
+  (settings,) = config.views.values()
+  if settings.grayscale_prob > 0:
+    raise errors.ConfigError("colorization: views grayscale_prob must be 0 (a grey view "
+                               "teaches that every colour is grey)")
+  grid, size = config.colorization.grid, settings.crop_size
+  if size % grid:
+    raise errors.ConfigError(f"colorization.grid={grid} must divide the crop size {size}")
+
+
+def network(config) -> ColorizationNet:
+  _check_settings(config)
+  settings = config.colorization
   return ColorizationNet(models.build(config.model), settings.decoder_hidden_dim,
                          settings.grid ** 2, len(ab_bins(settings.bin_size)))
 
@@ -179,17 +202,9 @@ def init(rng, config, example_batch) -> tuple[Any, Any]:
 
 def views(batch, rng, step, config) -> dict:
   del step
+  _check_views(config)
   groups = views_lib.make(batch["image"], rng, config)
-  if len(groups) != 1 or groups[0].shape[0] != batch["image"].shape[0]:
-    raise errors.ConfigError("colorization needs exactly one view group with count=1")
-  (settings,) = config.views.values()
-  if settings.grayscale_prob > 0:
-    raise errors.ConfigError("colorization: views grayscale_prob must be 0 (a grey view "
-                               "teaches that every colour is grey)")
   grid = config.colorization.grid
-  size = groups[0].shape[1]
-  if size % grid:
-    raise errors.ConfigError(f"colorization.grid={grid} must divide the crop size {size}")
   mean, std = (jnp.asarray(v, jnp.float32) for v in (config.data.mean, config.data.std))
   lab = rgb_to_lab(jnp.clip(_as_rgb(groups[0] * std + mean), 0.0, 1.0))
   targets = soft_encode_cells(lab[..., 1:], config.colorization.bin_size,

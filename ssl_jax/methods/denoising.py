@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax import models
-from ssl_jax.core import errors, validate
+from ssl_jax.core import validate
 from ssl_jax.data import augment
 from ssl_jax.methods.lib import defaults, views as views_lib
 
@@ -56,10 +56,25 @@ class DenoisingAutoencoder(nn.Module):
     return x.reshape(images.shape[0], self.size, self.size, self.channels)
 
 
-def network(config) -> DenoisingAutoencoder:
+def check_config(config) -> None:
+  """ConfigError for the first invalid value of config.denoising or config.views."""
+  _check_settings(config)
+  _check_views(config)
+
+
+def _check_settings(config) -> None:
   settings = config.denoising
   validate.number("denoising.noise_std", settings.noise_std, low=0)
   validate.number("denoising.salt_pepper", settings.salt_pepper, low=0, high=1)
+
+
+def _check_views(config) -> None:
+  views_lib.check_one_group(config, 1, "denoising needs exactly one view group with count=1")
+
+
+def network(config) -> DenoisingAutoencoder:
+  _check_settings(config)
+  settings = config.denoising
   return DenoisingAutoencoder(models.build(config.model), settings.decoder_hidden_dim,
                               settings.reconstruction_size, len(config.data.mean))
 
@@ -72,11 +87,9 @@ def init(rng, config, example_batch) -> tuple[Any, Any]:
 
 def views(batch, rng, step, config) -> dict:
   del step
+  _check_views(config)
   crop_rng, noise_rng = jax.random.split(rng)
-  groups = views_lib.make(batch["image"], crop_rng, config)
-  if len(groups) != 1 or groups[0].shape[0] != batch["image"].shape[0]:
-    raise errors.ConfigError("denoising needs exactly one view group with count=1")
-  clean = groups[0]
+  (clean,) = views_lib.make(batch["image"], crop_rng, config)
   size = config.denoising.reconstruction_size
   target = jax.image.resize(clean, (clean.shape[0], size, size, clean.shape[-1]), "linear")
   return {"corrupted": corrupt(clean, noise_rng, config.denoising.noise_std,

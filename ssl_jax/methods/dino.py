@@ -105,7 +105,13 @@ class DINOHead(nn.Module):
     return bottleneck, logits
 
 
-def network(config: ml_collections.ConfigDict) -> multicrop.MultiCropNetwork:
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """ConfigError for the first invalid value of config.dino or config.views."""
+  _check_settings(config)
+  multicrop.check_config(config, "DINO")
+
+
+def _check_settings(config) -> None:
   dino = config.dino
   for name in ("student_temperature", "teacher_temperature", "warmup_teacher_temperature"):
     validate.number(f"dino.{name}", dino[name], low=0, low_open=True)
@@ -115,6 +121,11 @@ def network(config: ml_collections.ConfigDict) -> multicrop.MultiCropNetwork:
     validate.number(f"dino.{name}", dino[name], low=0, integer=True)
   for name in ("bottleneck_dim", "output_dim"):
     validate.number(f"dino.{name}", dino[name], low=1, integer=True)
+
+
+def network(config: ml_collections.ConfigDict) -> multicrop.MultiCropNetwork:
+  _check_settings(config)
+  dino = config.dino
   multicrop.crop_counts(config, "DINO")
   return multicrop.MultiCropNetwork(
       backbone=models.build(config.model),

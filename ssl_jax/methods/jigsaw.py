@@ -15,6 +15,7 @@ every host builds the same set. Evaluation uses the backbone on whole images.
 """
 import functools
 import itertools
+import numbers
 from typing import Any
 
 import flax.linen as nn
@@ -40,11 +41,36 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   return validate.strict_update(config, overrides, "jigsaw")
 
 
+def check_config(config) -> None:
+  """ConfigError for the first invalid value of config.jigsaw or config.views (one group
+  of count 1 whose crops leave tiles of at least one pixel)."""
+  _check_num_permutations(config.jigsaw.num_permutations)
+  validate.number("jigsaw.tile_gap", config.jigsaw.tile_gap, low=0, integer=True)
+  _check_views(config)
+  (settings,) = config.views.values()
+  _check_tile(settings.crop_size, config.jigsaw.tile_gap)
+
+
+def _check_num_permutations(count) -> None:
+  if not isinstance(count, numbers.Integral) or not 1 <= count <= 1000:
+    raise errors.ConfigError(f"jigsaw.num_permutations={count}; must be in [1, 1000]")
+
+
+def _check_views(config) -> None:
+  views_lib.check_one_group(config, 1, "jigsaw needs exactly one view group with count=1")
+
+
+def _check_tile(size: int, gap: int) -> None:
+  """A view of `size` pixels cut into 3x3 cells leaves tiles of (cell - gap) >= 1 pixels."""
+  cell = size // GRID
+  if cell - gap < 1:
+    raise errors.ConfigError(f"jigsaw.tile_gap={gap} leaves no tile in {cell}-pixel cells")
+
+
 @functools.lru_cache(maxsize=None)
 def permutations(count: int) -> np.ndarray:
   """[count, 9] permutations with maximal minimal Hamming distance, greedily, from the identity."""
-  if not 1 <= count <= 1000:
-    raise errors.ConfigError(f"jigsaw.num_permutations={count}; must be in [1, 1000]")
+  _check_num_permutations(count)
   every = np.array(list(itertools.permutations(range(TILES))), np.int8)  # lexicographic
   chosen = [0]
   nearest = (every != every[0]).sum(1)
@@ -59,10 +85,9 @@ def tiles(images: jax.Array, rng: jax.Array, gap: int) -> jax.Array:
   """[B, S, S, C] -> [B, 9, t, t, C] tiles in grid order (row-major), t = S // 3 - gap, each
   from a random offset inside its cell and normalised on its own."""
   batch, size, _, channels = images.shape
+  _check_tile(size, gap)  # the views' size, which check_config knows as their crop_size
   cell = size // GRID
   tile = cell - gap
-  if tile < 1:
-    raise errors.ConfigError(f"jigsaw.tile_gap={gap} leaves no tile in {cell}-pixel cells")
   offsets = jax.random.randint(rng, (batch, TILES, 2), 0, gap + 1)
   corners = jnp.array([(r * cell, c * cell) for r in range(GRID) for c in range(GRID)])
 
@@ -90,6 +115,7 @@ class JigsawNet(nn.Module):
 
 
 def network(config) -> JigsawNet:
+  _check_num_permutations(config.jigsaw.num_permutations)  # its classifier's width
   return JigsawNet(models.build(config.model), config.jigsaw.hidden_dim,
                    config.jigsaw.num_permutations)
 
@@ -108,11 +134,10 @@ def init(rng, config, example_batch) -> tuple[Any, Any]:
 
 def views(batch, rng, step, config) -> dict:
   del step
+  _check_views(config)
   crop_rng, tile_rng, order_rng = jax.random.split(rng, 3)
-  groups = views_lib.make(batch["image"], crop_rng, config)
-  if len(groups) != 1 or groups[0].shape[0] != batch["image"].shape[0]:
-    raise errors.ConfigError("jigsaw needs exactly one view group with count=1")
-  grid = tiles(groups[0], tile_rng, config.jigsaw.tile_gap)
+  (crops,) = views_lib.make(batch["image"], crop_rng, config)
+  grid = tiles(crops, tile_rng, config.jigsaw.tile_gap)
   perms = jnp.asarray(permutations(config.jigsaw.num_permutations))
   labels = jax.random.randint(order_rng, (grid.shape[0],), 0, perms.shape[0])
   # Position j of the puzzle shows tile perms[label][j].

@@ -89,12 +89,52 @@ class MaskedAutoencoder(nn.Module):
     return self.decoder_pred(self.decoder(x, train))[:, 1:], mask
 
 
-def network(config: ml_collections.ConfigDict) -> MaskedAutoencoder:
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """ConfigError for the first invalid value of config.mae or config.views, or a size
+  that is not a whole number of the ViT's patches (decided here from the config; the ViT
+  checks the arrays it gets too)."""
+  _check_settings(config)
+  if models.family(config.model.name) is not vit:
+    raise _not_a_vit(config)
+  mae = config.mae
+  validate.number("mae.decoder_width", mae.decoder_width, low=1, integer=True)
+  validate.number("mae.decoder_depth", mae.decoder_depth, low=0, integer=True)
+  validate.number("mae.decoder_heads", mae.decoder_heads, low=1, integer=True)
+  if mae.decoder_width % 4:
+    raise errors.ConfigError(f"mae.decoder_width={mae.decoder_width} must be divisible by 4 "
+                             "(the decoder's 2-D sin-cos position embedding)")
+  if mae.decoder_width % mae.decoder_heads:
+    raise errors.ConfigError(f"mae.decoder_width={mae.decoder_width} is not divisible by "
+                             f"mae.decoder_heads={mae.decoder_heads}")
+  _check_views(config)
+  patch = config.model.get("patch_size", 16)
+  if isinstance(patch, int) and patch >= 1:  # else models.check_config names it
+    sizes = [("data.image_size", config.data.image_size)] + [
+        (f"views.{name}.crop_size", group.crop_size) for name, group in config.views.items()]
+    for field, size in sizes:
+      if size % patch:
+        raise errors.ConfigError(f"{field}={size} is not a whole number of "
+                                 f"model.patch_size={patch}-pixel patches")
+
+
+def _check_settings(config) -> None:
   validate.number("mae.mask_ratio", config.mae.mask_ratio, low=0, high=1, high_open=True)
+
+
+def _check_views(config) -> None:
+  views_lib.check_one_group(config, 1, "MAE needs exactly one view group with count=1")
+
+
+def _not_a_vit(config) -> errors.ConfigError:
+  return errors.ConfigError(f"MAE needs a ViT encoder (config.model.name='vit'), got "
+                            f"config.model.name={config.model.name!r}")
+
+
+def network(config: ml_collections.ConfigDict) -> MaskedAutoencoder:
+  _check_settings(config)
   encoder = models.build(config.model)
   if not isinstance(encoder, vit.ViT):
-    raise errors.ConfigError(f"MAE needs a ViT encoder (config.model.name='vit'), got "
-                               f"config.model.name={config.model.name!r}")
+    raise _not_a_vit(config)
   return MaskedAutoencoder(encoder, config.mae.decoder_width, config.mae.decoder_depth,
                            config.mae.decoder_heads, len(config.data.mean))
 
@@ -128,11 +168,9 @@ def views(batch: dict, rng: jax.Array, step, config: ml_collections.ConfigDict) 
   """One augmented crop of every image (config.views: one group of count 1) and the
   per-patch noise that chooses its mask."""
   del step
+  _check_views(config)
   crop_key, noise_key = jax.random.split(rng)
-  groups = views_lib.make(batch["image"], crop_key, config)
-  if len(groups) != 1 or groups[0].shape[0] != batch["image"].shape[0]:
-    raise errors.ConfigError("MAE needs exactly one view group with count=1")
-  (images,) = groups
+  (images,) = views_lib.make(batch["image"], crop_key, config)
   num_patches = vit.patchify(images, config.model.patch_size).shape[1]
   return {"images": images, "noise": jax.random.uniform(noise_key, (images.shape[0], num_patches))}
 

@@ -47,7 +47,8 @@ class MaskedLM(nn.Module):
     return self.backbone.logits(x)
 
 
-def network(config) -> MaskedLM:
+def check_config(config) -> None:
+  """ConfigError for the first invalid value of config.mlm, or a causal config.model."""
   settings = config.mlm
   validate.number("mlm.mask_rate", settings.mask_rate, low=0, high=1, low_open=True)
   for name in ("mask_token_fraction", "random_token_fraction"):
@@ -56,6 +57,10 @@ def network(config) -> MaskedLM:
     raise errors.ConfigError("mlm.mask_token_fraction + mlm.random_token_fraction exceeds 1")
   if config.model.get("causal"):
     raise errors.ConfigError("mlm needs a bidirectional encoder: config.model.causal=False")
+
+
+def network(config) -> MaskedLM:
+  check_config(config)
   return MaskedLM(models.build(config.model))
 
 

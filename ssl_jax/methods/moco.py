@@ -63,15 +63,45 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   return validate.strict_update(config, overrides, "moco")
 
 
-def _check(config) -> None:
+def check_config(config) -> None:
+  """ConfigError for the first invalid value of config.moco or config.views; a queue is
+  checked against config.global_batch_size here (the loss checks it against the batch it
+  gets)."""
+  _check_settings(config)
+  if "global_batch_size" in config:
+    _check_queue(config.moco.queue_size, config.global_batch_size)
+  _check_views(config)
+
+
+def _check_settings(config) -> None:
   moco = config.moco
   validate.number("moco.temperature", moco.temperature, low=0, low_open=True)
   validate.number("moco.base_momentum", moco.base_momentum, low=0, high=1)
   validate.number("moco.queue_size", moco.queue_size, low=0, integer=True)
 
 
+def _check_queue(queue_size: int, batch_size: int) -> None:
+  """A queue (queue_size > 0) must hold the 2 x batch_size keys of a step."""
+  if 0 < queue_size < 2 * batch_size:
+    raise errors.ConfigError(
+        f"moco.queue_size={queue_size} is smaller than the 2 x {batch_size} keys of a step; "
+        f"make it at least {2 * batch_size} (or 0 for MoCo v3's in-batch negatives)")
+
+
+def _check_views(config) -> None:
+  groups = list(config.views.values())
+  if len(groups) != 2 or any(g.count != 1 for g in groups):
+    raise errors.ConfigError("MoCo v3 needs two view groups of count 1 (config.views.first, "
+                               f"config.views.second), got {list(config.views.keys())} with "
+                               f"counts {[g.count for g in groups]}")
+  if groups[0].crop_size != groups[1].crop_size:
+    raise errors.ConfigError("MoCo v3's two view groups share one forward pass, so they need "
+                               f"the same crop_size, got {[g.crop_size for g in groups]}")
+  views_lib.check_config(config)
+
+
 def _networks(config) -> tuple[BackboneWithHead, MLPHead]:
-  _check(config)
+  _check_settings(config)
   moco = config.moco
   encoder = BackboneWithHead(backbone=models.build(config.model),
                              head=MLPHead(tuple(moco.projection_hidden_dims), moco.projection_dim,
@@ -104,14 +134,7 @@ def init(rng, config, example_batch) -> tuple[Any, Any]:
 
 def views(batch, rng, step, config) -> tuple[jax.Array, jax.Array]:
   del step  # the same augmentation all run long
-  groups = list(config.views.values())
-  if len(groups) != 2 or any(g.count != 1 for g in groups):
-    raise errors.ConfigError("MoCo v3 needs two view groups of count 1 (config.views.first, "
-                               f"config.views.second), got {list(config.views.keys())} with "
-                               f"counts {[g.count for g in groups]}")
-  if groups[0].crop_size != groups[1].crop_size:
-    raise errors.ConfigError("MoCo v3's two view groups share one forward pass, so they need "
-                               f"the same crop_size, got {[g.crop_size for g in groups]}")
+  _check_views(config)
   first, second = views_lib.make(batch["image"], rng, config)
   return first, second
 
@@ -145,10 +168,8 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
   k1, k2 = keys[:batch_size], keys[batch_size:]
 
   queue = method_state.get("queue")
-  if queue is not None and queue.shape[0] < 2 * batch_size:
-    raise errors.ConfigError(
-        f"moco.queue_size={queue.shape[0]} is smaller than the 2 x {batch_size} keys of a step; "
-        f"make it at least {2 * batch_size} (or 0 for MoCo v3's in-batch negatives)")
+  if queue is not None:  # the batch it gets, which check_config cannot see
+    _check_queue(queue.shape[0], batch_size)
   # Query of view 1 against the key of view 2, and the other way round.
   loss_12, top1_12 = _contrastive(q1, k2, queue, config.moco.temperature)
   loss_21, top1_21 = _contrastive(q2, k1, queue, config.moco.temperature)

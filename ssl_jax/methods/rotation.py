@@ -37,7 +37,23 @@ class RotationNet(nn.Module):
     return nn.Dense(ROTATIONS, name="classifier")(self.backbone(images, train=train))
 
 
+def check_config(config) -> None:
+  """ConfigError for the first invalid value of config.rotation or config.views."""
+  _check_settings(config)
+  _check_views(config)
+
+
+def _check_settings(config) -> None:
+  validate.number("rotation.label_smoothing", config.rotation.label_smoothing, low=0, high=1,
+                  high_open=True)
+
+
+def _check_views(config) -> None:
+  views_lib.check_one_group(config, 1, "rotation needs exactly one view group with count=1")
+
+
 def network(config) -> RotationNet:
+  _check_settings(config)
   return RotationNet(models.build(config.model))
 
 
@@ -65,10 +81,9 @@ def init(rng, config, example_batch) -> tuple[Any, Any]:
 
 def views(batch, rng, step, config) -> dict:
   del step
+  _check_views(config)
   groups = views_lib.make(batch["image"], rng, config)
-  if len(groups) != 1 or groups[0].shape[0] != batch["image"].shape[0]:
-    raise errors.ConfigError("rotation needs exactly one view group with count=1")
-  if groups[0].shape[1] != groups[0].shape[2]:
+  if groups[0].shape[1] != groups[0].shape[2]:  # views are square crops: a bug if not
     raise errors.ConfigError("rotation needs square views")
   images, labels = rotate_all(groups[0])
   return {"images": images, "labels": labels}

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax import models
-from ssl_jax.core import errors, validate
+from ssl_jax.core import validate
 from ssl_jax.data import augment
 from ssl_jax.methods.lib import defaults, diagnostics, losses, views as views_lib
 from ssl_jax.models.heads import BackboneWithHead, MLPHead
@@ -28,8 +28,22 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   return validate.strict_update(config, overrides, "simclr")
 
 
-def network(config: ml_collections.ConfigDict) -> BackboneWithHead:
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """ConfigError for the first invalid value of config.simclr or config.views."""
+  _check_settings(config)
+  _check_views(config)
+
+
+def _check_settings(config) -> None:
   validate.number("simclr.temperature", config.simclr.temperature, low=0, low_open=True)
+
+
+def _check_views(config) -> None:
+  views_lib.check_one_group(config, 2, "SimCLR needs exactly one view group with count=2")
+
+
+def network(config: ml_collections.ConfigDict) -> BackboneWithHead:
+  _check_settings(config)
   return BackboneWithHead(
       backbone=models.build(config.model),
       head=MLPHead(tuple(config.simclr.projection_hidden_dims), config.simclr.projection_dim))
@@ -43,9 +57,8 @@ def init(rng: jax.Array, config: ml_collections.ConfigDict, example_batch: dict)
 
 def views(batch: dict, rng: jax.Array, step, config: ml_collections.ConfigDict) -> jax.Array:
   del step  # the same augmentation all run long
+  _check_views(config)
   (pair,) = views_lib.make(batch["image"], rng, config)  # [2B, S, S, C], view-major
-  if pair.shape[0] != 2 * batch["image"].shape[0]:
-    raise errors.ConfigError("SimCLR needs exactly one view group with count=2")
   return pair
 
 

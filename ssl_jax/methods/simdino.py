@@ -78,12 +78,23 @@ class SimDINOHead(nn.Module):
     return nn.Dense(self.bottleneck_dim, kernel_init=kernel_init, name="bottleneck")(x)
 
 
-def network(config: ml_collections.ConfigDict) -> multicrop.MultiCropNetwork:
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """ConfigError for the first invalid value of config.simdino or config.views."""
+  _check_settings(config)
+  multicrop.check_config(config, "SimDINO")
+
+
+def _check_settings(config) -> None:
   settings = config.simdino
   validate.number("simdino.coding_rate_weight", settings.coding_rate_weight, low=0)
   validate.number("simdino.epsilon", settings.epsilon, low=0, low_open=True)
   validate.number("simdino.base_momentum", settings.base_momentum, low=0, high=1)
   validate.number("simdino.bottleneck_dim", settings.bottleneck_dim, low=1, integer=True)
+
+
+def network(config: ml_collections.ConfigDict) -> multicrop.MultiCropNetwork:
+  _check_settings(config)
+  settings = config.simdino
   multicrop.crop_counts(config, "SimDINO")
   return multicrop.MultiCropNetwork(
       backbone=models.build(config.model),

@@ -34,7 +34,7 @@ import jax
 import ml_collections
 
 from ssl_jax import models
-from ssl_jax.core import errors, validate
+from ssl_jax.core import validate
 from ssl_jax.data import augment
 from ssl_jax.methods.lib import defaults, diagnostics, losses, views as views_lib
 from ssl_jax.models.heads import BackboneWithHead, MLPHead
@@ -49,9 +49,24 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   return validate.strict_update(config, overrides, "simsiam")
 
 
+def check_config(config) -> None:
+  """ConfigError for the first invalid value of config.simsiam or config.views."""
+  _check_settings(config)
+  _check_views(config)
+
+
+def _check_settings(config) -> None:
+  validate.number("simsiam.projection_dim", config.simsiam.projection_dim, low=1, integer=True)
+
+
+def _check_views(config) -> None:
+  views_lib.check_one_group(config, 2, "SimSiam needs exactly one view group with count=2 "
+                            f"(config.views.pair), got groups {list(config.views.keys())}")
+
+
 def _networks(config) -> tuple[BackboneWithHead, MLPHead]:
+  _check_settings(config)
   simsiam = config.simsiam
-  validate.number("simsiam.projection_dim", simsiam.projection_dim, low=1, integer=True)
   encoder = BackboneWithHead(
       backbone=models.build(config.model),
       head=MLPHead(tuple(simsiam.projection_hidden_dims), simsiam.projection_dim, last_bn=True))
@@ -72,10 +87,8 @@ def init(rng, config, example_batch) -> tuple[Any, Any]:
 
 def views(batch, rng, step, config) -> jax.Array:
   del step  # the same augmentation all run long
+  _check_views(config)
   groups = views_lib.make(batch["image"], rng, config)
-  if len(groups) != 1 or groups[0].shape[0] != 2 * batch["image"].shape[0]:
-    raise errors.ConfigError("SimSiam needs exactly one view group with count=2 (config.views."
-                               f"pair), got groups {list(config.views.keys())}")
   return groups[0]  # [2B, S, S, C]: first views of all images, then second views
 
 

@@ -44,11 +44,22 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   return validate.strict_update(config, overrides, "vicreg")
 
 
-def network(config) -> BackboneWithHead:
+def check_config(config) -> None:
+  """ConfigError for the first invalid value of config.vicreg or config.views."""
+  _check_settings(config)
+  views_lib.check_two_views(config, "VICReg")
+
+
+def _check_settings(config) -> None:
   settings = config.vicreg
   for name in ("invariance_weight", "variance_weight", "covariance_weight", "std_target"):
     validate.number(f"vicreg.{name}", settings[name], low=0)
   validate.number("vicreg.eps", settings.eps, low=0, low_open=True)
+
+
+def network(config) -> BackboneWithHead:
+  _check_settings(config)
+  settings = config.vicreg
   return BackboneWithHead(backbone=models.build(config.model),
                           head=MLPHead(tuple(settings.projection_hidden_dims),
                                        settings.projection_dim))

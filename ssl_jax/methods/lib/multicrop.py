@@ -38,16 +38,28 @@ def crop_counts(config: ml_collections.ConfigDict, method: str) -> tuple[int, in
   return num_global, num_local
 
 
+def _view_config(config: ml_collections.ConfigDict, num_local: int) -> ml_collections.ConfigDict:
+  """The config views.make gets: without local_crops when its count is 0."""
+  if LOCAL in config.views and num_local == 0:
+    # views.make refuses a count of 0, so --config.views.local_crops.count=0 (no multi-crop)
+    # drops the group here.
+    return ml_collections.ConfigDict({"data": config.data,
+                                      "views": {GLOBAL: config.views[GLOBAL]}})
+  return config
+
+
+def check_config(config: ml_collections.ConfigDict, method: str) -> None:
+  """ConfigError for the first view group `make` cannot use: crop_counts' checks, then
+  views.check_config of the groups it makes crops of."""
+  _, num_local = crop_counts(config, method)
+  views_lib.check_config(_view_config(config, num_local))
+
+
 def make(images: jax.Array, rng: jax.Array, config: ml_collections.ConfigDict, method: str
          ) -> tuple[jax.Array, jax.Array | None]:
   """(global crops [G*B, S, S, C], local crops [N*B, s, s, C] or None), view-major."""
   _, num_local = crop_counts(config, method)
-  view_config = config
-  if LOCAL in config.views and num_local == 0:
-    # views.make refuses a count of 0, so --config.views.local_crops.count=0 (no multi-crop)
-    # drops the group here.
-    view_config = ml_collections.ConfigDict({"data": config.data,
-                                             "views": {GLOBAL: config.views[GLOBAL]}})
+  view_config = _view_config(config, num_local)
   groups = dict(zip(view_config.views.keys(), views_lib.make(images, rng, view_config)))
   return groups[GLOBAL], groups.get(LOCAL)
 

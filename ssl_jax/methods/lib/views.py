@@ -16,6 +16,11 @@ every image:
 `make(images, rng, config)` returns one array per group, in that order: [count * B, S, S, C],
 view-major (all images' first view, then all images' second view, ...). Groups of
 different crop sizes are separate arrays of the one jitted step.
+
+`check_config(config)` refuses, from the config alone, what `make` cannot use (no group,
+a count below 1, an augmentation value out of range); the methods' check_config call it
+(or `check_one_group` / `check_two_views` for the structure they need), and so does
+`make`, so the check pass and a direct call give the same ConfigError.
 """
 import jax
 import jax.numpy as jnp
@@ -44,6 +49,21 @@ def _groups(config: ml_collections.ConfigDict) -> list[tuple[str, ml_collections
   return groups
 
 
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """ConfigError for the first view group of config.views that `make` cannot use: none at
+  all, a count below 1, or an augmentation value out of range (augment.check_view_config)."""
+  for name, settings in _groups(config):
+    augment.check_view_config(settings, f"views.{name}")
+
+
+def check_one_group(config: ml_collections.ConfigDict, count: int, message: str) -> None:
+  """check_config, then ConfigError(message) unless config.views is one group of `count`."""
+  check_config(config)
+  groups = list(config.views.values())
+  if len(groups) != 1 or groups[0].count != count:
+    raise ConfigError(message)
+
+
 def total_views(config: ml_collections.ConfigDict) -> int:
   return sum(settings.count for _, settings in _groups(config))
 
@@ -55,6 +75,7 @@ def make(images: jax.Array, rng: jax.Array, config: ml_collections.ConfigDict) -
   each image its own key under it (augment.random_views), so the views of an image do not
   depend on how the batch is sharded.
   """
+  check_config(config)
   groups = _groups(config)
   keys = jax.random.split(rng, sum(settings.count for _, settings in groups))
   out, used = [], 0
@@ -65,12 +86,9 @@ def make(images: jax.Array, rng: jax.Array, config: ml_collections.ConfigDict) -
   return out
 
 
-def two_views(images: jax.Array, rng: jax.Array, config: ml_collections.ConfigDict,
-              method: str) -> jax.Array:
-  """Two views of every image as one array [2B, S, S, C] (all first views, then all second
-  views), for the methods that run both through one forward pass. Either one group of
-  count 2 (symmetric augmentation: `pair`) or two groups of count 1 and one crop size
-  (asymmetric: `first`/`second`, BYOL's blur and solarisation)."""
+def check_two_views(config: ml_collections.ConfigDict, method: str) -> None:
+  """ConfigError unless config.views makes two views of every image of one crop size, as
+  `two_views` needs, then check_config."""
   groups = _groups(config)
   counts = [settings.count for _, settings in groups]
   sizes = {settings.crop_size for _, settings in groups}
@@ -79,4 +97,14 @@ def two_views(images: jax.Array, rng: jax.Array, config: ml_collections.ConfigDi
                       "of count 2 (views.pair) or two of count 1 (views.first, views.second); got "
                       + ", ".join(f"{name} (count {s.count}, crop_size {s.crop_size})"
                                   for name, s in groups))
+  check_config(config)
+
+
+def two_views(images: jax.Array, rng: jax.Array, config: ml_collections.ConfigDict,
+              method: str) -> jax.Array:
+  """Two views of every image as one array [2B, S, S, C] (all first views, then all second
+  views), for the methods that run both through one forward pass. Either one group of
+  count 2 (symmetric augmentation: `pair`) or two groups of count 1 and one crop size
+  (asymmetric: `first`/`second`, BYOL's blur and solarisation)."""
+  check_two_views(config, method)
   return jnp.concatenate(make(images, rng, config))
