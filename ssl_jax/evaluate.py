@@ -113,6 +113,7 @@ def run(workdir: str, modes=None, step: int | None = None,
   validate.apply_overrides(config.eval, overrides, "eval")
   if configured:
     modes = _checked_modes(m for m in config.eval.modes.split(",") if m != "none")
+  evals.check_config(config.eval, modes=False)  # the settings, with the overrides
   feature_modes = [m for m in modes if evals.input_kind(m) == "features"]
   others = [m for m in modes if evals.input_kind(m) != "weights"]
   if init and others:

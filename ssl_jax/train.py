@@ -25,7 +25,6 @@ from ssl_jax.training import checkpoint, engine, optim, resume
 from ssl_jax.training.engine import TrainState
 
 
-
 @jax.jit
 def _first_nonfinite(first: jax.Array, finite: jax.Array, step: jax.Array) -> jax.Array:
   """The step number of the first non-finite step so far, or -1."""
@@ -79,7 +78,8 @@ def check(config: ml_collections.ConfigDict) -> None:
   if hasattr(method, "check_config"):
     method.check_config(config)
   evals.check_config(config.eval)
-  monitor_lib.check_config(config.eval)
+  if config.eval.monitor_every_steps:
+    monitor_lib.check_config(config.eval)
 
 
 class CollapseWatch:

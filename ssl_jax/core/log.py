@@ -1,4 +1,5 @@
-"""Metric writers (JSONL + TensorBoard) and a one-line progress report.
+"""Metric writers (JSONL + TensorBoard), a one-line progress report, and fail_cleanly (a user
+error as one line).
 
 Only process 0 writes; the others get no-op writers, so callers need no checks.
 """

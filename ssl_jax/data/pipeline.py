@@ -46,6 +46,7 @@ import grain
 import jax
 import numpy as np
 
+from ssl_jax.core.errors import ConfigError
 from ssl_jax.data import feed
 
 # The orbax handler for grain iterators, and the args that select it.
@@ -75,7 +76,7 @@ def per_process_batch_size(global_batch_size: int) -> int:
   if (not isinstance(global_batch_size, (int, np.integer))
       or isinstance(global_batch_size, bool)
       or global_batch_size <= 0 or global_batch_size % process_count):
-    raise ValueError(
+    raise ConfigError(
         f"global_batch_size={global_batch_size!r} must be a positive integer "
         f"divisible by jax.process_count()={process_count} (each process "
         "loads an equal share).")
@@ -203,10 +204,10 @@ def train_loader(source: Sequence[Any], *, global_batch_size: int, seed: int,
   """
   batch_size = per_process_batch_size(global_batch_size)
   if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-    raise ValueError(f"seed={seed!r} must be an integer in [0, 2**32).")
+    raise ConfigError(f"seed={seed!r} must be an integer in [0, 2**32).")
   start, end = shard_range(len(source), drop_remainder=True)
   if end - start < batch_size:
-    raise ValueError(
+    raise ConfigError(
         f"This process's shard has {end - start} of the {len(source)} records "
         f"({jax.process_count()} processes), fewer than one per-process batch "
         f"of {batch_size} (global_batch_size={global_batch_size}).")
@@ -254,7 +255,7 @@ def eval_batches(source: Sequence[Any], *, batch_size: int, keys: Sequence[str],
     ValueError: batch_size is not a positive integer.
   """
   if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-    raise ValueError(f"batch_size={batch_size!r} must be a positive integer "
+    raise ConfigError(f"batch_size={batch_size!r} must be a positive integer "
                      "(examples per process per eval batch).")
   num_records = len(source)
   if num_records == 0:

@@ -28,7 +28,7 @@ from typing import Any
 import tensorflow_datasets as tfds
 
 # Importing the module registers the builder's name with TFDS.
-from ssl_jax.core.errors import DataNotPreparedError
+from ssl_jax.core.errors import ConfigError, DataNotPreparedError
 from ssl_jax.data.builders import fashion_mnist_captions, fashion_mnist_local, fortunes, photo_crops  # noqa: F401  (register builders)
 
 # Friendly name -> registered TFDS builder name of the offline builder.
@@ -84,7 +84,7 @@ def get_builder(name: str, data_dir: str | os.PathLike[str] | None = None,
                         **builder_kwargs)
   except tfds.core.registered.DatasetNotFoundError as e:
     # TFDS's own message lists the whole catalogue (~1000 lines); say less.
-    raise ValueError(
+    raise ConfigError(
         f"Unknown dataset {name!r}: not an alias ({sorted(ALIASES)}) and not "
         "a TFDS catalogue name, nor a dataset prepared under "
         f"{resolve_data_dir(data_dir)}.") from e
@@ -135,7 +135,7 @@ def get_source(name: str, split: str,
   try:
     return builder.as_data_source(split=split, file_format=_ARRAY_RECORD)
   except (ValueError, KeyError, AssertionError) as e:
-    raise ValueError(
+    raise ConfigError(
         f"Bad split {split!r} for dataset {name!r}: {str(e).rstrip('.')}. "
         f"Known splits: {sorted(builder.info.splits)}; slices look like "
         "'train[:90%]'.") from e

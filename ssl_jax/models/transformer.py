@@ -103,10 +103,10 @@ class Transformer(nn.Module):
 
   def setup(self):
     if self.pool not in POOLS or self.norm not in NORMS:
-      raise ValueError(f"Transformer pool={self.pool!r} (one of {POOLS}), norm={self.norm!r} "
+      raise ConfigError(f"Transformer pool={self.pool!r} (one of {POOLS}), norm={self.norm!r} "
                        f"(one of {NORMS})")
     if self.width % self.num_heads:
-      raise ValueError(f"width {self.width} is not divisible by num_heads {self.num_heads}")
+      raise ConfigError(f"model.width={self.width} is not divisible by model.num_heads={self.num_heads}")
     self.token_embed = nn.Embed(self.vocab_size, self.width, embedding_init=normal,
                                 param_dtype=self.param_dtype, name="token_embed")
     self.position_embed = self.param("position_embed", normal, (self.max_length, self.width),
@@ -127,7 +127,8 @@ class Transformer(nn.Module):
     """Final hidden states [B, L, width], float32."""
     length = tokens.shape[1]
     if length > self.max_length:
-      raise ValueError(f"{length} tokens exceed the model's max_length {self.max_length}")
+      raise ConfigError(f"{length} tokens exceed model.max_length={self.max_length}: set "
+                        "data.max_length <= model.max_length")
     x = self.token_embed(tokens) + self.position_embed[None, :length]
     if self.embed_norm is not None:
       x = self.embed_norm(x)

@@ -150,9 +150,9 @@ class ViT(nn.Module):
 
   def setup(self):
     if self.pool not in POOLS:
-      raise ValueError(f"ViT pool={self.pool!r}; expected one of {POOLS}")
+      raise ConfigError(f"model.pool={self.pool!r}; expected one of {POOLS}")
     if self.width % self.num_heads:
-      raise ValueError(f"ViT width {self.width} is not divisible by num_heads {self.num_heads}")
+      raise ConfigError(f"model.width={self.width} is not divisible by model.num_heads={self.num_heads}")
     self.patch_embed = nn.Dense(self.width, dtype=self.dtype, param_dtype=self.param_dtype,
                                 kernel_init=xavier, name="patch_embed")
     self.class_token = self.param("class_token", nn.initializers.normal(0.02),
@@ -163,7 +163,7 @@ class ViT(nn.Module):
   def grid(self, images) -> tuple[int, int]:
     height, width = images.shape[1:3]
     if height % self.patch_size or width % self.patch_size:
-      raise ValueError(f"image of {height}x{width} pixels is not a whole number of "
+      raise ConfigError(f"image of {height}x{width} pixels is not a whole number of "
                        f"{self.patch_size}-pixel patches")
     return height // self.patch_size, width // self.patch_size
 
@@ -226,6 +226,9 @@ def check_config(model: ml_collections.ConfigDict) -> None:
   width, heads = get("width", 0) or width, get("num_heads", 0) or heads
   if width % heads:
     raise ConfigError(f"model.width={width} is not divisible by model.num_heads={heads}")
+  if width % 4:
+    raise ConfigError(f"model.width={width} must be a multiple of 4 (the 2-D sin-cos "
+                      "position embedding splits it in four)")
   remat_lib.check(get("remat", "none"))
 
 

@@ -26,7 +26,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
-from ssl_jax.core.errors import CheckpointError, NoGoodCheckpointError, StateMismatchError
+from ssl_jax.core.errors import (CheckpointError, ConfigError, NoGoodCheckpointError,
+                                 StateMismatchError)
 
 STATE, DATA, INTEGRITY = "state", "data", "integrity"
 FORMAT = 1  # version of the integrity record
@@ -131,7 +132,7 @@ class Checkpointer:
   def __init__(self, workdir: str, keep: int = 2, async_save: bool = True,
                warn: Callable[[str], None] | None = None):
     if keep < 1:
-      raise ValueError(f"keep_checkpoints={keep}; must be >= 1")
+      raise ConfigError(f"keep_checkpoints={keep}; must be >= 1")
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     self._keep, self._async = keep, async_save
     self._warn = warn or (lambda text: None)

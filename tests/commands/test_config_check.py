@@ -2,12 +2,11 @@
 (mesh, method, optimizer, data) is built, and every bad value is a one-line ConfigError."""
 import pytest
 
+from experiments import mae, mlm, simclr
 from ssl_jax import train
 from ssl_jax.core import errors, parallel
 from ssl_jax.data import sources
 from ssl_jax.training import engine
-
-from experiments import mae, mlm, simclr
 
 BAD_VALUES = [  # (experiment, field path, bad value, words the message must hold)
     (simclr, "total_steps", 0, "total_steps=0"),
@@ -52,6 +51,7 @@ def nothing_is_built(monkeypatch):
 def test_a_bad_value_is_one_line_before_anything_is_built(experiment, path, value, words,
                                                            nothing_is_built, tmp_path):
   config = experiment.get_config("fortunes,smoke" if experiment is mlm else "fashion_mnist,smoke")
+  config.eval.monitor_every_steps = 1  # the monitor's section is checked when it runs
   _set(config, path, value)
   with pytest.raises(errors.ConfigError) as raised:
     train.train(config, str(tmp_path / "run"))
@@ -79,3 +79,14 @@ def test_every_user_error_is_caught_as_one_line(capsys):
     assert capsys.readouterr().err.strip() == f"error: {cls.__name__} happened; do this"
   with pytest.raises(KeyError), log.fail_cleanly():  # a bug keeps its traceback
     raise KeyError("bug")
+
+
+def test_evaluate_checks_its_settings_before_reading_a_checkpoint(tmp_path):
+  """`--eval FIELD=VALUE` overrides are checked with the run's config.eval before any
+  checkpoint is read (this workdir has none, so a later check would fail otherwise)."""
+  from ssl_jax import evaluate
+  from ssl_jax.core import rundir
+  rundir.save_config(simclr.get_config("fashion_mnist,smoke"), str(tmp_path))
+  with pytest.raises(errors.ConfigError, match="eval.knn.temperature") as raised:
+    evaluate.run(str(tmp_path), ["knn"], overrides=["knn.temperature=0"])
+  assert "\n" not in str(raised.value)
