@@ -27,17 +27,13 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
-# Importing the module registers the builder's name with TFDS.
 from ssl_jax.core.errors import ConfigError, DataNotPreparedError
-from ssl_jax.data.builders import fashion_mnist_captions, fashion_mnist_local, fortunes, photo_crops  # noqa: F401  (register builders)
+from ssl_jax.data import builders  # importing it registers every offline builder with TFDS
 
 # Friendly name -> registered TFDS builder name of the offline builder.
-ALIASES: dict[str, str] = {
-    "fashion_mnist": fashion_mnist_local.FashionMnistLocal.name,
-}
+ALIASES: dict[str, str] = builders.ALIASES
 # Builders this project ships, which need no network (their errors say what to do).
-OFFLINE_BUILDERS = (fashion_mnist_local.FashionMnistLocal.name, photo_crops.PhotoCrops.name,
-                    fortunes.Fortunes.name, fashion_mnist_captions.FashionMnistCaptions.name)
+OFFLINE_BUILDERS = builders.NAMES
 
 _ARRAY_RECORD = "array_record"
 

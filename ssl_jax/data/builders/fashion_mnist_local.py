@@ -27,6 +27,7 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
+ALIAS = "fashion_mnist"  # the friendly name (data/builders/__init__.py): the offline build, no download
 # Overrides where the IDX files are read from (tests point it at small files).
 SOURCE_DIR_ENV = "SSL_JAX_FASHION_MNIST_DIR"
 DEFAULT_SOURCE_DIR = "/usr/share/datasets/fashion-mnist"
