@@ -84,11 +84,7 @@ def export(workdir: str, out: str, step: int | None = None, include_head: bool =
       "format": FORMAT, "method": config.method, "model": config.model.to_dict(),
       "checkpoint_step": int(fields["step"]), "workdir": os.path.abspath(workdir),
       "feature_dim": int(models.build(config.model).feature_dim),
-      "input": {"dataset": config.data.name, "modality": config.data.modality,
-                "image_size": config.data.get("image_size"), "mean": list(config.data.mean),
-                "std": list(config.data.std), "pixel_scale": "uint8 / 255, then (x - mean) / std",
-                # A method whose pretraining showed the backbone another input says which.
-                "pretraining_input": getattr(method, "PRETRAINING_INPUT", "the normalised image")},
+      "input": input_record(config, method),
       "include_head": include_head, "tensors": sorted(tensors)}
   if jax.process_index() == 0:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -109,6 +105,20 @@ def load(path: str) -> tuple[dict, dict]:
       raise ExportError(f"{path}: format {sidecar.get('format')!r}, expected {FORMAT!r}")
     tensors = {name: f.get_tensor(name) for name in f.keys()}
   return unflatten(tensors, "backbone"), sidecar
+
+
+def input_record(config, method) -> dict:
+  """What the backbone's inputs were: for images the size and normalisation, for text the
+  tokenizer, its vocabulary and the sequence length."""
+  data = config.data
+  record = {"dataset": data.name, "modality": data.modality}
+  if data.modality == "text":
+    return {**record, "tokenizer": data.tokenizer, "vocab_size": data.vocab_size,
+            "max_length": data.max_length, "text_key": data.text_key}
+  return {**record, "image_size": data.get("image_size"), "mean": list(data.mean),
+          "std": list(data.std), "pixel_scale": "uint8 / 255, then (x - mean) / std",
+          # A method whose pretraining showed the backbone another input says which.
+          "pretraining_input": getattr(method, "PRETRAINING_INPUT", "the normalised image")}
 
 
 def input_config(sidecar: dict) -> ml_collections.ConfigDict:

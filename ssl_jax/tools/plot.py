@@ -64,7 +64,8 @@ def _draw_scores(axis, records, evals, key, color=None, label=None, baselines=Tr
   if values:
     axis.plot(steps, values, "o-", color=color, label=label or f"monitor {key}")
   markers = {"linear": "s", "knn": "^"}
-  for index, (mode, report) in enumerate(evals.items()):
+  scored = {mode: report for mode, report in evals.items() if "top1" in report}
+  for index, (mode, report) in enumerate(scored.items()):  # the objective reports a loss
     # One run: a colour per mode, shared by its baselines. Several: a colour per run.
     mode_color = color or f"C{index + 1}"
     axis.plot([report.get("checkpoint_step", last_step)], [report["top1"]],

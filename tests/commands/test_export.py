@@ -77,3 +77,28 @@ def test_include_head_from_the_command_line_and_bad_files(smoke_run, tmp_path):
   save_file({"w": np.zeros((2,), np.float32)}, str(plain))
   with pytest.raises(errors.ExportError, match="not an ssl_jax export"):
     export.load(str(plain))
+
+
+def test_a_text_run_exports_its_encoder_and_tokenizer(smoke_run, tmp_path):
+  """An MLM run's Transformer exports with its text input (tokenizer, vocabulary, length)
+  in the sidecar, not an image normalisation it never had."""
+  workdir, result = smoke_run("mlm")
+  assert result.returncode == 0, result.stderr[-2000:]
+  sidecar = export.export(str(workdir), str(tmp_path / "mlm.safetensors"))
+  config = evals.load_run_config(str(workdir))
+  assert sidecar["input"] == {"dataset": "fortunes", "modality": "text",
+                              "tokenizer": config.data.tokenizer,
+                              "vocab_size": config.data.vocab_size,
+                              "max_length": config.data.max_length, "text_key": "text"}
+  variables, loaded = export.load(str(tmp_path / "mlm.safetensors"))
+  assert loaded == sidecar and loaded["model"]["name"] == "transformer"
+  assert jax.tree.structure(variables["params"]) == jax.tree.structure(
+      methods.get("mlm").backbone(*_fields(str(workdir)), config)["params"])
+
+
+def _fields(workdir):
+  config = evals.load_run_config(workdir)
+  method, mesh = methods.get(config.method), parallel.make_mesh()
+  fields = checkpoint.Checkpointer(workdir, async_save=False).restore_fields(
+      engine.abstract_model_fields(method, config, mesh, engine.example_batch(config)))
+  return fields["params"], fields["method_state"]
