@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ssl_jax.core import parallel
-from ssl_jax.tools import bench
+from ssl_jax.tools import bench, bench_specs
 from ssl_jax.training import engine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -41,12 +41,12 @@ def test_bench_prints_one_json_line():
   assert 0.5 < report["model_flops_per_step"] / report["flops_per_step"] < 1.5
 
 
-@pytest.mark.parametrize("name", bench.spec_names())
+@pytest.mark.parametrize("name", bench_specs.spec_names())
 def test_every_spec_traces(name):
-  make_config, _ = bench.bench_spec(name)
+  make_config, _ = bench_specs.bench_spec(name)
   config = make_config(8)
   mesh = parallel.make_mesh()
-  example, batch = bench.synthetic_batches(config, bench.CIFAR_SHAPE, 8)
+  example, batch = bench.synthetic_batches(config, bench_specs.CIFAR_SHAPE, 8)
   _, init, step = engine.build(config, mesh, example)
   state = jax.eval_shape(init, jax.random.PRNGKey(0))
   _, metrics = jax.eval_shape(step, state, batch)
@@ -57,12 +57,12 @@ def test_resnet18_specs_are_discovered_with_the_peers_settings():
   """Every image method with a CIFAR-10 ResNet recipe has a spec, found without a list;
   simclr_resnet18 is ../shared/peers/simclr_resnet18.py's objective: two 32x32 views,
   projection 512-2048-128, NT-Xent at T=0.2, SGD 0.1 with momentum 0.9 and wd 5e-4."""
-  names = bench.spec_names()
+  names = bench_specs.spec_names()
   for method in ("simclr", "byol", "moco", "dino", "simsiam", "barlow_twins", "vicreg",
                  "simdino"):
     assert f"{method}_resnet18" in names
   assert "mae_resnet18" not in names and "mlm_resnet18" not in names  # a ViT, a Transformer
-  config = bench.bench_spec("simclr_resnet18")[0](8)
+  config = bench_specs.bench_spec("simclr_resnet18")[0](8)
   assert [(name, g.count, g.crop_size) for name, g in config.views.items()] == [("pair", 2, 32)]
   assert (config.simclr.temperature, tuple(config.simclr.projection_hidden_dims),
           config.simclr.projection_dim) == (0.2, (2048,), 128)
@@ -70,15 +70,15 @@ def test_resnet18_specs_are_discovered_with_the_peers_settings():
   assert (config.optimizer.name, config.optimizer.learning_rate, config.optimizer.momentum,
           config.optimizer.weight_decay) == ("sgd", 0.1, 0.9, 5e-4)
   with pytest.raises(SystemExit, match="no bench 'clip_resnet18'"):
-    bench.bench_spec("clip_resnet18")
+    bench_specs.bench_spec("clip_resnet18")
 
 
 def test_mae_vit_spec_has_the_peers_parameter_count():
   """../shared/peers/README.md reports 6,172,720 trainable parameters for mae_vit.py (its
   sin-cos position embeddings are frozen buffers, as ours are constants)."""
   from ssl_jax import methods
-  config = bench.BENCHES["mae_vit"][0](8)
-  images = jax.ShapeDtypeStruct((1, *bench.CIFAR_SHAPE), np.uint8)
+  config = bench_specs.BENCHES["mae_vit"][0](8)
+  images = jax.ShapeDtypeStruct((1, *bench_specs.CIFAR_SHAPE), np.uint8)
   params, _ = jax.eval_shape(lambda rng, x: methods.get("mae").init(rng, config, {"image": x}),
                              jax.random.PRNGKey(0), images)
   assert sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params)) == 6_172_720
