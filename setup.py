@@ -25,6 +25,11 @@ INSTALL_REQUIRES = [
     "tokenizers>=0.23,<0.24",         # ssl_jax.data.text: WordPiece, trained offline
 ]
 
+# libtpu, the TPU runtime and compiler matched to the pinned jax: needed on TPU VMs, and on
+# any host to compile for a TPU slice ahead of time (python -m ssl_jax.tools.aot). On a host
+# without accelerators ssl_jax then keeps jax on the CPU (ssl_jax/__init__.py).
+TPU_REQUIRES = ["jax[tpu]>=0.10.2,<0.11"]
+
 setup(
     name="ssl_jax",
     version="0.1.0",
@@ -35,7 +40,8 @@ setup(
     packages=find_packages(include=["ssl_jax", "ssl_jax.*", "experiments"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.8,<4", "scikit-learn>=1.5"],
+        "test": ["pytest>=8", "pytest-xdist>=3.8,<4", "scikit-learn>=1.5", *TPU_REQUIRES],
+        "tpu": TPU_REQUIRES,
         "tf": ["tensorflow>=2.16"],
     },
 )

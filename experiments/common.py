@@ -13,28 +13,51 @@ a small probe, so a test can run every
 experiment and none of them rots.
 """
 import sys
+from typing import Callable, Mapping
 
 import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
 
+from experiments import recipes
 from ssl_jax import evals, evaluate, models, train
 from ssl_jax.core import errors, log, parallel, validate
 from ssl_jax.data import presets
 
 
-def parse_arg(arg: str | None, default_dataset: str = "fashion_mnist") -> tuple[str, bool]:
-  """"cifar10,smoke" -> ("cifar10", True); None -> (default_dataset, False)."""
+def parse(arg: str | None, default_dataset: str = "fashion_mnist",
+          variants: Mapping[str, Callable] | None = None) -> tuple[str, str | None, bool]:
+  """"imagenet2012,vit_s16,smoke" -> ("imagenet2012", "vit_s16", True): the dataset preset,
+  one of the module's VARIANTS (a named recipe on top of the dataset's, e.g. a paper's
+  flagship ViT run) or None, and smoke mode."""
   parts = [p.strip() for p in (arg or "").split(",") if p.strip()]
   smoke = "smoke" in parts
   names = [p for p in parts if p != "smoke"]
+  variant = next((n for n in names if variants and n in variants), None)
+  names = [n for n in names if n != variant]
   if len(names) > 1:
-    raise errors.ConfigError(f"experiment argument {arg!r}: expected 'DATASET' or 'DATASET,smoke'")
+    known = f"VARIANT one of {sorted(variants)}" if variants else "no variants"
+    raise errors.ConfigError(f"experiment argument {arg!r}: expected 'DATASET[,VARIANT][,smoke]' "
+                             f"({known})")
   dataset = names[0] if names else default_dataset
   if dataset not in presets.available():
     raise errors.ConfigError(f"dataset {dataset!r} has no preset; available: {presets.available()}")
+  return dataset, variant, smoke
+
+
+def parse_arg(arg: str | None, default_dataset: str = "fashion_mnist") -> tuple[str, bool]:
+  """"cifar10,smoke" -> ("cifar10", True); None -> (default_dataset, False): the argument
+  of a module without variants."""
+  dataset, _, smoke = parse(arg, default_dataset)
   return dataset, smoke
+
+
+def require_dataset(config: ml_collections.ConfigDict, variant: str, *datasets: str) -> None:
+  """ConfigError unless the variant's config is built on one of `datasets` (data names)."""
+  if config.data.name not in datasets:
+    raise errors.ConfigError(f"variant {variant!r} is a recipe for {' or '.join(datasets)}, "
+                             f"not {config.data.name!r}: pass --dataset {datasets[0]}")
 
 
 def base_config(method: str, dataset: str) -> ml_collections.ConfigDict:
@@ -102,17 +125,24 @@ def check_overrides(argv: list[str], config: ml_collections.ConfigDict) -> None:
         raise SystemExit(2) from None
 
 
-def _pre_parse(argv: list[str]) -> tuple[str | None, bool]:
-  """--dataset and --smoke choose the config, so they are read before absl parses flags."""
-  dataset, smoke_run = None, False
+def _pre_parse(argv: list[str]) -> tuple[str | None, str | None, bool, bool]:
+  """--dataset, --variant, --smoke and --validation choose the config, so they are read
+  before absl parses flags."""
+  dataset, variant, smoke_run, validation = None, None, False, False
   for i, arg in enumerate(argv[1:], start=1):
     if arg.startswith("--dataset="):
       dataset = arg.split("=", 1)[1]
     elif arg == "--dataset" and i + 1 < len(argv):
       dataset = argv[i + 1]
+    elif arg.startswith("--variant="):
+      variant = arg.split("=", 1)[1]
+    elif arg == "--variant" and i + 1 < len(argv):
+      variant = argv[i + 1]
     elif arg in ("--smoke", "--smoke=true", "--smoke=True"):
       smoke_run = True
-  return dataset, smoke_run
+    elif arg in ("--validation", "--validation=true", "--validation=True"):
+      validation = True
+  return dataset, variant, smoke_run, validation
 
 
 def main(get_config) -> None:
@@ -123,15 +153,22 @@ def main(get_config) -> None:
   Ctrl-C exits 0 after its checkpoint and evaluates nothing: the same command resumes it,
   finishes training, then evaluates.
   """
-  dataset, smoke_run = _pre_parse(sys.argv)
+  dataset, variant, smoke_run, validation = _pre_parse(sys.argv)
   try:
-    config = get_config(f"{dataset or ''}{',smoke' if smoke_run else ''}")
+    parts = [dataset or "", variant or "", "smoke" if smoke_run else ""]
+    config = get_config(",".join(p for p in parts if p))
+    if validation:
+      recipes.validation_split(config)
   except errors.ConfigError as error:
     print(f"error: {error}", file=sys.stderr)
     raise SystemExit(2) from None
   check_overrides(sys.argv, config)
   flags.DEFINE_string("dataset", None, f"dataset preset: one of {presets.available()}")
+  flags.DEFINE_string("variant", None, "a named recipe of the experiment on top of its "
+                      "dataset's (the module's VARIANTS, e.g. dino's vit_s16)")
   flags.DEFINE_bool("smoke", False, "shrink the run to seconds (a smoke test)")
+  flags.DEFINE_bool("validation", False, "hold out the last 10% of train as the split every "
+                    "evaluation scores (choosing a recipe without reading test)")
   config_flags.DEFINE_config_dict("config", config, "Experiment config; override fields "
                                   "as --config.total_steps=100.")
   flags.DEFINE_string("workdir", None, "Where checkpoints, config.json, metrics and eval/ go; "

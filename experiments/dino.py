@@ -25,6 +25,20 @@ frozen for the first epoch; 2 global crops 224 (scale 0.14-1) and 6 local crops 
 (1.0 / 0.1) and solarisation (0 / 0.2) of the two are averaged (0.55, 0.1); local crops:
 blur 0.5. Target: 75.3% linear top-1, 67.5% k-NN (paper, Table 2). Not run by us.
 
+Variants (`--variant NAME` or experiments/dino.py:imagenet2012,NAME), the paper's ViT runs
+with the released arguments of facebookresearch/dino (README "Training" and main_dino.py;
+batch 1024 = 16 GPUs x 64, AdamW lr 5e-4 x B/256 (ViT-B: 7.5e-4), 10 warm-up epochs,
+cosine to min_lr, wd 0.04 (theirs rises to 0.4 on a cosine; ours stays at 0.04: the
+optimizer has no weight-decay schedule), drop path 0.1, head 2048-2048-256 without BN
+-> K = 65536, τ_base 0.996, 2 global crops 224 (scale 0.25-1) and 10 local crops 96
+(0.05-0.25), last layer frozen for the first epoch, teacher 0.04 -> 0.07):
+  vit_s16: ViT-S/16, 800 epochs, teacher warm-up 30 epochs, min lr 1e-5, no gradient
+    clipping. Target: 77.0% linear, 74.5% k-NN (paper, Table 2). Not run by us.
+  vit_b16: ViT-B/16, 400 epochs, teacher warm-up 50 epochs, min lr 2e-6, gradient clip
+    3.0. Target: 78.2% linear, 76.1% k-NN (paper, Table 2). Not run by us.
+Their last layer is weight-normalised (norm_last_layer False for ViT-S's 800-epoch run);
+ours is a plain dense layer.
+
 cifar10: the same recipe on 32x32 images: ResNet-50 with the small-image stem, batch 512,
 800 epochs, 2 x 32x32 global and 6 x 16x16 local crops, no blur. The paper pretrains on
 ImageNet only (CIFAR-10 is a transfer task there), so there is no target. Not run by us.
@@ -35,11 +49,43 @@ from experiments import common
 from ssl_jax.data import presets
 from ssl_jax.methods import dino
 from ssl_jax.methods.lib import views
-from ssl_jax.models import resnet
+from ssl_jax.models import resnet, vit
 from ssl_jax.training import optim
 
+def vit_recipe(config: ml_collections.ConfigDict, variant: str, size: str, epochs: int,
+               base_lr: float,
+               min_lr: float, teacher_warmup_epochs: int, clip: float) -> None:
+  """DINO's released ViT arguments on ImageNet, in place (the docstring's variants)."""
+  common.require_dataset(config, variant, "imagenet2012")
+  config.global_batch_size = 1024
+  steps_per_epoch = presets.train_examples("imagenet2012") // config.global_batch_size
+  config.total_steps = epochs * steps_per_epoch
+  config.model = vit.default_config(size, patch_size=16, drop_path_rate=0.1)
+  colour = dict(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, grayscale_prob=0.2,
+                jitter_prob=0.8)
+  config.views.global_crops = views.group(count=2, crop_size=224, crop_scale=(0.25, 1.0),
+                                          blur_prob=0.55, solarize_prob=0.1, **colour)
+  config.views.local_crops = views.group(count=10, crop_size=96, crop_scale=(0.05, 0.25),
+                                         blur_prob=0.5, **colour)
+  config.dino = dino.default_config(
+      warmup_teacher_temperature_steps=teacher_warmup_epochs * steps_per_epoch,
+      freeze_last_layer_steps=steps_per_epoch)
+  config.optimizer = optim.default_config(name="adamw", learning_rate=base_lr,
+                                          weight_decay=0.04, grad_clip_norm=clip,
+                                          warmup_steps=10 * steps_per_epoch,
+                                          end_learning_rate=min_lr)
+
+
+VARIANTS = {
+    "vit_s16": lambda config: vit_recipe(config, "vit_s16", "S", epochs=800, base_lr=5e-4,
+                                         min_lr=1e-5, teacher_warmup_epochs=30, clip=0.0),
+    "vit_b16": lambda config: vit_recipe(config, "vit_b16", "B", epochs=400, base_lr=7.5e-4,
+                                         min_lr=2e-6, teacher_warmup_epochs=50, clip=3.0),
+}
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  dataset, smoke = common.parse_arg(arg)
+  dataset, variant, smoke = common.parse(arg, variants=VARIANTS)
   config = common.base_config("dino", dataset)
   if dataset == "fashion_mnist":
     config.global_batch_size = 256       # images per step (512 global + 1024 local crops)
@@ -89,6 +135,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       config.eval.batch_size = 1024
       config.eval.monitor_train_split = "train[:50000]"
       config.eval.monitor_test_split = "validation[:10000]"
+  if variant:
+    VARIANTS[variant](config)
   if not smoke:
     return config
   config = common.smoke(config)

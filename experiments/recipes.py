@@ -4,6 +4,7 @@ held-out tail of a corpus with one split. Dataset presets live in ssl_jax/data/p
 backbone sections in each model family (ssl_jax/models/)."""
 import ml_collections
 
+from ssl_jax.core.errors import ConfigError
 from ssl_jax.data import presets
 from ssl_jax.methods.lib import views
 from ssl_jax.models import resnet, transformer
@@ -54,6 +55,24 @@ def held_out_tail(config: ml_collections.ConfigDict) -> None:
   config.eval.test_split = "train[99%:]"
   config.eval.modes = "objective"
   config.eval.monitor_every_steps = 0
+
+
+def validation_split(config: ml_collections.ConfigDict, fraction: float = 0.1) -> None:
+  """For choosing a recipe without the test split, in place: pretrain, fit the probes and
+  the kNN bank on the first (1 - fraction) of train, score on its last `fraction` (the
+  monitor too), so nothing the choice reads comes from test. Fashion-MNIST's train split
+  is in random class order, so its tail is a fair sample; the test split then scores the
+  chosen recipe once, with the experiment's default splits."""
+  dataset = [n for n in presets.available() if presets.data_config(n).name == config.data.name]
+  if not dataset:
+    raise ConfigError(f"--validation: data.name={config.data.name!r} has no dataset preset "
+                      "that declares its train size")
+  total = presets.train_examples(dataset[0])
+  cut = total - int(round(total * fraction))
+  config.data.train_split = config.eval.train_split = f"train[:{cut}]"
+  config.eval.test_split = f"train[{cut}:]"
+  config.eval.monitor_train_split = f"train[:{min(10_000, cut)}]"
+  config.eval.monitor_test_split = f"train[{cut}:{min(total, cut + 2000)}]"
 
 
 def asymmetric_views(config: ml_collections.ConfigDict, blur: bool, **augment) -> None:

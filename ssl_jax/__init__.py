@@ -4,7 +4,11 @@ Importing the package before jax sets XLA:CPU flags that make convolution traini
 faster on CPU (why: ssl_jax/models/conv.py); they do nothing on GPU/TPU.
 XLA reads XLA_FLAGS once, when jax starts, so this only works if ssl_jax is imported
 first (every entrypoint here does). Set SSL_JAX_DEFAULT_XLA_FLAGS=0 to opt out.
+On a host with libtpu installed but no accelerator it also defaults JAX_PLATFORMS to cpu
+(see _keep_jax_off_a_missing_tpu).
 """
+import glob
+import importlib.util
 import os
 import sys
 
@@ -39,4 +43,25 @@ def _set_default_xla_flags() -> None:
   os.environ["XLA_FLAGS"] = flags
 
 
+# Device files a host with an accelerator has: TPU chips (/dev/accel*, /dev/vfio/N), NVIDIA
+# and AMD GPUs (as jax's own hardware checks look for them).
+ACCELERATOR_DEVICE_FILES = ("/dev/accel*", "/dev/vfio/[0-9]*", "/dev/nvidia*", "/dev/kfd",
+                            "/dev/dxg")
+
+
+def _keep_jax_off_a_missing_tpu() -> None:
+  """With libtpu installed (the [tpu] extra: compiling for TPUs ahead of time,
+  ssl_jax/tools/aot.py) on a host with no accelerator at all, every jax start tries the TPU
+  runtime and prints a page of errors before falling back to the CPU. There, and only
+  there, default JAX_PLATFORMS to "cpu"; a host with any accelerator is left alone."""
+  if "JAX_PLATFORMS" in os.environ or "jax" in sys.modules:
+    return
+  if importlib.util.find_spec("libtpu") is None:
+    return
+  if any(glob.glob(pattern) for pattern in ACCELERATOR_DEVICE_FILES):
+    return
+  os.environ["JAX_PLATFORMS"] = "cpu"
+
+
 _set_default_xla_flags()
+_keep_jax_off_a_missing_tpu()

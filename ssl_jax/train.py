@@ -17,7 +17,7 @@ import ml_collections
 
 from ssl_jax import evals, methods, models
 from ssl_jax.core import log, parallel, rundir, sharding
-from ssl_jax.core.errors import TrainingDiverged
+from ssl_jax.core.errors import ConfigError, TrainingDiverged
 from ssl_jax.core.validate import number
 from ssl_jax.data import feed, modality, pipeline, preprocess, sources
 from ssl_jax.evals.lib import monitor as monitor_lib
@@ -62,12 +62,13 @@ def check_trainer_fields(config: ml_collections.ConfigDict) -> None:
   engine.check_precision(config)
 
 
-def check(config: ml_collections.ConfigDict) -> None:
+def check(config: ml_collections.ConfigDict, device_count: int | None = None) -> None:
   """The one check pass: every section of a run's config, each by the check that lives
   beside it, before anything (mesh, method, optimizer, data) is built. Raises
-  errors.ConfigError (one line with the fix) for the first bad value."""
+  errors.ConfigError (one line with the fix) for the first bad value. `device_count`
+  (default: this host's jax.device_count()) is the mesh's, e.g. a TPU slice's chips."""
   check_trainer_fields(config)
-  parallel.fsdp_size(config.sharding.fsdp, jax.device_count())
+  parallel.fsdp_size(config.sharding.fsdp, device_count or jax.device_count())
   sharding.check_rules(config.sharding)
   modality.check_config(config.data)
   for section in ("model", "text_model"):
@@ -77,6 +78,12 @@ def check(config: ml_collections.ConfigDict) -> None:
   method = methods.get(config.method)
   if hasattr(method, "check_config"):
     method.check_config(config)
+  for section in ("model", "text_model"):
+    if section in config and config[section].get("drop_path_rate") and \
+        not getattr(method, "DROP_PATH", False):
+      raise ConfigError(f"{section}.drop_path_rate={config[section].drop_path_rate}: "
+                        f"{config.method} does not apply stochastic depth (its backbone gets "
+                        "no random stream for it); set it to 0")
   evals.check_config(config.eval)
   if config.eval.monitor_every_steps:
     monitor_lib.check_config(config.eval)

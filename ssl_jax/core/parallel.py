@@ -7,7 +7,7 @@ collectives: XLA inserts them. The train state is replicated (fsdp = 1, the defa
 split over 'fsdp' by rules (ssl_jax/core/sharding.py).
 """
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import numpy as np
@@ -51,14 +51,16 @@ def fsdp_size(fsdp, device_count: int) -> int:
   return fsdp
 
 
-def make_mesh(fsdp: int = 1) -> Mesh:
+def make_mesh(fsdp: int = 1, devices: Sequence[Any] | None = None) -> Mesh:
   """The (data, fsdp) mesh over every device of every process (Auto sharding): `fsdp`
   devices per group split the sharded state leaves (-1: all of them; config.sharding.fsdp),
-  devices // fsdp such groups."""
-  fsdp = fsdp_size(fsdp, jax.device_count())
+  devices // fsdp such groups. `devices` (default: jax.devices()) may be another
+  platform's, e.g. a TPU topology's for compiling ahead of time (ssl_jax/tools/aot.py)."""
+  devices = list(jax.devices() if devices is None else devices)
+  fsdp = fsdp_size(fsdp, len(devices))
   auto = jax.sharding.AxisType.Auto
-  return jax.make_mesh((jax.device_count() // fsdp, fsdp), (DATA_AXIS, FSDP_AXIS),
-                       axis_types=(auto, auto))
+  return jax.make_mesh((len(devices) // fsdp, fsdp), (DATA_AXIS, FSDP_AXIS),
+                       axis_types=(auto, auto), devices=devices)
 
 
 def data_sharding(mesh: Mesh) -> NamedSharding:

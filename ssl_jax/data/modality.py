@@ -11,6 +11,7 @@ A modality is added here, with its raw features, when its first dataset arrives.
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from ssl_jax.core import validate
 from ssl_jax.core.errors import ConfigError
@@ -36,6 +37,27 @@ def check_config(data: ml_collections.ConfigDict) -> None:
     validate.number("data.vocab_size", data.vocab_size, low=FIRST_ORDINARY_TOKEN + 1,
                     integer=True)
     validate.number("data.max_length", data.max_length, low=2, integer=True)
+
+
+def placeholder_example(data: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
+  """A batch of one all-zero record with the keys, shapes and dtypes training reads after
+  the host preprocessing (engine.example_batch reads the real first record), decided from
+  the data config alone: what compiling for hardware and data one does not have needs
+  (ssl_jax/tools/aot.py). Images: the host-resized (else image_size) square with one
+  channel per data.mean entry; text: data.max_length token ids; labels: one int32."""
+  example = {}
+  for feature in data.features:
+    if data.get("tokenizer") and feature == data.get("text_key", "text"):
+      example["tokens"] = np.zeros((1, data.max_length), np.int32)
+    elif feature == "image":
+      side = data.get("host_resize") or data.image_size
+      example[feature] = np.zeros((1, side, side, len(data.mean)), np.uint8)
+    elif feature == data.get("label_key"):
+      example[feature] = np.zeros((1,), np.int32)
+    else:
+      raise ConfigError(f"data.features: the shape of {feature!r} does not follow from the data "
+                        "config (only images, tokenised text and the label field do)")
+  return example
 
 
 def raw_features(batch: dict, config: ml_collections.ConfigDict) -> jax.Array:

@@ -64,6 +64,12 @@ Optional:
       micro-batches, exactly (engine.loss_and_grads). `loss_weight` is a micro-batch's
       number of loss terms (MLM's chosen tokens); without it the micro-batches weigh the
       same. Any other method refuses accumulation.
+  DROP_PATH = True (a module constant)
+      Declares that `loss` gives the backbone the step's random stream as
+      rngs={"dropout": rng} in training, so a ViT's stochastic depth
+      (model.drop_path_rate > 0) can run; the check pass refuses a drop-path rate for any
+      other method (DINO, SimDINO, MAE and CLIP declare it; DINO's and SimDINO's teachers
+      run without it, as the official teacher does).
   load_pretrained(params, method_state, pretrained_params, pretrained_state, config)
       -> (params, method_state)
       Puts a pretrained run's weights into a freshly initialised state, for a method that

@@ -103,6 +103,10 @@ def views(batch, rng, step, config) -> dict:
   return {"images": groups[0], "tokens": batch["tokens"]}
 
 
+# The backbone's stochastic depth (a ViT's drop_path_rate) draws from the step's rng.
+DROP_PATH = True
+
+
 def loss(params, method_state, views, rng, step, config, train: bool = True):
   del step
   (images, texts, log_scale), updates = network(config).apply(

@@ -123,12 +123,15 @@ def _check_settings(config) -> None:
     validate.number(f"dino.{name}", dino[name], low=1, integer=True)
 
 
-def network(config: ml_collections.ConfigDict) -> multicrop.MultiCropNetwork:
+def network(config: ml_collections.ConfigDict, for_teacher: bool = False
+            ) -> multicrop.MultiCropNetwork:
+  """The student's network; `for_teacher`: the same without stochastic depth."""
   _check_settings(config)
   dino = config.dino
   multicrop.crop_counts(config, "DINO")
   return multicrop.MultiCropNetwork(
-      backbone=models.build(config.model),
+      backbone=models.build(teacher.teacher_model_config(config.model) if for_teacher
+                            else config.model),
       head=DINOHead(tuple(dino.head_hidden_dims), dino.bottleneck_dim, dino.output_dim,
                     use_bn=dino.use_bn_in_head))
 
@@ -157,8 +160,12 @@ def teacher_temperature(step, config) -> jax.Array:
                                      dino.warmup_teacher_temperature, dino.teacher_temperature)
 
 
+# The student applies the backbone's stochastic depth (a ViT's drop_path_rate) with the
+# step's rng; the teacher has none.
+DROP_PATH = True
+
+
 def loss(params, method_state, views, rng, step, config, train: bool = True):
-  del rng  # DINO's randomness is all in the views.
   global_crops, local_crops = views
   num_global, _ = multicrop.crop_counts(config, "DINO")
   net, dino = network(config), config.dino
@@ -167,10 +174,11 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
   freeze = jnp.asarray(step) < dino.freeze_last_layer_steps
   (_, (bottleneck, student_logits)), student_updates = net.apply(
       {"params": params, "batch_stats": method_state["batch_stats"]}, crop_groups, train=train,
-      freeze_last_layer=freeze, mutable=["batch_stats"])
+      freeze_last_layer=freeze, mutable=["batch_stats"],
+      rngs=None if rng is None else {"dropout": rng})
   teacher_vars = method_state["teacher"]
-  (_, (_, teacher_logits)), teacher_updates = net.apply(teacher_vars, [global_crops],
-                                                        train=train, mutable=["batch_stats"])
+  (_, (_, teacher_logits)), teacher_updates = network(config, for_teacher=True).apply(
+      teacher_vars, [global_crops], train=train, mutable=["batch_stats"])
   teacher_logits = jax.lax.stop_gradient(teacher_logits)
   temperature = teacher_temperature(step, config)
   center = method_state["center"]

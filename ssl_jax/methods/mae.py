@@ -175,6 +175,10 @@ def views(batch: dict, rng: jax.Array, step, config: ml_collections.ConfigDict) 
   return {"images": images, "noise": jax.random.uniform(noise_key, (images.shape[0], num_patches))}
 
 
+# The backbone's stochastic depth (a ViT's drop_path_rate) draws from the step's rng.
+DROP_PATH = True
+
+
 def loss(params, method_state, views, rng, step, config, train: bool = True):
   del step
   num_patches = views["noise"].shape[1]

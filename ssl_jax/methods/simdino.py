@@ -92,12 +92,15 @@ def _check_settings(config) -> None:
   validate.number("simdino.bottleneck_dim", settings.bottleneck_dim, low=1, integer=True)
 
 
-def network(config: ml_collections.ConfigDict) -> multicrop.MultiCropNetwork:
+def network(config: ml_collections.ConfigDict, for_teacher: bool = False
+            ) -> multicrop.MultiCropNetwork:
+  """The student's network; `for_teacher`: the same without stochastic depth."""
   _check_settings(config)
   settings = config.simdino
   multicrop.crop_counts(config, "SimDINO")
   return multicrop.MultiCropNetwork(
-      backbone=models.build(config.model),
+      backbone=models.build(teacher.teacher_model_config(config.model) if for_teacher
+                            else config.model),
       head=SimDINOHead(tuple(settings.head_hidden_dims), settings.bottleneck_dim,
                        use_bn=settings.use_bn_in_head))
 
@@ -124,18 +127,23 @@ def coding_rate_weight(num_images: int, config) -> float:
   return settings.coding_rate_weight * balance
 
 
+# The student applies the backbone's stochastic depth (a ViT's drop_path_rate) with the
+# step's rng; the teacher has none.
+DROP_PATH = True
+
+
 def loss(params, method_state, views, rng, step, config, train: bool = True):
-  del rng, step  # all randomness is in the views; no schedule but the EMA's
+  del step  # no schedule but the EMA's
   global_crops, local_crops = views
   num_global, _ = multicrop.crop_counts(config, "SimDINO")
   net, settings = network(config), config.simdino
   crop_groups = [global_crops] + ([] if local_crops is None else [local_crops])
   (_, student), student_updates = net.apply(
       {"params": params, "batch_stats": method_state["batch_stats"]}, crop_groups, train=train,
-      mutable=["batch_stats"])
+      mutable=["batch_stats"], rngs=None if rng is None else {"dropout": rng})
   teacher_vars = method_state["teacher"]
-  (_, teacher_out), teacher_updates = net.apply(teacher_vars, [global_crops], train=train,
-                                                mutable=["batch_stats"])
+  (_, teacher_out), teacher_updates = network(config, for_teacher=True).apply(
+      teacher_vars, [global_crops], train=train, mutable=["batch_stats"])
   num_images = global_crops.shape[0] // num_global
   student_views = jnp.split(student, multicrop.crops_per_image(global_crops, local_crops,
                                                               num_global))

@@ -19,9 +19,12 @@ Strategies (``impl``), all the same function with the same parameters:
             output of at most TINY_OUTPUT_PIXELS pixels use im2col.
   "im2col"  shifted slices + one matmul, differentiated by autodiff. Portable reference;
             slower than both above on XLA:CPU (the patch tensor is 9x the activation).
-  "auto"    "fast" on cpu, "xla" elsewhere.
+  "auto"    "fast" on cpu, "xla" elsewhere: the platform the program is traced for
+            (`target_backend`, which the train step sets from its mesh), else JAX's default.
 """
 
+import contextlib
+import contextvars
 import functools
 from typing import Dict, Optional, Sequence, Tuple, Union
 
@@ -52,12 +55,29 @@ def compiler_options(backend: Optional[str] = None) -> Dict[str, str]:
   return {}
 
 
+_TARGET_BACKEND = contextvars.ContextVar("conv_target_backend", default=None)
+
+
+@contextlib.contextmanager
+def target_backend(backend: Optional[str]):
+  """Within it, "auto" resolves for `backend` ("cpu", "gpu", "tpu"; None: JAX's default)
+  rather than for this host: a program may be traced for devices this host does not have
+  (a TPU slice's, compiled ahead of time on a CPU host by ssl_jax/tools/aot.py), and the
+  CPU strategy must not leak into it."""
+  token = _TARGET_BACKEND.set(backend)
+  try:
+    yield
+  finally:
+    _TARGET_BACKEND.reset(token)
+
+
 def resolve_impl(impl: str) -> str:
-  """Map "auto" to the fastest strategy for the default backend; validate others."""
+  """Map "auto" to the fastest strategy for the target backend (`target_backend`, else
+  JAX's default); validate others."""
   if impl not in IMPLS:
     raise ConfigError(f"model.conv_impl={impl!r} is not one of {IMPLS}")
   if impl == "auto":
-    return "fast" if jax.default_backend() == "cpu" else "xla"
+    return "fast" if (_TARGET_BACKEND.get() or jax.default_backend()) == "cpu" else "xla"
   return impl
 
 

@@ -206,6 +206,7 @@ def default_config(depth: int = 18, width_multiplier: float = 1.0, small_image_s
   model.width_multiplier = width_multiplier  # scales every channel count
   model.small_image_stem = small_image_stem  # 3x3 stem conv, no max-pool (28/32-pixel inputs)
   model.small_stem_stride = small_stem_stride  # 2: halves the stem's output side (cheaper)
+  model.zero_init_residual = False      # each block's last BN scale starts at 0 (Goyal et al.)
   model.dtype = "float32"               # compute dtype of convolutions (config.precision sets it)
   model.remat = "none"                  # per-block rematerialisation: none | full | dots
   model.lock()

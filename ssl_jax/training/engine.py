@@ -20,6 +20,7 @@ from ssl_jax.core import parallel, sharding
 from ssl_jax.core.errors import ConfigError
 from ssl_jax.core.validate import number
 from ssl_jax.data import pipeline, preprocess, sources
+from ssl_jax.models import conv
 from ssl_jax.training import optim
 
 
@@ -223,8 +224,11 @@ def build(config: ml_collections.ConfigDict, mesh, example: dict | None = None):
 
 
 def _step_under_mesh(state, batch, *, mesh, **kwargs):
-  # The abstract mesh is what jax.shard_map(..., mesh=None) picks up inside jit.
-  with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+  # The abstract mesh is what jax.shard_map(..., mesh=None) picks up inside jit; the mesh's
+  # platform, not this host's, picks the models' "auto" strategies (a TPU program may be
+  # compiled on a CPU host: ssl_jax/tools/aot.py).
+  with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), \
+       conv.target_backend(mesh.devices.flat[0].platform):
     return train_step(state, batch, **kwargs)
 
 

@@ -27,7 +27,7 @@ _ABSENT = "<absent>"
 # Fields added after runs were saved without them, at the value those runs implicitly had:
 # absent in the saved config and at this value now is no change.
 LATER_FIELDS = {"grad_accumulation": 1, "precision": "float32", "model.dtype": "float32",
-                "model.remat": "none", "sharding.fsdp": 1, "sharding.rules": [],
+                "model.remat": "none", "model.zero_init_residual": False, "sharding.fsdp": 1, "sharding.rules": [],
                 "sharding.min_size": 2**14}
 
 

@@ -180,3 +180,47 @@ def test_update_moves_the_teacher_by_one_minus_tau():
   np.testing.assert_array_equal(new_state["center"], state["center"])
   assert float(dino.momentum(0, config)) == pytest.approx(base)
   assert float(dino.momentum(100, config)) == pytest.approx(1.0)
+
+
+def test_a_vit_students_stochastic_depth_draws_on_the_step_rng_and_the_teacher_has_none():
+  # DINO's ViT recipes (drop path 0.1): the student's depth is thinned by the step's rng,
+  # the teacher's never (the official teacher is built without drop path).
+  from ssl_jax.models import vit
+  config = small_config(local_count=2)
+  config.model = vit.default_config("Ti", patch_size=4, depth=2, width=16, num_heads=2,
+                                    drop_path_rate=0.5)
+  example = {"image": np.zeros((1, 28, 28, 1), np.uint8), "label": np.zeros((1,), np.int32)}
+  params, state = jitted.init(dino, config, example)
+  images = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
+  views = dino.views({"image": images}, jax.random.PRNGKey(1), 0, config)
+
+  @jax.jit
+  def outputs(rng):
+    global_crops, local_crops = views
+    (_, (_, student)), _ = dino.network(config).apply(
+        {"params": params, "batch_stats": state["batch_stats"]}, [global_crops, local_crops],
+        train=True, mutable=["batch_stats"], rngs={"dropout": rng})
+    (_, (_, teacher)), _ = dino.network(config, for_teacher=True).apply(
+        state["teacher"], [global_crops], train=True, mutable=["batch_stats"])
+    loss, _ = dino.loss(params, state, views, rng, 0, config)
+    return student, teacher, loss
+
+  student_a, teacher_a, loss_a = outputs(jax.random.PRNGKey(2))
+  student_b, teacher_b, loss_b = outputs(jax.random.PRNGKey(3))
+  assert np.abs(np.asarray(student_a) - np.asarray(student_b)).max() > 1e-3
+  np.testing.assert_array_equal(np.asarray(teacher_a), np.asarray(teacher_b))
+  assert float(loss_a) != float(loss_b)
+  # Evaluation mode draws nothing: the same features for any rng.
+  features = lambda: dino.network(config).apply(
+      {"params": params, "batch_stats": state["batch_stats"]}, [views[0]], train=False)[1][1]
+  np.testing.assert_array_equal(np.asarray(features()), np.asarray(features()))
+
+
+def test_a_drop_path_rate_is_refused_for_a_method_that_cannot_apply_it():
+  from experiments import simclr
+  from ssl_jax import train
+  from ssl_jax.models import vit
+  config = simclr.get_config("fashion_mnist,smoke")
+  config.model = vit.default_config("Ti", patch_size=4, drop_path_rate=0.1)
+  with pytest.raises(errors.ConfigError, match="simclr does not apply stochastic depth"):
+    train.check(config)

@@ -11,6 +11,7 @@ from types import ModuleType
 
 import ml_collections
 
+from ssl_jax.core.errors import ConfigError
 from ssl_jax.core.registry import Registry
 
 _REGISTRY = Registry(__name__, "dataset preset")
@@ -34,7 +35,8 @@ def train_examples(name: str) -> int:
   """Examples in the preset's train split (configs that count in epochs divide by it)."""
   count = getattr(get(name), "TRAIN_EXAMPLES", None)
   if count is None:
-    raise NotImplementedError(f"dataset preset {name!r} does not declare TRAIN_EXAMPLES")
+    raise ConfigError(f"dataset preset {name!r} does not declare TRAIN_EXAMPLES, so a recipe "
+                      "counted in epochs cannot be built on it")
   return count
 
 

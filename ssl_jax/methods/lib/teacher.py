@@ -7,6 +7,18 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
+
+
+def teacher_model_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The student's backbone config without stochastic depth: the official DINO teacher is
+  the same architecture built with no drop path, so its targets are not randomly thinned
+  (parameters are the same; drop path has none)."""
+  if not model.get("drop_path_rate"):
+    return model
+  teacher = ml_collections.ConfigDict(model.to_dict())
+  teacher.drop_path_rate = 0.0
+  return teacher
 
 
 def ema_update(target: Any, online: Any, momentum: float | jax.Array) -> Any:

@@ -1,0 +1,44 @@
+"""experiments/scale.py, the docs/scale.md generator: every row is a config that builds and
+passes the check pass on its slice's chip count, and the page is written from cached
+reports (compiling is the page's command's work, run by hand)."""
+import importlib
+import json
+
+import pytest
+
+from experiments import scale
+from ssl_jax import train
+from ssl_jax.core import validate
+from ssl_jax.tools import tpu
+
+
+@pytest.mark.parametrize("row", scale.ROWS, ids=lambda r: r.name)
+def test_every_row_is_a_config_its_slice_can_check(row):
+  module_file, arg = row.config.split(":")
+  module = importlib.import_module(f"experiments.{module_file[:-3]}")
+  config = module.get_config(arg)
+  validate.apply_overrides(config, [o[len("--config."):] for o in row.overrides])
+  _, _, chips = tpu.parse(row.topology)
+  train.check(config, device_count=chips)
+
+
+def test_the_page_is_written_between_its_markers_from_cached_reports(tmp_path):
+  row = scale.ROWS[0]
+  cache = tmp_path / "cache"
+  cache.mkdir()
+  figures = {"state_bytes": 2**30, "total_bytes": 3 * 2**30, "hbm_bytes": 16 * 2**30,
+             "fits": True, "roofline_s": 0.25, "bound": "memory", "mfu_bound": 0.4,
+             "roofline_epoch_s": 1250.0, "roofline_run_s": 10 * 3600.0, "compile_s": 100.0}
+  report = {"topology": row.topology, "chips": 16, "chip": "TPU v5e", "global_batch": 1024,
+            "precision": "float32", "fsdp": 1, "remat": "none",
+            "train": figures, "eval": {"total_bytes": 2**29, "compile_s": 20.0}}
+  (cache / (row.name.replace(":", "__") + ".json")).write_text(json.dumps({"report": report}))
+  page = tmp_path / "scale.md"
+  page.write_text(f"intro\n{scale.START}\nold\n{scale.END}\nafter\n")
+  scale.main(["--page_only", "--cache", str(cache), "--page", str(page)])
+  text = page.read_text()
+  assert text.startswith("intro\n") and text.endswith("after\n") and "old" not in text
+  line = next(l for l in text.splitlines() if l.startswith(f"| {row.name} |"))
+  assert "1.0 / 3.0 (16.0)" in line and "| yes |" in line and "250 ms" in line
+  assert "memory, 40%" in line and "20.8 min" in line and "10.0 h" in line and "120 s" in line
+  assert sum("not compiled yet" in l for l in text.splitlines()) == len(scale.ROWS) - 1
