@@ -12,28 +12,30 @@ import math
 import jax
 from jax.extend import core
 
-# Dense peak FLOP/s per chip: (bfloat16, float32 as XLA runs it by default: TF32 on NVIDIA
-# GPUs, bf16 passes on TPUs). Vendor datasheets (NVIDIA H100/H200 SXM, A100 SXM; Google
-# Cloud TPU system architecture pages).
+from ssl_jax.tools import tpu
+
+# Dense peak FLOP/s per GPU: (bfloat16, float32 as XLA runs it by default: TF32). Vendor
+# datasheets (NVIDIA H100/H200 SXM, A100 SXM). TPU chips: ssl_jax/tools/tpu.py (float32
+# matmuls run as bf16 passes there, at the bf16 peak).
 PEAKS = (
     ("h200", "NVIDIA H200", 989.4e12, 494.7e12),
     ("h100", "NVIDIA H100 SXM", 989.4e12, 494.7e12),
     ("a100", "NVIDIA A100 SXM", 312e12, 156e12),
-    ("v6", "TPU v6e (Trillium)", 918e12, 918e12),
-    ("v5p", "TPU v5p", 459e12, 459e12),
-    ("v5 lite", "TPU v5e", 197e12, 197e12),
-    ("v5e", "TPU v5e", 197e12, 197e12),
-    ("v4", "TPU v4", 275e12, 275e12),
 )
 
 
 def device_peak(device_kind: str, dtype: str = "float32") -> tuple[float, str] | None:
-  """(peak FLOP/s, what it is) for a device kind from PEAKS, or None if unknown."""
+  """(peak FLOP/s, what it is) for a device kind (a GPU in PEAKS, a TPU chip in
+  tpu.CHIPS), or None if unknown."""
+  for chip in tpu.CHIPS.values():
+    if device_kind == chip.device_kind:
+      return chip.bf16_tflops * 1e12, (f"{chip.name} bf16 (float32 as bf16 passes), "
+                                       f"{chip.bf16_tflops:.1f} TFLOP/s (datasheet)")
   kind = device_kind.lower()
   for key, name, bf16, float32 in PEAKS:
     if key in kind:
       peak = bf16 if dtype == "bfloat16" else float32
-      label = "bf16" if dtype == "bfloat16" else "float32 as run (TF32 / bf16 passes)"
+      label = "bf16" if dtype == "bfloat16" else "float32 as run (TF32)"
       return peak, f"{name} {label}, {peak / 1e12:.1f} TFLOP/s (datasheet)"
   return None
 

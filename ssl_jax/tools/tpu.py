@@ -26,6 +26,7 @@ class Chip:
   """One chip's datasheet numbers (dense bfloat16 matmul peak; XLA's default precision
   on TPU runs float32 matmuls as bfloat16 passes, so this is the peak either way)."""
   name: str
+  device_kind: str          # jax's Device.device_kind for it
   hbm_gib: float            # high-bandwidth memory per chip
   hbm_gb_per_s: float       # its bandwidth, 1e9 bytes/s
   bf16_tflops: float        # peak, 1e12 FLOP/s
@@ -35,10 +36,12 @@ class Chip:
 
 # Google Cloud's TPU system-architecture pages, one per generation.
 CHIPS = {
-    "v4": Chip("TPU v4", 32, 1200, 275, True, "https://cloud.google.com/tpu/docs/v4"),
-    "v5e": Chip("TPU v5e", 16, 819, 197, False, "https://cloud.google.com/tpu/docs/v5e"),
-    "v5p": Chip("TPU v5p", 95, 2765, 459, True, "https://cloud.google.com/tpu/docs/v5p"),
-    "v6e": Chip("TPU v6e", 32, 1640, 918, False, "https://cloud.google.com/tpu/docs/v6e"),
+    "v4": Chip("TPU v4", "TPU v4", 32, 1200, 275, True, "https://cloud.google.com/tpu/docs/v4"),
+    "v5e": Chip("TPU v5e", "TPU v5 lite", 16, 819, 197, False,
+                "https://cloud.google.com/tpu/docs/v5e"),
+    "v5p": Chip("TPU v5p", "TPU v5", 95, 2765, 459, True, "https://cloud.google.com/tpu/docs/v5p"),
+    "v6e": Chip("TPU v6e", "TPU v6 lite", 32, 1640, 918, False,
+                "https://cloud.google.com/tpu/docs/v6e"),
 }
 _TOPOLOGY = re.compile(r"^(v[0-9a-z]+):([0-9]+(?:x[0-9]+){1,2})$")
 

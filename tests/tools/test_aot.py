@@ -63,10 +63,11 @@ def test_a_layout_libtpu_refuses_is_one_error():
 
 
 @needs_libtpu
-def test_megacore_kinds_give_one_device_per_chip():
-  for topology, chips in (("v4:2x2x1", 4), ("v5p:2x2x1", 4), ("v5e:2x4", 8)):
-    _, devices = tpu.devices(topology)
+def test_every_kind_gives_one_device_per_chip_of_its_datasheets_kind():
+  for topology, chips in (("v4:2x2x1", 4), ("v5p:2x2x1", 4), ("v5e:2x4", 8), ("v6e:2x2", 4)):
+    chip, devices = tpu.devices(topology)
     assert len(devices) == chips and devices[0].platform == "tpu"
+    assert devices[0].device_kind == chip.device_kind
 
 
 def _lowered_step_text(config, devices) -> str:

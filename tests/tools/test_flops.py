@@ -51,7 +51,8 @@ def test_scan_counts_every_iteration_and_remat_its_recomputation():
 @pytest.mark.parametrize("kind, dtype, peak", [
     ("NVIDIA H100 80GB HBM3", "bfloat16", 989.4e12), ("NVIDIA H100 80GB HBM3", "float32", 494.7e12),
     ("NVIDIA H200", "bfloat16", 989.4e12), ("NVIDIA A100-SXM4-80GB", "float32", 156e12),
-    ("TPU v4", "bfloat16", 275e12), ("TPU v5 lite", "bfloat16", 197e12), ("TPU v5p", "float32", 459e12)])
+    ("TPU v4", "bfloat16", 275e12), ("TPU v5 lite", "bfloat16", 197e12), ("TPU v5", "float32", 459e12),
+    ("TPU v6 lite", "float32", 918e12)])
 def test_device_peaks(kind, dtype, peak):
   got, source = flops.device_peak(kind, dtype)
   assert got == peak and "TFLOP/s" in source
