@@ -20,7 +20,7 @@ import ml_collections
 from ssl_jax import models
 from ssl_jax.core import errors, validate
 from ssl_jax.data import augment
-from ssl_jax.methods.lib import defaults, diagnostics, losses, teacher, views as views_lib
+from ssl_jax.methods.lib import diagnostics, losses, teacher, views as views_lib
 from ssl_jax.models.heads import BackboneWithHead, MLPHead
 
 
@@ -30,6 +30,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   config.projection_dim = 256              # projector output (paper: 256)
   config.predictor_hidden_dims = (4096,)   # predictor hidden widths (paper: 4096)
   config.base_momentum = 0.996             # τ_base of the target EMA (paper: 0.996)
+  config.final_momentum = 1.0            # τ at the last step, reached on a cosine from base (papers: 1)
   return validate.strict_update(config, overrides, "byol")
 
 
@@ -41,6 +42,7 @@ def check_config(config) -> None:
 
 def _check_settings(config) -> None:
   validate.number("byol.base_momentum", config.byol.base_momentum, low=0, high=1)
+  validate.number("byol.final_momentum", config.byol.final_momentum, low=0, high=1)
 
 
 def _check_views(config) -> None:
@@ -114,7 +116,8 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
 
 def momentum(step, config) -> jax.Array:
   """τ after optimizer step `step` (steps taken before it): base at 0, 1 at total_steps."""
-  return teacher.cosine_momentum(step, config.total_steps, config.byol.base_momentum)
+  return teacher.cosine_momentum(step, config.total_steps, config.byol.base_momentum,
+                                 config.byol.final_momentum)
 
 
 def update(params, method_state, step, config):
@@ -128,4 +131,10 @@ def backbone(params, method_state, config) -> dict:
                           method_state["batch_stats"]["encoder"].get("backbone"))
 
 
-encode = defaults.encode_images_with(backbone)
+def encode(params, method_state, batch, config) -> dict:
+  """Backbone features of the online network (primary: the paper evaluates the online network) and of
+  its EMA target."""
+  return {"online": models.encode_images(backbone(params, method_state, config), batch["image"],
+                                         config),
+          "target": models.encode_images(teacher.ema_backbone(method_state, "target"),
+                                         batch["image"], config)}

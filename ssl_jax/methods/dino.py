@@ -58,6 +58,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   config.warmup_teacher_temperature_steps = 0  # linear warm-up length (paper: 30 epochs); 0: none
   config.center_momentum = 0.9               # EMA momentum of the centre (paper: 0.9)
   config.base_momentum = 0.996               # teacher EMA momentum at step 0, cosine to 1 (paper: 0.996)
+  config.final_momentum = 1.0            # τ at the last step, reached on a cosine from base (papers: 1)
   config.freeze_last_layer_steps = 0         # steps the last layer gets no gradient (paper: 1 epoch)
   return validate.strict_update(config, overrides, "dino")
 
@@ -115,7 +116,7 @@ def _check_settings(config) -> None:
   dino = config.dino
   for name in ("student_temperature", "teacher_temperature", "warmup_teacher_temperature"):
     validate.number(f"dino.{name}", dino[name], low=0, low_open=True)
-  for name in ("center_momentum", "base_momentum"):
+  for name in ("center_momentum", "base_momentum", "final_momentum"):
     validate.number(f"dino.{name}", dino[name], low=0, high=1)
   for name in ("warmup_teacher_temperature_steps", "freeze_last_layer_steps"):
     validate.number(f"dino.{name}", dino[name], low=0, integer=True)
@@ -205,7 +206,8 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
 
 def momentum(step, config) -> jax.Array:
   """τ after optimizer step `step`: base_momentum at 0, cosine up to 1 at total_steps."""
-  return teacher.cosine_momentum(step, config.total_steps, config.dino.base_momentum)
+  return teacher.cosine_momentum(step, config.total_steps, config.dino.base_momentum,
+                                 config.dino.final_momentum)
 
 
 def update(params, method_state, step, config):
@@ -213,11 +215,12 @@ def update(params, method_state, step, config):
 
 
 def backbone(params, method_state, config) -> dict:
-  """The student's backbone (the primary features; see encode for the teacher's)."""
-  return multicrop.student_backbone(params, method_state)
+  """The EMA teacher's backbone: what the official code evaluates and exports (its primary
+  features; encode also gives the student's)."""
+  del params, config
+  return teacher.ema_backbone(method_state, "teacher")
 
 
 def encode(params, method_state, batch, config) -> dict:
-  """Backbone features of the student (primary) and of the teacher (the paper evaluates
-  the teacher, which it finds better)."""
+  """Backbone features of the teacher (primary) and the student (multicrop.encode)."""
   return multicrop.encode(params, method_state, batch, config)

@@ -44,7 +44,7 @@ import ml_collections
 from ssl_jax import models
 from ssl_jax.core import errors, validate
 from ssl_jax.data import augment
-from ssl_jax.methods.lib import defaults, diagnostics, losses, teacher, views as views_lib
+from ssl_jax.methods.lib import diagnostics, losses, teacher, views as views_lib
 from ssl_jax.models.heads import BackboneWithHead, MLPHead
 
 
@@ -59,6 +59,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   config.predictor_hidden_dims = (4096,)        # predictor hidden widths (paper: 2 layers, 4096)
   config.predictor_last_bn = True               # affine-free BN on its output (official ResNet code: none)
   config.base_momentum = 0.99                   # τ_base of the momentum encoder, cosine to 1 (paper: 0.99)
+  config.final_momentum = 1.0            # τ at the last step, reached on a cosine from base (papers: 1)
   config.queue_size = 0                         # 0: v3's in-batch negatives; >0: a v2 queue (v2 paper: 65536)
   return validate.strict_update(config, overrides, "moco")
 
@@ -77,6 +78,7 @@ def _check_settings(config) -> None:
   moco = config.moco
   validate.number("moco.temperature", moco.temperature, low=0, low_open=True)
   validate.number("moco.base_momentum", moco.base_momentum, low=0, high=1)
+  validate.number("moco.final_momentum", config.moco.final_momentum, low=0, high=1)
   validate.number("moco.queue_size", moco.queue_size, low=0, integer=True)
 
 
@@ -194,7 +196,8 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
 
 def momentum(step, config) -> jax.Array:
   """τ after optimizer step `step` (steps taken before it): base at 0, 1 at total_steps."""
-  return teacher.cosine_momentum(step, config.total_steps, config.moco.base_momentum)
+  return teacher.cosine_momentum(step, config.total_steps, config.moco.base_momentum,
+                                 config.moco.final_momentum)
 
 
 def update(params, method_state, step, config):
@@ -207,4 +210,10 @@ def backbone(params, method_state, config) -> dict:
                           method_state["batch_stats"].get("backbone"))
 
 
-encode = defaults.encode_images_with(backbone)
+def encode(params, method_state, batch, config) -> dict:
+  """Backbone features of the online network (primary: MoCo v3 evaluates the base (online) encoder) and of
+  its EMA target."""
+  return {"online": models.encode_images(backbone(params, method_state, config), batch["image"],
+                                         config),
+          "target": models.encode_images(teacher.ema_backbone(method_state, "target"),
+                                         batch["image"], config)}

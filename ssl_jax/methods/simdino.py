@@ -54,6 +54,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   config.coding_rate_balance = True       # gamma *= (d + n) / (d n), the official code's factor
   config.epsilon = 0.05 ** 0.5            # eps of R_eps (official command: eps^2 = 0.05)
   config.base_momentum = 0.996            # teacher EMA at step 0, cosine to 1 (official: 0.996)
+  config.final_momentum = 1.0            # τ at the last step, reached on a cosine from base (papers: 1)
   return validate.strict_update(config, overrides, "simdino")
 
 
@@ -89,6 +90,7 @@ def _check_settings(config) -> None:
   validate.number("simdino.coding_rate_weight", settings.coding_rate_weight, low=0)
   validate.number("simdino.epsilon", settings.epsilon, low=0, low_open=True)
   validate.number("simdino.base_momentum", settings.base_momentum, low=0, high=1)
+  validate.number("simdino.final_momentum", config.simdino.final_momentum, low=0, high=1)
   validate.number("simdino.bottleneck_dim", settings.bottleneck_dim, low=1, integer=True)
 
 
@@ -169,7 +171,8 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
 
 def momentum(step, config) -> jax.Array:
   """τ after optimizer step `step`: base_momentum at 0, cosine up to 1 at total_steps."""
-  return teacher.cosine_momentum(step, config.total_steps, config.simdino.base_momentum)
+  return teacher.cosine_momentum(step, config.total_steps, config.simdino.base_momentum,
+                                 config.simdino.final_momentum)
 
 
 def update(params, method_state, step, config):
@@ -177,10 +180,12 @@ def update(params, method_state, step, config):
 
 
 def backbone(params, method_state, config) -> dict:
-  """The student's backbone (the primary features; see encode for the teacher's)."""
-  return multicrop.student_backbone(params, method_state)
+  """The EMA teacher's backbone: what the official code evaluates and exports (its primary
+  features; encode also gives the student's)."""
+  del params, config
+  return teacher.ema_backbone(method_state, "teacher")
 
 
 def encode(params, method_state, batch, config) -> dict:
-  """Backbone features of the student (primary) and of the teacher."""
+  """Backbone features of the teacher (primary) and the student (multicrop.encode)."""
   return multicrop.encode(params, method_state, batch, config)

@@ -27,8 +27,11 @@ _ABSENT = "<absent>"
 # Fields added after runs were saved without them, at the value those runs implicitly had:
 # absent in the saved config and at this value now is no change.
 LATER_FIELDS = {"grad_accumulation": 1, "precision": "float32", "model.dtype": "float32",
-                "model.remat": "none", "model.zero_init_residual": False, "sharding.fsdp": 1, "sharding.rules": [],
-                "sharding.min_size": 2**14}
+                "model.remat": "none", "model.zero_init_residual": False, "sharding.fsdp": 1,
+                "sharding.rules": [],
+                "sharding.min_size": 2**14, "byol.final_momentum": 1.0,
+                "moco.final_momentum": 1.0, "dino.final_momentum": 1.0,
+                "simdino.final_momentum": 1.0}
 
 
 

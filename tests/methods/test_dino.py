@@ -224,3 +224,23 @@ def test_a_drop_path_rate_is_refused_for_a_method_that_cannot_apply_it():
   config.model = vit.default_config("Ti", patch_size=4, drop_path_rate=0.1)
   with pytest.raises(errors.ConfigError, match="simclr does not apply stochastic depth"):
     train.check(config)
+
+
+def test_the_teacher_is_the_primary_evaluated_and_exported_network(setup):
+  # The official code evaluates and exports the teacher (--checkpoint_key teacher); the
+  # student's features come second. A teacher made to differ shows which is which.
+  from ssl_jax import models
+  config, params, state, views, _, _ = setup
+  teacher_params = jax.tree.map(lambda p: p * 0.5, state["teacher"]["params"])
+  state = {**state, "teacher": {**state["teacher"], "params": teacher_params}}
+  images = np.random.default_rng(3).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
+  features = dino.encode(params, state, {"image": images}, config)
+  assert list(features) == ["teacher", "student"]
+  teacher_variables = {"params": teacher_params["backbone"],
+                       "batch_stats": state["teacher"]["batch_stats"]["backbone"]}
+  expected = models.encode_images(teacher_variables, images, config)
+  np.testing.assert_array_equal(np.asarray(features["teacher"]), np.asarray(expected))
+  assert np.abs(np.asarray(features["teacher"]) - np.asarray(features["student"])).max() > 1e-3
+  exported = dino.backbone(params, state, config)
+  np.testing.assert_array_equal(np.asarray(models.encode_images(exported, images, config)),
+                                np.asarray(expected))

@@ -232,6 +232,12 @@ def test_cosine_momentum_at_chosen_steps():
   assert float(momentum(250, total, base)) == pytest.approx(by_hand(250), abs=1e-7)
   assert float(momentum(-5, total, base)) == pytest.approx(base, abs=1e-7)   # clipped
   assert float(momentum(5000, total, base)) == pytest.approx(1.0, abs=1e-7)  # clipped
+  # A short run's end below 1 (final_momentum), and lightly's constant τ (final = base).
+  ending = jax.jit(teacher.cosine_momentum, static_argnums=(1, 2, 3))
+  short = lambda k: 0.99 - (0.99 - 0.9) * (math.cos(math.pi * k / total) + 1) / 2
+  assert float(ending(total, total, 0.9, 0.99)) == pytest.approx(0.99, abs=1e-7)
+  assert float(ending(250, total, 0.9, 0.99)) == pytest.approx(short(250), abs=1e-7)
+  assert float(ending(400, total, 0.99, 0.99)) == pytest.approx(0.99, abs=1e-7)
 
 
 def test_cosine_schedule_and_linear_warmup():

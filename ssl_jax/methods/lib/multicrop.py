@@ -12,6 +12,7 @@ import ml_collections
 
 from ssl_jax import models
 from ssl_jax.core import errors, validate
+from ssl_jax.methods.lib import teacher
 from ssl_jax.methods.lib import views as views_lib
 
 GLOBAL, LOCAL = "global_crops", "local_crops"
@@ -75,13 +76,13 @@ def student_backbone(params, method_state) -> dict:
 
 
 def encode(params, method_state, batch, config) -> dict:
-  """Backbone features of the student (primary) and of the EMA teacher."""
-  teacher = method_state["teacher"]
-  teacher_backbone = models.variables(teacher["params"]["backbone"],
-                                      teacher["batch_stats"].get("backbone"))
-  return {"backbone": models.encode_images(student_backbone(params, method_state), batch["image"],
-                                           config),
-          "teacher_backbone": models.encode_images(teacher_backbone, batch["image"], config)}
+  """Backbone features of the EMA teacher (primary: the official DINO evaluates and exports
+  the teacher, `--checkpoint_key teacher`, which sees only global crops) and of the
+  student."""
+  return {"teacher": models.encode_images(teacher.ema_backbone(method_state, "teacher"),
+                                          batch["image"], config),
+          "student": models.encode_images(student_backbone(params, method_state),
+                                          batch["image"], config)}
 
 
 class MultiCropNetwork(nn.Module):

@@ -9,6 +9,15 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from ssl_jax import models
+
+
+def ema_backbone(method_state: dict, key: str) -> dict:
+  """The backbone variables of the EMA network kept at method_state[key] as {"params",
+  "batch_stats"} of a {backbone, head} encoder (BYOL's and MoCo's target, DINO's teacher)."""
+  ema = method_state[key]
+  return models.variables(ema["params"]["backbone"], ema["batch_stats"].get("backbone"))
+
 
 def teacher_model_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The student's backbone config without stochastic depth: the official DINO teacher is
@@ -61,12 +70,14 @@ def cosine_schedule(step, total_steps, start: float, end: float) -> jax.Array:
   return end + (start - end) * (jnp.cos(jnp.pi * fraction) + 1.0) / 2.0
 
 
-def cosine_momentum(step, total_steps, base: float) -> jax.Array:
-  """BYOL's target momentum tau_k = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2.
+def cosine_momentum(step, total_steps, base: float, final: float = 1.0) -> jax.Array:
+  """BYOL's target momentum tau_k = final - (final - tau_base) (cos(pi k / K) + 1) / 2.
 
-  tau_0 = base and tau_K = 1: the target freezes as training ends. k is clipped to [0, K].
+  tau_0 = base and tau_K = final (the papers: 1, the target freezes as training ends; a
+  short run may end lower, or hold base with final = base, as lightly's CIFAR benchmark
+  does). k is clipped to [0, K].
   """
-  return cosine_schedule(step, total_steps, base, 1.0)
+  return cosine_schedule(step, total_steps, base, final)
 
 
 def linear_warmup(step, warmup_steps, start: float, end: float) -> jax.Array:
