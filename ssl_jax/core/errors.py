@@ -22,6 +22,10 @@ class ConfigMismatchError(UserError, ValueError):
   that change what the run computes."""
 
 
+class RunNotFoundError(UserError, FileNotFoundError):
+  """A workdir given to evaluate, export or plot holds no training run."""
+
+
 class DataNotPreparedError(UserError, FileNotFoundError):
   """The dataset is not prepared in ArrayRecord format under data_dir."""
 

@@ -14,6 +14,8 @@ import os
 import jax
 import ml_collections
 
+from ssl_jax.core import errors
+
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
@@ -50,11 +52,11 @@ def read_config(workdir: str) -> dict | None:
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The run's config; FileNotFoundError when `workdir` holds no run."""
+  """The run's config; errors.RunNotFoundError when `workdir` holds no run."""
   saved = read_config(workdir)
   if saved is None:
-    raise FileNotFoundError(f"{config_path(workdir)} not found: is {workdir!r} the workdir of "
-                            "a training run?")
+    raise errors.RunNotFoundError(f"{config_path(workdir)} not found: is {workdir!r} the "
+                                  "workdir of a training run?")
   return ml_collections.ConfigDict(saved)
 
 

@@ -115,6 +115,14 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       if size % patch:
         raise errors.ConfigError(f"{field}={size} is not a whole number of "
                                  f"model.patch_size={patch}-pixel patches")
+    for name, group in config.views.items():
+      patches = (group.crop_size // patch) ** 2
+      kept = kept_patches(patches, mae.mask_ratio)
+      if not 1 <= kept < patches:
+        raise errors.ConfigError(
+            f"mae.mask_ratio={mae.mask_ratio} keeps {kept} of the {patches} patches of a "
+            f"{group.crop_size}-pixel crop: the encoder needs at least one and the loss at "
+            "least one hidden (the paper: 0.75)")
 
 
 def _check_settings(config) -> None:

@@ -23,6 +23,8 @@ BAD_VALUES = [  # (experiment, field path, bad value, words the message must hol
     (simclr, "eval.batch_size", 0, "eval.batch_size=0"),
     (mae, "model.num_heads", 5, "not divisible"),
     (mae, "model.pool", "max", "model.pool='max'"),
+    (mae, "mae.mask_ratio", 0.0, "keeps 49 of the 49 patches"),
+    (mae, "mae.mask_ratio", 0.99, "keeps 0 of the 49 patches"),
     (mlm, "model.dropout_rate", 1.0, "model.dropout_rate=1.0"),
     (mlm, "data.max_length", 1, "data.max_length=1"),
 ]
@@ -90,3 +92,17 @@ def test_evaluate_checks_its_settings_before_reading_a_checkpoint(tmp_path):
   with pytest.raises(errors.ConfigError, match="eval.knn.temperature") as raised:
     evaluate.run(str(tmp_path), ["knn"], overrides=["knn.temperature=0"])
   assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("command", ["ssl_jax.evaluate", "ssl_jax.export"])
+def test_a_workdir_without_a_run_is_one_error_line(command, tmp_path):
+  import subprocess
+  import sys
+  args = ["--workdir", str(tmp_path / "none")]
+  if command == "ssl_jax.export":
+    args += ["--out", str(tmp_path / "x.safetensors")]
+  result = subprocess.run([sys.executable, "-m", command, *args], capture_output=True,
+                          text=True, timeout=120)
+  assert result.returncode == 1, result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith("error: ") and \
+      "is '" in result.stderr and "Traceback" not in result.stderr
