@@ -123,19 +123,19 @@ def _hours(seconds) -> str:
 
 def markdown(rows: list[tuple[Row, dict | None]]) -> str:
   head = ("| row | config | slice | batch | precision, fsdp, remat | state / total GiB per "
-          "chip (HBM) | fits | step (roofline) | bound, MFU <= | epoch | whole run | eval "
-          "extraction GiB | compile |")
+          "chip (HBM) | fits | compiled / model FLOPs | step (roofline) | bound, MFU <= | epoch "
+          "| whole run | eval extraction GiB | compile |")
   lines = [head, "|" + "---|" * (head.count("|") - 1)]
   for row, record in rows:
     extra = " ".join(o.replace("--config.", "") for o in row.overrides)
     config = f"`{row.config}`" + (f" `{extra}`" if extra else "")
     if record is None:
-      lines.append(f"| {row.name} | {config} | {row.topology} | | | not compiled yet | | | | |"
-                   " | | |")
+      lines.append(f"| {row.name} | {config} | {row.topology} | | | not compiled yet |"
+                   + " |" * 8)
       continue
     if "error" in record:
-      lines.append(f"| {row.name} | {config} | {row.topology} | | | {record['error']} | | | |"
-                   " | | | |")
+      lines.append(f"| {row.name} | {config} | {row.topology} | | | {record['error']} |"
+                   + " |" * 8)
       continue
     r = record["report"]
     t, e = r["train"], r.get("eval")
@@ -143,7 +143,9 @@ def markdown(rows: list[tuple[Row, dict | None]]) -> str:
         f"| {row.name} | {config} | {r['topology']} ({r['chips']} x {r['chip']}) | "
         f"{r['global_batch']} | {r['precision']}, {r['fsdp']}, {r['remat']} | "
         f"{_gib(t['state_bytes'])} / {_gib(t['total_bytes'])} ({_gib(t['hbm_bytes'])}) | "
-        f"{'yes' if t['fits'] else '**no**'} | {t['roofline_s'] * 1e3:.0f} ms | "
+        f"{'yes' if t['fits'] else '**no**'} | "
+        f"{t['flops_per_chip'] * r['chips'] / t['model_flops']:.2f} | "
+        f"{t['roofline_s'] * 1e3:.0f} ms | "
         f"{t['bound']}, {t['mfu_bound']:.0%} | {_hours(t.get('roofline_epoch_s'))} | "
         f"{_hours(t['roofline_run_s'])} | {_gib(e['total_bytes']) if e else '-'} | "
         f"{t['compile_s'] + (e['compile_s'] if e else 0):.0f} s |")

@@ -75,6 +75,9 @@ def _compiled_figures(compiled, chip: tpu.Chip, model_flops: float, chips: int) 
       "bound": "compute" if compute_s >= memory_s else "memory",
       "mfu_bound": (model_flops / chips / (chip.bf16_tflops * 1e12) / roofline_s
                     if roofline_s else None),
+      # Above 1: the compiler does more than the model's matmuls, e.g. recomputes
+      # activations it chose not to keep (XLA:TPU rematerialises to fit HBM).
+      "compiled_over_model_flops": step_flops * chips / model_flops if model_flops else None,
   }
 
 
@@ -170,8 +173,8 @@ def table(result: dict) -> str:
            f"global batch {result['global_batch']}, {result['precision']}, fsdp "
            f"{result['fsdp']}, remat {result['remat']}"]
   head = f"{'step':<8}{'state':>8}{'temp':>8}{'total':>8}{'HBM':>6}  {'fits':<5}" \
-         f"{'TFLOP':>8}{'GB':>8}  {'roofline':>10}  {'bound':<8}{'MFU<=':>6}  compile"
-  lines += [head.replace("state", "state").rstrip(), "-" * len(head)]
+         f"{'TFLOP':>8}{'x model':>8}{'GB':>8}  {'roofline':>10}  {'bound':<8}{'MFU<=':>6}  compile"
+  lines += [head, "-" * len(head)]
   for name in ("train", "eval"):
     f = result.get(name)
     if not f:
@@ -180,10 +183,12 @@ def table(result: dict) -> str:
         f"{name:<8}{_gib(f.get('state_bytes')):>8}{_gib(f['temp_bytes']):>8}"
         f"{_gib(f['total_bytes']):>8}{f['hbm_bytes'] / GIB:>6.0f}  "
         f"{'yes' if f['fits'] else 'NO':<5}{f['flops_per_chip'] / 1e12:>8.3g}"
+        f"{f['compiled_over_model_flops'] or 0:>8.2f}"
         f"{f['bytes_accessed_per_chip'] / 1e9:>8.3g}  {_duration(f['roofline_s']):>10}  "
         f"{f['bound']:<8}{(f['mfu_bound'] or 0):>6.0%}  {f['compile_s']:.0f} s")
   t = result["train"]
-  lines.append(f"memory in GiB per chip; FLOPs and bytes per chip per step. Roofline: "
+  lines.append(f"memory in GiB per chip; FLOPs and bytes per chip per step; x model: compiled "
+               f"FLOPs over the model's matmul FLOPs (recomputation shows above 1). Roofline: "
                f"{_duration(t.get('roofline_epoch_s'))} per epoch, "
                f"{_duration(t['roofline_run_s'])} for {result['total_steps']} steps "
                f"(a lower bound). Datasheet: {result['chip_datasheet']}")

@@ -28,7 +28,8 @@ def test_the_page_is_written_between_its_markers_from_cached_reports(tmp_path):
   cache.mkdir()
   figures = {"state_bytes": 2**30, "total_bytes": 3 * 2**30, "hbm_bytes": 16 * 2**30,
              "fits": True, "roofline_s": 0.25, "bound": "memory", "mfu_bound": 0.4,
-             "roofline_epoch_s": 1250.0, "roofline_run_s": 10 * 3600.0, "compile_s": 100.0}
+             "roofline_epoch_s": 1250.0, "roofline_run_s": 10 * 3600.0, "compile_s": 100.0,
+             "flops_per_chip": 3e12, "model_flops": 32e12}
   report = {"topology": row.topology, "chips": 16, "chip": "TPU v5e", "global_batch": 1024,
             "precision": "float32", "fsdp": 1, "remat": "none",
             "train": figures, "eval": {"total_bytes": 2**29, "compile_s": 20.0}}
@@ -39,6 +40,6 @@ def test_the_page_is_written_between_its_markers_from_cached_reports(tmp_path):
   text = page.read_text()
   assert text.startswith("intro\n") and text.endswith("after\n") and "old" not in text
   line = next(l for l in text.splitlines() if l.startswith(f"| {row.name} |"))
-  assert "1.0 / 3.0 (16.0)" in line and "| yes |" in line and "250 ms" in line
+  assert "1.0 / 3.0 (16.0)" in line and "| yes | 1.50 |" in line and "250 ms" in line
   assert "memory, 40%" in line and "20.8 min" in line and "10.0 h" in line and "120 s" in line
   assert sum("not compiled yet" in l for l in text.splitlines()) == len(scale.ROWS) - 1
