@@ -148,8 +148,18 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     TrainingDiverged: a non-finite loss, gradient or state (nothing of it is saved).
     errors.ConfigMismatchError: the workdir's run was started with another config.
     errors.CheckpointError: no checkpoint restores, or a background save failed.
+    errors.WorkdirError: another run holds the workdir (rundir.WorkdirLock), or it cannot
+      be written.
   """
   check(config)  # the whole config, once, before anything is built
+  lock = rundir.WorkdirLock(workdir)  # before anything is written; one run per workdir
+  try:
+    return _train(config, workdir, stop_at_step, lock)
+  finally:
+    lock.release()
+
+
+def _train(config, workdir, stop_at_step, lock) -> TrainState:
   mesh = parallel.make_mesh(config.sharding.fsdp)
   method, init, step_fn = engine.build(config, mesh)
   data_iterator = train_stream(config, mesh)
@@ -168,6 +178,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     rundir.truncate_metrics(workdir, int(state.step))  # steps after it will be logged again
   else:
     state = init(rng)
+    rundir.truncate_metrics(workdir, 0)  # a start that stopped before its first checkpoint
   rundir.save_config(config, workdir)
   writer = log.MetricWriter(workdir)
   monitor_every = config.eval.monitor_every_steps
@@ -220,6 +231,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
         rate = progress.report(step, {"loss": metrics["loss"]}, {"input wait": input_wait})
         writer.write(step, {**metrics, "examples_per_second": rate,
                             "input_wait_fraction": input_wait})
+        lock.refresh()
         check_finite(step, int(first_bad))
         collapse.observe(step, metrics)
         # Hosts must agree before a collective save; they compare flags here only.

@@ -22,6 +22,10 @@ class ConfigMismatchError(UserError, ValueError):
   that change what the run computes."""
 
 
+class WorkdirError(UserError, OSError):
+  """The workdir cannot be used: another run holds it, or it cannot be written."""
+
+
 class RunNotFoundError(UserError, FileNotFoundError):
   """A workdir given to evaluate, export or plot holds no training run."""
 

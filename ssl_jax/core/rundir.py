@@ -5,11 +5,16 @@
     W/tensorboard/       the same scalars for TensorBoard
     W/checkpoints/       orbax steps (training/checkpoint.py)
     W/eval/<mode>.json   one report per evaluator (ssl_jax/evaluate.py)
+    W/lock.json          held by a training run while it runs (one run per workdir)
 
 Only process 0 writes; readers tolerate what a crash leaves (a half-written last line).
 """
+import contextlib
 import json
 import os
+import socket
+import sys
+import time
 
 import jax
 import ml_collections
@@ -20,6 +25,10 @@ CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
 EVAL = "eval"
+LOCK = "lock.json"
+# A lock another host holds counts as abandoned when its owner has not refreshed it (at
+# every log step) for this long; on its own host, as soon as its process is gone.
+LOCK_STALE_SECONDS = 30 * 60
 
 
 def config_path(workdir: str) -> str:
@@ -118,3 +127,85 @@ def read_evals(workdir: str) -> dict:
       with open(os.path.join(directory, name)) as f:
         reports[name[:-len(".json")]] = json.load(f)
   return reports
+
+
+def lock_path(workdir: str) -> str:
+  return os.path.join(workdir, LOCK)
+
+
+class WorkdirLock:
+  """One training run per workdir: W/lock.json names the owner (host, pid, start, command),
+  created exclusively, refreshed at every log step, removed when the run ends. A second
+  run refuses with one line naming the owner; a lock whose owner died (its process is gone
+  on this host, or it has not been refreshed for LOCK_STALE_SECONDS on another) is taken
+  over. Only process 0 of a multi-host run holds it."""
+
+  def __init__(self, workdir: str):
+    self.path = lock_path(workdir)
+    self.held = False
+    if jax.process_index() != 0:
+      return
+    try:
+      os.makedirs(workdir, exist_ok=True)
+    except OSError as error:
+      raise errors.WorkdirError(f"cannot create the workdir {workdir}: {error.strerror}; "
+                                "choose a writable --workdir") from None
+    owner = {"host": socket.gethostname(), "pid": os.getpid(),
+             "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)}
+    for _ in range(3):
+      try:
+        with open(self.path, "x") as f:
+          json.dump(owner, f)
+        self.held = True
+        return
+      except FileExistsError:
+        self._take_over_or_refuse(workdir)
+      except OSError as error:
+        raise errors.WorkdirError(f"cannot write to the workdir {workdir}: {error.strerror}; "
+                                  "choose a writable --workdir") from None
+    raise errors.WorkdirError(f"{self.path}: other runs keep taking this workdir")
+
+  def _take_over_or_refuse(self, workdir: str) -> None:
+    try:
+      with open(self.path) as f:
+        owner = json.load(f)
+      age = time.time() - os.path.getmtime(self.path)
+    except FileNotFoundError:
+      return  # released meanwhile: try again
+    except (OSError, ValueError):
+      owner, age = {}, float("inf")  # unreadable: a crash mid-write
+    if not _abandoned(owner, age):
+      raise errors.WorkdirError(
+          f"{workdir} is in use by another run: pid {owner.get('pid')} on "
+          f"{owner.get('host')}, started {owner.get('started')} ({owner.get('command')}). Wait "
+          f"for it, stop it, or use another --workdir; if it is dead, delete {self.path}.")
+    stale = f"{self.path}.stale.{os.getpid()}"
+    try:
+      os.rename(self.path, stale)  # atomic: of two runs taking over, one wins
+    except FileNotFoundError:
+      return
+    os.remove(stale)
+
+  def refresh(self) -> None:
+    """Marks the run alive (the lock's modification time)."""
+    if self.held:
+      with contextlib.suppress(OSError):
+        os.utime(self.path)
+
+  def release(self) -> None:
+    if self.held:
+      with contextlib.suppress(OSError):
+        os.remove(self.path)
+      self.held = False
+
+
+def _abandoned(owner: dict, age_seconds: float) -> bool:
+  if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
+    try:
+      os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+      return True
+    except PermissionError:
+      return False
+    return False
+  return age_seconds > LOCK_STALE_SECONDS
