@@ -178,9 +178,9 @@ def main(get_config) -> None:
   def run(argv):
     del argv
     log.quiet_libraries()
-    parallel.initialize_distributed()
     config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
     with log.fail_cleanly():
+      parallel.initialize_distributed()
       state = train.train(config, workdir)
       if not train.is_complete(state, config):
         log.Progress(config.total_steps, 0).message(

@@ -193,8 +193,8 @@ def main(argv):
   if not flags.FLAGS.workdir:
     raise app.UsageError("--workdir is required")
   log.quiet_libraries()
-  parallel.initialize_distributed()
   with log.fail_cleanly():
+    parallel.initialize_distributed()
     modes = flags.FLAGS.mode.split(",") if flags.FLAGS.mode else None
     run(flags.FLAGS.workdir, modes, flags.FLAGS.step, flags.FLAGS.init,
         flags.FLAGS.eval or ())

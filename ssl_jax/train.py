@@ -286,8 +286,8 @@ def main(argv):
   from absl import flags
   del argv
   log.quiet_libraries()
-  parallel.initialize_distributed()
   with log.fail_cleanly():
+    parallel.initialize_distributed()
     train(flags.FLAGS.config, flags.FLAGS.workdir)
 
 

@@ -18,6 +18,7 @@ from ssl_jax.core import validate
 from ssl_jax.core.errors import ConfigError
 
 
+MULTIHOST_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 DATA_AXIS = "data"
 FSDP_AXIS = "fsdp"
 
@@ -29,11 +30,19 @@ def initialize_distributed() -> None:
   SSL_JAX_DISTRIBUTED=1 there. Elsewhere (GPU clusters, local tests) set
   JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID.
   """
-  if "JAX_COORDINATOR_ADDRESS" in os.environ:
-    jax.distributed.initialize(
-        coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
-        num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
-        process_id=int(os.environ["JAX_PROCESS_ID"]))
+  given = [name for name in MULTIHOST_VARIABLES if name in os.environ]
+  if given:
+    missing = [name for name in MULTIHOST_VARIABLES if name not in os.environ]
+    if missing:
+      raise ConfigError(f"multi-host start-up needs {', '.join(MULTIHOST_VARIABLES)}; "
+                        f"{', '.join(given)} set but not {', '.join(missing)} (set all three, "
+                        "or none on one host)")
+    count, index = os.environ["JAX_NUM_PROCESSES"], os.environ["JAX_PROCESS_ID"]
+    if not (count.isdigit() and index.isdigit() and int(index) < int(count)):
+      raise ConfigError(f"JAX_NUM_PROCESSES={count!r} and JAX_PROCESS_ID={index!r}: expected "
+                        "whole numbers with 0 <= JAX_PROCESS_ID < JAX_NUM_PROCESSES")
+    jax.distributed.initialize(coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+                               num_processes=int(count), process_id=int(index))
   elif os.environ.get("SSL_JAX_DISTRIBUTED") == "1":
     jax.distributed.initialize()
 

@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+from ssl_jax.core.errors import DataNotPreparedError
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD, UNK, CLS, SEP, MASK = range(len(SPECIAL_TOKENS))
 
@@ -68,12 +70,19 @@ def train_tokenizer(texts, vocab_size: int, path: str | None = None):
   return tokenizer
 
 
+TRAIN_TOKENIZER = "python -m ssl_jax.data.text DATASET --vocab_size N [--data_dir D]"
+
+
 def load_tokenizer(path: str):
   if not os.path.exists(path):
-    raise FileNotFoundError(
-        f"no tokenizer at {path}. Train it once on the prepared dataset with:\n  "
-        "python -m ssl_jax.data.text DATASET --vocab_size N [--data_dir D]")
-  return _tokenizers().Tokenizer.from_file(path)
+    raise DataNotPreparedError(f"no tokenizer at {path}; train it once on the prepared "
+                               f"dataset with: {TRAIN_TOKENIZER}")
+  try:
+    return _tokenizers().Tokenizer.from_file(path)
+  except Exception as error:  # the tokenizers library's own error for an unreadable file
+    raise DataNotPreparedError(f"the tokenizer file {path} cannot be read "
+                               f"({str(error).splitlines()[0][:200]}); train it again with: "
+                               f"{TRAIN_TOKENIZER}") from None
 
 
 def decode_text(value) -> str:

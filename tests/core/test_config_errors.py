@@ -87,3 +87,33 @@ def test_runs_saved_before_a_field_existed_resume_at_its_default(tmp_path):
   config.grad_accumulation = 2
   with pytest.raises(errors.ConfigMismatchError, match="grad_accumulation: '<absent>' in the run, 2 now"):
     resume.check_config(config, str(tmp_path), note=lambda _: None)
+
+
+@pytest.mark.parametrize("env, words", [
+    ({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"}, "not JAX_NUM_PROCESSES, JAX_PROCESS_ID"),
+    ({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "2",
+      "JAX_PROCESS_ID": "2"}, "0 <= JAX_PROCESS_ID < JAX_NUM_PROCESSES"),
+    ({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "two", "JAX_PROCESS_ID": "0"},
+     "JAX_NUM_PROCESSES='two'"),
+])
+def test_partial_or_wrong_multihost_variables_are_one_error(env, words, monkeypatch):
+  from ssl_jax.core import parallel
+  for name in parallel.MULTIHOST_VARIABLES:
+    monkeypatch.delenv(name, raising=False)
+  for name, value in env.items():
+    monkeypatch.setenv(name, value)
+  with pytest.raises(errors.ConfigError, match=words.replace("(", r"\(")) as raised:
+    parallel.initialize_distributed()
+  assert "\n" not in str(raised.value)
+
+
+def test_a_missing_or_unreadable_tokenizer_names_its_path_and_the_fix(tmp_path):
+  from ssl_jax.data import text
+  missing = str(tmp_path / "none.json")
+  with pytest.raises(errors.DataNotPreparedError, match=f"no tokenizer at {missing}; .*data.text"):
+    text.load_tokenizer(missing)
+  damaged = tmp_path / "tokenizer.json"
+  damaged.write_text('{"version": "1.0", "model": {"type": "Word')
+  with pytest.raises(errors.DataNotPreparedError, match=f"{damaged} cannot be read") as raised:
+    text.load_tokenizer(str(damaged))
+  assert "\n" not in str(raised.value)
