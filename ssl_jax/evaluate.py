@@ -119,6 +119,7 @@ def run(workdir: str, modes=None, step: int | None = None,
   if init and others:
     raise errors.ConfigError(f"--init is read by weight evaluators only; {others} score "
                                "the checkpoint itself (an export's features are the same, bitwise)")
+  rundir.check_eval_writable(workdir)
   mesh = parallel.make_mesh()
   extraction.log(f"evaluating {workdir} ({', '.join(modes)}) on {jax.device_count()} device(s)")
   reports = {}

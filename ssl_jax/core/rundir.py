@@ -109,6 +109,23 @@ def truncate_metrics(workdir: str, step: int) -> None:
     os.replace(path + ".tmp", path)
 
 
+def check_eval_writable(workdir: str) -> None:
+  """WorkdirError now, before minutes of evaluation, if W/eval/ cannot be written."""
+  if jax.process_index() != 0:
+    return
+  directory = os.path.join(workdir, EVAL)
+  probe = os.path.join(directory, f".write-test-{os.getpid()}")
+  try:
+    os.makedirs(directory, exist_ok=True)
+    with open(probe, "w"):
+      pass
+    os.remove(probe)
+  except OSError as error:
+    raise errors.WorkdirError(f"cannot write the scores to {directory}: {error.strerror}; "
+                              "make the workdir writable (or copy it somewhere writable) and "
+                              "evaluate again") from None
+
+
 def write_eval(workdir: str, mode: str, report: dict) -> None:
   if jax.process_index() == 0:
     os.makedirs(os.path.join(workdir, EVAL), exist_ok=True)

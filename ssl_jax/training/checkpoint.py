@@ -225,7 +225,11 @@ class Checkpointer:
     `restore`; raises CheckpointError if the step is damaged."""
     step = self.latest_step() if step is None else step
     if step is None:
-      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+      raise CheckpointError(f"no checkpoint in {self.directory}: the run has not saved one "
+                            "yet (train it, or wait for its first checkpoint)")
+    if step not in self.all_steps():
+      raise CheckpointError(f"there is no checkpoint step {step} in {self.directory}; its "
+                            f"steps are {self.all_steps()}")
     try:
       record = self._read_record(step)
       saved = {name: leaf for name, leaf in record["leaves"].items()

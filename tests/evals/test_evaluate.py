@@ -112,6 +112,15 @@ def test_evaluate_tiny_run(tiny_data_dir, tmp_path):
   # On real images the raw-pixel kNN is far above chance (10%).
   assert expected > 0.5
 
+  # A step that was never saved is named as such (not "damaged"), with the steps there are.
+  with pytest.raises(errors.CheckpointError, match=r"no checkpoint step 7 in .*steps are \[2\]"):
+    evaluate.run(workdir, ["knn"], step=7)
+  # Scores that could not be written are refused before any is computed.
+  os.rename(os.path.join(workdir, "eval"), os.path.join(workdir, "eval.done"))
+  open(os.path.join(workdir, "eval"), "w").close()  # eval/ cannot be made (even as root)
+  with pytest.raises(errors.WorkdirError, match="cannot write the scores to"):
+    evaluate.run(workdir, ["knn"])
+
 
 def test_evaluation_restores_params_and_method_state_only(tiny_data_dir, tmp_path):
   """Evaluation never reads the optimizer state: with config.json's optimizer switched to
