@@ -31,12 +31,18 @@ def _to_python(value):
 def fail_cleanly():
   """Turns the errors a user can act on (core/errors.py: bad config values, config
   mismatch on resume, missing data, damaged checkpoints, divergence) into one line,
-  `error: ...`, and exit status 1, not a traceback."""
+  `error: ...`, and exit status 1, not a traceback; an interrupt (Ctrl-C) into one line
+  and exit status 130."""
   try:
     yield
   except errors.UserError as error:
     print(f"\nerror: {error}", file=sys.stderr, flush=True)
     raise SystemExit(1) from None
+  except KeyboardInterrupt:
+    # A second Ctrl-C during training, or one outside it: stop now, with no traceback.
+    print("\ninterrupted: stopped at once, without saving; rerunning the same command "
+          "resumes from the last checkpoint", file=sys.stderr, flush=True)
+    raise SystemExit(130) from None
 
 
 class MetricWriter:

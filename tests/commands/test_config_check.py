@@ -81,6 +81,10 @@ def test_every_user_error_is_caught_as_one_line(capsys):
     assert capsys.readouterr().err.strip() == f"error: {cls.__name__} happened; do this"
   with pytest.raises(KeyError), log.fail_cleanly():  # a bug keeps its traceback
     raise KeyError("bug")
+  with pytest.raises(SystemExit) as exited, log.fail_cleanly():  # a second Ctrl-C
+    raise KeyboardInterrupt
+  assert exited.value.code == 130
+  assert capsys.readouterr().err.strip().startswith("interrupted: stopped at once")
 
 
 def test_evaluate_checks_its_settings_before_reading_a_checkpoint(tmp_path):
