@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 
+from experiments import table
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGE = "docs/scale.md"
 START, END = "<!-- scale-table:start -->", "<!-- scale-table:end -->"
@@ -152,17 +154,6 @@ def markdown(rows: list[tuple[Row, dict | None]]) -> str:
   return "\n".join(lines)
 
 
-def write_page(path: str, table: str) -> None:
-  with open(path) as f:
-    text = f.read()
-  if START not in text or END not in text:
-    raise SystemExit(f"{path} lacks the {START} / {END} markers")
-  before, rest = text.split(START, 1)
-  _, after = rest.split(END, 1)
-  with open(path, "w") as f:
-    f.write(f"{before}{START}\n{table}\n{END}{after}")
-
-
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--rows", default="", help="comma-separated row-name prefixes (all)")
@@ -180,7 +171,7 @@ def main(argv=None) -> None:
     else:
       results[row.name] = run_row(row, args.cache)
   if args.page:
-    write_page(args.page, markdown([(row, results.get(row.name)) for row in chosen]))
+    table.replace_section(args.page, START, END, markdown([(row, results.get(row.name)) for row in chosen]))
     print(f"wrote {args.page}")
 
 

@@ -191,18 +191,24 @@ def markdown(rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
-def write_readme(path: str, table: str, overview: str) -> None:
-  """Replaces the text between the README's markers with the table and its figure."""
+def replace_section(path: str, start: str, end: str, body: str) -> None:
+  """Replaces the text between a page's `start` and `end` markers with `body` (generated
+  tables live between such markers: the README's results, docs/scale.md)."""
   with open(path) as f:
     text = f.read()
-  if START not in text or END not in text:
-    raise SystemExit(f"[table] {path} has no {START} ... {END} section to replace")
-  head, rest = text.split(START, 1)
-  _, tail = rest.split(END, 1)
-  figure = os.path.relpath(overview, os.path.dirname(os.path.abspath(path)))
-  body = f"{START}\n{table}\n\n![loss and top-1 against step, every method]({figure})\n{END}"
+  if start not in text or end not in text:
+    raise SystemExit(f"{path} has no {start} ... {end} section to replace")
+  head, rest = text.split(start, 1)
+  _, tail = rest.split(end, 1)
   with open(path, "w") as f:
-    f.write(head + body + tail)
+    f.write(f"{head}{start}\n{body}\n{end}{tail}")
+
+
+def write_readme(path: str, table: str, overview: str) -> None:
+  """Replaces the text between the README's markers with the table and its figure."""
+  figure = os.path.relpath(overview, os.path.dirname(os.path.abspath(path)))
+  replace_section(path, START, END,
+                  f"{table}\n\n![loss and top-1 against step, every method]({figure})")
 
 
 def main(argv=None) -> None:

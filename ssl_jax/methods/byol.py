@@ -131,10 +131,6 @@ def backbone(params, method_state, config) -> dict:
                           method_state["batch_stats"]["encoder"].get("backbone"))
 
 
-def encode(params, method_state, batch, config) -> dict:
-  """Backbone features of the online network (primary: the paper evaluates the online network) and of
-  its EMA target."""
-  return {"online": models.encode_images(backbone(params, method_state, config), batch["image"],
-                                         config),
-          "target": models.encode_images(teacher.ema_backbone(method_state, "target"),
-                                         batch["image"], config)}
+# Features of the online network (primary: the paper evaluates the online network) and of its
+# EMA target.
+encode = teacher.encode_online_and_target(backbone, "target")

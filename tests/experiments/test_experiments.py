@@ -12,7 +12,7 @@ import pytest
 import experiments
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-NOT_EXPERIMENTS = {"common", "recipes", "table"}  # helpers, and the results-table driver
+NOT_EXPERIMENTS = {"common", "recipes", "table", "scale"}  # helpers, the table and page drivers
 MODULES = sorted(m.name for m in pkgutil.iter_modules(experiments.__path__)
                  if m.name not in NOT_EXPERIMENTS)
 

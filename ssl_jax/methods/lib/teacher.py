@@ -19,6 +19,17 @@ def ema_backbone(method_state: dict, key: str) -> dict:
   return models.variables(ema["params"]["backbone"], ema["batch_stats"].get("backbone"))
 
 
+def encode_online_and_target(backbone_fn, key: str):
+  """`encode` of a method with an online network and an EMA copy at method_state[key]
+  (BYOL, MoCo): {"online": features (primary), "target": the EMA's}."""
+  def encode(params, method_state, batch, config) -> dict:
+    return {"online": models.encode_images(backbone_fn(params, method_state, config),
+                                           batch["image"], config),
+            "target": models.encode_images(ema_backbone(method_state, key), batch["image"],
+                                           config)}
+  return encode
+
+
 def teacher_model_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The student's backbone config without stochastic depth: the official DINO teacher is
   the same architecture built with no drop path, so its targets are not randomly thinned
