@@ -31,6 +31,15 @@ LOCK = "lock.json"
 LOCK_STALE_SECONDS = 30 * 60
 
 
+def check_supported(workdir: str) -> None:
+  """WorkdirError for a remote workdir (gs://, s3://): every file here goes through the
+  local file system, so one would otherwise become a local folder named 'gs:'."""
+  if "://" in str(workdir):
+    raise errors.WorkdirError(
+        f"--workdir {workdir}: remote workdirs are not supported yet; mount the bucket on "
+        "every host (gcsfuse, or a Filestore NFS share) and pass the mount's local path")
+
+
 def config_path(workdir: str) -> str:
   return os.path.join(workdir, CONFIG)
 
@@ -62,6 +71,7 @@ def read_config(workdir: str) -> dict | None:
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The run's config; errors.RunNotFoundError when `workdir` holds no run."""
+  check_supported(workdir)
   saved = read_config(workdir)
   if saved is None:
     raise errors.RunNotFoundError(f"{config_path(workdir)} not found: is {workdir!r} the "
@@ -158,6 +168,7 @@ class WorkdirLock:
   over. Only process 0 of a multi-host run holds it."""
 
   def __init__(self, workdir: str):
+    check_supported(workdir)
     self.path = lock_path(workdir)
     self.held = False
     if jax.process_index() != 0:

@@ -98,3 +98,15 @@ def test_train_refuses_a_held_workdir_before_writing_anything(tmp_path):
   finally:
     sleeper.kill()
   assert os.listdir(workdir) == [rundir.LOCK]
+
+
+def test_a_remote_workdir_is_refused_in_one_line_before_anything_is_written(tmp_path,
+                                                                           monkeypatch):
+  from experiments import simclr
+  from ssl_jax import evaluate, train
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(errors.WorkdirError, match="gs://bucket/run: remote workdirs"):
+    train.train(simclr.get_config("fashion_mnist,smoke"), "gs://bucket/run")
+  with pytest.raises(errors.WorkdirError, match="mount the bucket"):
+    evaluate.run("gs://bucket/run", ["knn"])
+  assert os.listdir(tmp_path) == []  # no local folder named 'gs:'
