@@ -6,7 +6,8 @@
 
 Each row runs `python -m ssl_jax.tools.aot` (one process per compilation, as a user would)
 for one config on one topology and keeps its JSON line in --cache (default
-~/.cache/ssl_jax/scale/ROW.json), so an interrupted page resumes where it stopped; a row
+docs/scale_rows/ROW.json, kept with the page: the measurements behind it), so an
+interrupted page resumes where it stopped; delete a row's file to compile it again; a row
 whose compilation fails keeps its one-line error, shown in the page. Rows are the paper
 presets of every image and text experiment (`--dataset imagenet2012`, `wikipedia`,
 `coco_captions`) and their flagship variants, each at its paper's global batch on a v5e
@@ -157,7 +158,7 @@ def markdown(rows: list[tuple[Row, dict | None]]) -> str:
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--rows", default="", help="comma-separated row-name prefixes (all)")
-  parser.add_argument("--cache", default=os.path.expanduser("~/.cache/ssl_jax/scale"))
+  parser.add_argument("--cache", default=os.path.join(ROOT, "docs", "scale_rows"))
   parser.add_argument("--page", default=os.path.join(ROOT, PAGE))
   parser.add_argument("--page_only", action="store_true", help="no compiling: cached rows only")
   args = parser.parse_args(argv)

@@ -9,8 +9,12 @@ config)`: the variables of `models.build(config.model)`) and writes
   F.safetensors   tensors "backbone/params/...", "backbone/batch_stats/..." (flax paths
                   joined by "/"); with --include_head also "method/params/..." and
                   "method/method_state/..." (every trained head, EMA target, queue)
+                  a ViT's fixed position embeddings as "extra/pos_embed" ([1, 1 + grid
+                  cells, width], the class token's row first and zero, timm's layout)
   F.json          the sidecar: format, method, architecture config (config.model),
-                  checkpoint step, feature dimension, input normalisation, tensor names
+                  checkpoint step, feature dimension, input normalisation (or the
+                  tokenizer), the dataset with the TFDS builder that reads it and its
+                  data dir, tensor names
 
 The sidecar is also stored in the safetensors header (metadata key "ssl_jax"), so the file
 alone is enough. `load(F)` returns (backbone variables, sidecar), and
@@ -29,6 +33,8 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from ssl_jax import evals, methods, models
+from ssl_jax.data import builders
+from ssl_jax.models import vit
 from ssl_jax.core import log, parallel
 from ssl_jax.core.errors import ExportError
 from ssl_jax.training import checkpoint, engine
@@ -77,6 +83,7 @@ def export(workdir: str, out: str, step: int | None = None, include_head: bool =
       engine.abstract_model_fields(method, config, mesh, engine.example_batch(config)), step=step)
   params, method_state = parallel.to_host((fields["params"], fields["method_state"]))
   tensors = flatten(method.backbone(params, method_state, config), "backbone")
+  tensors.update(extra_tensors(config))
   if include_head:
     tensors.update(flatten(params, "method/params"))
     tensors.update(flatten(method_state, "method/method_state"))
@@ -107,11 +114,32 @@ def load(path: str) -> tuple[dict, dict]:
   return unflatten(tensors, "backbone"), sidecar
 
 
+def extra_tensors(config) -> dict:
+  """Arrays the network computes rather than learns, for readers outside ssl_jax: a ViT's
+  2-D sin-cos position embeddings at the evaluation image size, as timm's `pos_embed`."""
+  if config.model.name != "vit" or "image_size" not in config.data:
+    return {}
+  network = models.build(config.model)
+  grid = config.data.image_size // network.patch_size
+  table = np.concatenate([np.zeros((1, network.width), np.float32),
+                          vit.sincos_2d(network.width, grid, grid)])
+  return {"extra/pos_embed": table[None]}
+
+
+def dataset_record(data) -> dict:
+  """The dataset as TFDS knows it: its name, the builder that reads it and the data dir
+  (an offline builder of this project must be imported for TFDS to find it, or TFDS
+  tries a download of the catalogue dataset of the same friendly name)."""
+  name = builders.ALIASES.get(data.name, data.name)
+  return {"dataset": data.name, "tfds_name": name, "builder_module": builders.MODULES.get(name),
+          "data_dir": data.get("data_dir") or os.environ.get("TFDS_DATA_DIR")}
+
+
 def input_record(config, method) -> dict:
   """What the backbone's inputs were: for images the size and normalisation, for text the
   tokenizer, its vocabulary and the sequence length."""
   data = config.data
-  record = {"dataset": data.name, "modality": data.modality}
+  record = {**dataset_record(data), "modality": data.modality}
   if data.modality == "text":
     return {**record, "tokenizer": data.tokenizer, "vocab_size": data.vocab_size,
             "max_length": data.max_length, "text_key": data.text_key}

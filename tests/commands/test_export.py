@@ -42,7 +42,23 @@ def test_exported_features_equal_the_checkpoints_bitwise(method, smoke_run, tmp_
   assert sidecar["checkpoint_step"] == config.total_steps
   assert sidecar["model"] == config.model.to_dict()
   assert sidecar["input"]["mean"] == list(config.data.mean)
-  assert all(name.startswith("backbone/") for name in sidecar["tensors"])
+  assert all(name.startswith(("backbone/", "extra/")) for name in sidecar["tensors"])
+  # The dataset as TFDS reads it: this project's offline builder, not the catalogue's.
+  assert sidecar["input"]["tfds_name"] == "fashion_mnist_local"
+  assert sidecar["input"]["builder_module"] == "ssl_jax.data.builders.fashion_mnist_local"
+  if method == "mae":  # the ViT's fixed positions, as timm's pos_embed
+    from safetensors.numpy import load_file
+    table = load_file(out)["extra/pos_embed"]
+    width, grid = config.model.width, config.data.image_size // config.model.patch_size
+    assert table.shape == (1, 1 + grid * grid, width) and not table[0, 0].any()
+    omega = 1.0 / 10000 ** (np.arange(width // 4) / (width // 4))  # MAE's 2-D sin-cos
+    for row, col in [(0, 1), (2, 0), (grid - 1, grid - 1)]:
+      angles_w, angles_h = col * omega, row * omega
+      expected = np.concatenate([np.sin(angles_w), np.cos(angles_w), np.sin(angles_h),
+                                 np.cos(angles_h)])
+      np.testing.assert_allclose(table[0, 1 + row * grid + col], expected, atol=1e-6)
+  else:
+    assert "extra/pos_embed" not in sidecar["tensors"]
   variables, loaded_sidecar = export.load(out)
   assert loaded_sidecar == sidecar
   assert ("batch_stats" in variables) == (method == "simclr")

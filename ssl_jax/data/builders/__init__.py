@@ -11,18 +11,19 @@ import pkgutil
 import tensorflow_datasets as tfds
 
 
-def _builders() -> tuple[tuple[str, ...], dict[str, str]]:
-  """(every builder's registered name, {alias: builder name})."""
-  names, aliases = [], {}
+def _builders() -> tuple[tuple[str, ...], dict[str, str], dict[str, str]]:
+  """(every builder's registered name, {alias: builder name}, {builder name: module})."""
+  names, aliases, modules = [], {}, {}
   for info in pkgutil.iter_modules(__path__):
     module = importlib.import_module(f"{__name__}.{info.name}")
     for value in vars(module).values():
       if (isinstance(value, type) and issubclass(value, tfds.core.GeneratorBasedBuilder)
           and value.__module__ == module.__name__):
         names.append(value.name)
+        modules[value.name] = module.__name__
         if hasattr(module, "ALIAS"):
           aliases[module.ALIAS] = value.name
-  return tuple(sorted(names)), aliases
+  return tuple(sorted(names)), aliases, modules
 
 
-NAMES, ALIASES = _builders()
+NAMES, ALIASES, MODULES = _builders()
