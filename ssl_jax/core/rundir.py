@@ -120,16 +120,20 @@ def truncate_metrics(workdir: str, step: int) -> None:
 
 
 def check_eval_writable(workdir: str) -> None:
-  """WorkdirError now, before minutes of evaluation, if W/eval/ cannot be written."""
+  """WorkdirError now, before minutes of evaluation, if W/eval/ cannot be written (it is
+  left as it was: a probe file is written and removed, a directory made for it too)."""
   if jax.process_index() != 0:
     return
   directory = os.path.join(workdir, EVAL)
+  existed = os.path.isdir(directory)
   probe = os.path.join(directory, f".write-test-{os.getpid()}")
   try:
     os.makedirs(directory, exist_ok=True)
     with open(probe, "w"):
       pass
     os.remove(probe)
+    if not existed:
+      os.rmdir(directory)
   except OSError as error:
     raise errors.WorkdirError(f"cannot write the scores to {directory}: {error.strerror}; "
                               "make the workdir writable (or copy it somewhere writable) and "
