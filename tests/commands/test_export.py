@@ -102,7 +102,9 @@ def test_a_text_run_exports_its_encoder_and_tokenizer(smoke_run, tmp_path):
   assert result.returncode == 0, result.stderr[-2000:]
   sidecar = export.export(str(workdir), str(tmp_path / "mlm.safetensors"))
   config = evals.load_run_config(str(workdir))
-  assert sidecar["input"] == {"dataset": "fortunes", "modality": "text",
+  assert sidecar["input"] == {"dataset": "fortunes", "tfds_name": "fortunes",
+                              "builder_module": "ssl_jax.data.builders.fortunes",
+                              "data_dir": config.data.data_dir, "modality": "text",
                               "tokenizer": config.data.tokenizer,
                               "vocab_size": config.data.vocab_size,
                               "max_length": config.data.max_length, "text_key": "text"}
