@@ -43,6 +43,10 @@ def parse(arg: str | None, default_dataset: str = "fashion_mnist",
   dataset = names[0] if names else default_dataset
   if dataset not in presets.available():
     raise errors.ConfigError(f"dataset {dataset!r} has no preset; available: {presets.available()}")
+  kind = presets.kind(default_dataset)  # the experiment's own modality
+  if presets.kind(dataset) != kind:
+    raise errors.ConfigError(f"dataset {dataset!r} holds {presets.kind(dataset)} data, not {kind} "
+                             f"data: this experiment trains on {presets.names(kind)}")
   return dataset, variant, smoke
 
 

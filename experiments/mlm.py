@@ -24,7 +24,6 @@ Variant seq512 (--variant seq512): BERT's last 10% of steps, 100k at 512 tokens 
 import ml_collections
 
 from experiments import common, recipes
-from ssl_jax.core import errors
 from ssl_jax.data import presets
 from ssl_jax.methods import mlm
 from ssl_jax.models import transformer
@@ -47,9 +46,6 @@ VARIANTS = {"seq512": seq512}
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   dataset, variant, smoke = common.parse(arg, default_dataset="fortunes", variants=VARIANTS)
-  if dataset not in presets.names('text'):
-    raise errors.ConfigError(f"mlm trains on text; {dataset!r} is not a text preset "
-                                f"({', '.join(presets.names('text'))})")
   config = common.base_config("mlm", dataset)
   config.mlm = mlm.default_config()
   if dataset == "fortunes":

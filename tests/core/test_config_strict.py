@@ -82,8 +82,10 @@ def test_experiment_argument_errors():
                                    "coco_captions"}
   with pytest.raises(errors.ConfigError, match="grey"):
     importlib.import_module("experiments.colorization").get_config("fashion_mnist")
-  with pytest.raises(errors.ConfigError, match="not a text preset"):
+  with pytest.raises(errors.ConfigError, match="'cifar10' holds image data, not text data"):
     importlib.import_module("experiments.mlm").get_config("cifar10")
+  with pytest.raises(errors.ConfigError, match="'wikipedia' holds text data, not image data"):
+    importlib.import_module("experiments.moco").get_config("wikipedia")
 
 
 @pytest.mark.parametrize("method", methods.available())
