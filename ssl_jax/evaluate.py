@@ -20,7 +20,7 @@ import time
 import jax
 from absl import app, flags
 
-from ssl_jax import evals, export, methods
+from ssl_jax import evals, export, methods, models
 from ssl_jax.core import errors, log, parallel, rundir, validate
 from ssl_jax.data import modality, sources
 from ssl_jax.evals.lib import extraction, weights
@@ -43,8 +43,9 @@ def backbones(workdir: str, config, mesh, step: int | None = None,
       raise errors.ConfigError(f"--init {init} holds a {sidecar['model']} backbone; the run's "
                                  f"config.model is {config.model.to_dict()}")
     trained_step, source = sidecar["checkpoint_step"], f"{init} ({sidecar['method']} step {trained_step})"
-  return ({"pretrained": parallel.replicate(pretrained, mesh),
-           "random_init": method.backbone(random_params, random_state, config)},
+  random_init = (weights.random_backbone(config, mesh) if weights.shares_random_backbone(method)
+                 else method.backbone(random_params, random_state, config))
+  return ({"pretrained": parallel.replicate(pretrained, mesh), "random_init": random_init},
           trained_step, source)
 
 
@@ -58,11 +59,23 @@ def feature_sets(workdir: str, config, mesh, step: int | None = None) -> tuple[d
   sets = {
       "pretrained": extraction.extract_splits(extraction.bind(encode, fields["params"], fields["method_state"]),
                                    config, mesh, splits, "pretrained"),
-      "random_init": extraction.extract_splits(extraction.bind(encode, random_params, random_method_state),
-                                    config, mesh, splits, "random_init"),
+      "random_init": extraction.extract_splits(
+          random_encoder(method, config, mesh, random_params, random_method_state),
+          config, mesh, splits, "random_init"),
       "raw_input": extraction.extract_splits(raw, config, mesh, splits, "raw_input"),
   }
   return sets, trained_step
+
+
+def random_encoder(method, config, mesh, random_params, random_method_state):
+  """batch -> the random-init baseline's features: the shared random backbone's
+  (weights.random_backbone: the same weights for every method with this backbone), or,
+  for a method that feeds its backbone another input, its own encode at random init."""
+  if not weights.shares_random_backbone(method):
+    return extraction.bind(extraction.encoder(method, config), random_params, random_method_state)
+  variables = weights.random_backbone(config, mesh)
+  encode = jax.jit(lambda v, batch: models.encode(v, batch, config))
+  return lambda batch: encode(variables, batch)
 
 
 def score(mode: str, sets: dict, config) -> dict:
@@ -131,7 +144,9 @@ def run(workdir: str, modes=None, step: int | None = None,
       reports[mode] = _report(
           mode, results, config, trained_step,
           features=f"{config.method}.encode -> {primary!r} (frozen, train=False)",
-          baselines={"random_init": f"same network, seed {config.eval.random_init_seed}",
+          baselines={"random_init": f"same backbone, random weights from seed "
+                                    f"{config.eval.random_init_seed} (shared by every method "
+                                    "with this backbone)",
                      "raw_input": f"{config.data.modality} inputs, flattened"})
   state_modes = [m for m in modes if evals.input_kind(m) == "state"]
   if state_modes:

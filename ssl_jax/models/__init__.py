@@ -26,6 +26,8 @@ new family trains with every method whose input it accepts.
 """
 from types import ModuleType
 
+import jax
+
 from ssl_jax.core.registry import Registry
 from ssl_jax.data import augment
 
@@ -62,3 +64,23 @@ def encode_images(backbone_variables: dict, images, config):
   fine-tuning and exported weights start from."""
   return build(config.model).apply(backbone_variables, augment.evaluation_images(images, config),
                                    train=False)
+
+
+def encode(backbone_variables: dict, batch: dict, config):
+  """Frozen backbone features [B, D] of a batch as the data's modality feeds the backbone:
+  images through `encode_images`, text as its token ids (batch["tokens"])."""
+  if config.data.modality == "text":
+    return build(config.model).apply(backbone_variables, batch["tokens"], train=False)
+  return encode_images(backbone_variables, batch["image"], config)
+
+
+def random_variables(config, example: dict, seed: int) -> dict:
+  """A backbone's variables at random initialisation from `seed` alone, the same whatever
+  method trains it: the random-init baseline every row with this backbone shares.
+  `example` is a batch of at least one record (engine.example_batch)."""
+  network = build(config.model)
+  if config.data.modality == "text":
+    inputs = example["tokens"][:1]
+  else:
+    inputs = augment.evaluation_images(example["image"][:1], config)
+  return dict(network.init(jax.random.PRNGKey(seed), inputs, train=False))

@@ -181,3 +181,27 @@ def test_eval_overrides_are_strict_literals():
     validate.apply_overrides(section, ["finetune.epoch=3"], "eval")
   with pytest.raises(errors.ConfigError, match="FIELD=VALUE"):
     validate.apply_overrides(section, ["finetune.epochs"], "eval")
+
+
+def test_rows_with_the_same_backbone_share_one_random_init_baseline(tiny_data_dir):
+  """The random-init baseline is the backbone at seed eval.random_init_seed, whatever the
+  method: SimCLR's and BYOL's smoke runs (the same ResNet) get the same random features;
+  a method that feeds its backbone another input (colorization) keeps its own."""
+  import importlib
+  from ssl_jax import methods
+  from ssl_jax.core import parallel
+  from ssl_jax.evals.lib import weights
+  mesh = parallel.make_mesh()
+  images = reference_subset("test")[0][:8, :, :, None]
+  features = {}
+  for name in ("simclr", "byol"):
+    config = importlib.import_module(f"experiments.{name}").get_config("fashion_mnist,smoke")
+    config.data.data_dir = tiny_data_dir
+    method = methods.get(name)
+    assert weights.shares_random_backbone(method)
+    encode = evaluate.random_encoder(method, config, mesh, None, None)
+    features[name] = np.asarray(encode({"image": images}))
+  assert config.eval.random_init_seed == evals.default_config().random_init_seed
+  np.testing.assert_array_equal(features["simclr"], features["byol"])
+  assert features["simclr"].std() > 0
+  assert not weights.shares_random_backbone(methods.get("colorization"))

@@ -1,8 +1,9 @@
 """A pretraining run's trained weights for evaluation: params and method_state from its
-checkpoint (no optimizer state), next to the same network's random initialisation."""
+checkpoint (no optimizer state), next to the same network's random initialisation, and
+the random-init baseline's backbone that every method with the same backbone shares."""
 import jax
 
-from ssl_jax import methods
+from ssl_jax import methods, models
 from ssl_jax.core import parallel
 from ssl_jax.core.errors import NonFiniteFeaturesError
 from ssl_jax.evals.lib.extraction import count_nonfinite
@@ -31,3 +32,19 @@ def restore(workdir: str, config, mesh, step: int | None = None) -> tuple[dict, 
   random_init = jax.jit(engine.model_init(method, config, example),
                         out_shardings=parallel.replicated(mesh))
   return fields, random_init(jax.random.PRNGKey(config.eval.random_init_seed)), trained_step
+
+
+def shares_random_backbone(method) -> bool:
+  """Whether the method's features are its backbone's on the plain input, so that its
+  random-init baseline is the shared `random_backbone` (every method but one whose pretext
+  changes the input, PRETRAINING_INPUT: colorization's lightness)."""
+  return not hasattr(method, "PRETRAINING_INPUT")
+
+
+def random_backbone(config, mesh) -> dict:
+  """The random-init baseline's backbone variables, replicated on `mesh`: initialised
+  from config.eval.random_init_seed alone (models.random_variables), so every method with
+  the same config.model and data is scored against the same random weights."""
+  variables = models.random_variables(config, engine.example_batch(config),
+                                      config.eval.random_init_seed)
+  return parallel.replicate(variables, mesh)
