@@ -22,6 +22,7 @@ the host and imperfect overlap. Memory is the compiler's own buffer assignment, 
 """
 import json
 import math
+import re
 import sys
 import time
 
@@ -81,6 +82,28 @@ def _compiled_figures(compiled, chip: tpu.Chip, model_flops: float, chips: int) 
   }
 
 
+_OUT_OF_MEMORY = re.compile(r"temporaries \(([0-9.]+)([KMGT])\) exceeds available HBM \(([0-9.]+)([KMGT])\)")
+_UNITS = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def _compile(lowered, chip: tpu.Chip, model_flops: float, chips: int) -> dict:
+  """The compiled program's figures; or, when the TPU compiler cannot fit it into HBM
+  (it refuses with RESOURCE_EXHAUSTED rather than compiling), what it said it needs."""
+  try:
+    return _compiled_figures(lowered.compile(), chip, model_flops, chips)
+  except jax.errors.JaxRuntimeError as error:
+    message = str(error).splitlines()[0]
+    if "RESOURCE_EXHAUSTED" not in message:
+      raise
+    figures = {"fits": False, "out_of_memory": message, "hbm_bytes": int(chip.hbm_gib * GIB),
+               "model_flops": model_flops}
+    found = _OUT_OF_MEMORY.search(message)
+    if found:
+      figures["required_temp_bytes"] = int(float(found[1]) * _UNITS[found[2]])
+      figures["available_bytes"] = int(float(found[3]) * _UNITS[found[4]])
+    return figures
+
+
 def compile_train_step(config: ml_collections.ConfigDict, chip: tpu.Chip, devices: list,
                        progress=print) -> dict:
   """The figures of config's train step compiled for `devices` (a TPU topology's)."""
@@ -92,16 +115,15 @@ def compile_train_step(config: ml_collections.ConfigDict, chip: tpu.Chip, device
   progress(f"compiling the train step: {config.method}, global batch "
            f"{config.global_batch_size}, mesh {dict(mesh.shape)}, {config.get('precision')}")
   start = time.perf_counter()
-  compiled = step.lower(state, batch).compile()
-  compile_s = time.perf_counter() - start
-  figures = _compiled_figures(compiled, chip, flops.model_flops(step, state, batch),
-                              len(devices))
-  figures.update(state_bytes=sharding.bytes_per_device(state), compile_s=compile_s,
-                 mesh=dict(mesh.shape))
-  steps_per_epoch = _steps_per_epoch(config)
-  if steps_per_epoch:
-    figures["roofline_epoch_s"] = figures["roofline_s"] * steps_per_epoch
-  figures["roofline_run_s"] = figures["roofline_s"] * config.total_steps
+  figures = _compile(step.lower(state, batch), chip, flops.model_flops(step, state, batch),
+                     len(devices))
+  figures.update(state_bytes=sharding.bytes_per_device(state),
+                 compile_s=time.perf_counter() - start, mesh=dict(mesh.shape))
+  if "roofline_s" in figures:
+    steps_per_epoch = _steps_per_epoch(config)
+    if steps_per_epoch:
+      figures["roofline_epoch_s"] = figures["roofline_s"] * steps_per_epoch
+    figures["roofline_run_s"] = figures["roofline_s"] * config.total_steps
   return figures
 
 
@@ -120,8 +142,7 @@ def compile_extraction(config: ml_collections.ConfigDict, chip: tpu.Chip, device
   with conv.target_backend("tpu"):
     lowered = encode.lower(fields["params"], fields["method_state"], batch)
     model_flops = flops.model_flops(encode, fields["params"], fields["method_state"], batch)
-  compiled = lowered.compile()
-  figures = _compiled_figures(compiled, chip, model_flops, len(devices))
+  figures = _compile(lowered, chip, model_flops, len(devices))
   figures.update(compile_s=time.perf_counter() - start)
   return figures
 
@@ -179,6 +200,12 @@ def table(result: dict) -> str:
     f = result.get(name)
     if not f:
       continue
+    if "out_of_memory" in f:
+      needed = f.get("required_temp_bytes")
+      lines.append(f"{name:<8}{_gib(f.get('state_bytes')):>8}{_gib(needed):>8}{'-':>8}"
+                   f"{f['hbm_bytes'] / GIB:>6.0f}  NO   the TPU compiler refused: "
+                   f"{f['out_of_memory'][:160]}  ({f['compile_s']:.0f} s)")
+      continue
     lines.append(
         f"{name:<8}{_gib(f.get('state_bytes')):>8}{_gib(f['temp_bytes']):>8}"
         f"{_gib(f['total_bytes']):>8}{f['hbm_bytes'] / GIB:>6.0f}  "
@@ -187,11 +214,12 @@ def table(result: dict) -> str:
         f"{f['bytes_accessed_per_chip'] / 1e9:>8.3g}  {_duration(f['roofline_s']):>10}  "
         f"{f['bound']:<8}{(f['mfu_bound'] or 0):>6.0%}  {f['compile_s']:.0f} s")
   t = result["train"]
-  lines.append(f"memory in GiB per chip; FLOPs and bytes per chip per step; x model: compiled "
-               f"FLOPs over the model's matmul FLOPs (recomputation shows above 1). Roofline: "
-               f"{_duration(t.get('roofline_epoch_s'))} per epoch, "
-               f"{_duration(t['roofline_run_s'])} for {result['total_steps']} steps "
-               f"(a lower bound). Datasheet: {result['chip_datasheet']}")
+  lines.append("memory in GiB per chip; FLOPs and bytes per chip per step; x model: compiled "
+               "FLOPs over the model's matmul FLOPs (recomputation shows above 1).")
+  if "roofline_run_s" in t:
+    lines.append(f"Roofline: {_duration(t.get('roofline_epoch_s'))} per epoch, "
+                 f"{_duration(t['roofline_run_s'])} for {result['total_steps']} steps (a lower "
+                 f"bound). Datasheet: {result['chip_datasheet']}")
   if not t["fits"]:
     lines.append("does not fit: try --config.precision=bfloat16, --config.sharding.fsdp=-1, "
                  "--config.model.remat=full, or a smaller per-chip batch with "

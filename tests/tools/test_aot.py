@@ -137,6 +137,18 @@ def test_the_command_prints_a_json_line_and_a_table_without_libtpu_noise():
   assert "E0000" not in result.stderr and "WARNING" not in result.stderr, result.stderr
 
 
+@needs_libtpu
+def test_a_config_that_does_not_fit_says_so():
+  # A million 28x28 images a step: the TPU compiler refuses to allocate the temporaries.
+  result = _run("--config=experiments/simclr.py:fashion_mnist,smoke", "--topology=v5e:2x2",
+                "--config.global_batch_size=1048576", "--noeval")
+  assert result.returncode == 0, result.stderr
+  train = json.loads(result.stdout.splitlines()[0])["train"]
+  assert train["fits"] is False and "RESOURCE_EXHAUSTED" in train["out_of_memory"]
+  assert train["required_temp_bytes"] > train["hbm_bytes"]
+  assert "does not fit" in result.stdout and " NO " in result.stdout
+
+
 def test_a_bad_topology_on_the_command_line_is_one_error_line():
   result = _run("--config=experiments/simclr.py:fashion_mnist,smoke", "--topology=v5e")
   assert result.returncode == 1
