@@ -43,7 +43,8 @@ def backbones(workdir: str, config, mesh, step: int | None = None,
       raise errors.ConfigError(f"--init {init} holds a {sidecar['model']} backbone; the run's "
                                  f"config.model is {config.model.to_dict()}")
     trained_step, source = sidecar["checkpoint_step"], f"{init} ({sidecar['method']} step {trained_step})"
-  random_init = (weights.random_backbone(config, mesh) if weights.shares_random_backbone(method)
+  shared = weights.shares_random_backbone(method, config)
+  random_init = (weights.random_backbone(config, mesh) if shared
                  else method.backbone(random_params, random_state, config))
   return ({"pretrained": parallel.replicate(pretrained, mesh), "random_init": random_init},
           trained_step, source)
@@ -71,7 +72,7 @@ def random_encoder(method, config, mesh, random_params, random_method_state):
   """batch -> the random-init baseline's features: the shared random backbone's
   (weights.random_backbone: the same weights for every method with this backbone), or,
   for a method that feeds its backbone another input, its own encode at random init."""
-  if not weights.shares_random_backbone(method):
+  if not weights.shares_random_backbone(method, config):
     return extraction.bind(extraction.encoder(method, config), random_params, random_method_state)
   variables = weights.random_backbone(config, mesh)
   encode = jax.jit(lambda v, batch: models.encode(v, batch, config))

@@ -198,10 +198,11 @@ def test_rows_with_the_same_backbone_share_one_random_init_baseline(tiny_data_di
     config = importlib.import_module(f"experiments.{name}").get_config("fashion_mnist,smoke")
     config.data.data_dir = tiny_data_dir
     method = methods.get(name)
-    assert weights.shares_random_backbone(method)
+    assert weights.shares_random_backbone(method, config)
     encode = evaluate.random_encoder(method, config, mesh, None, None)
     features[name] = np.asarray(encode({"image": images}))
   assert config.eval.random_init_seed == evals.default_config().random_init_seed
   np.testing.assert_array_equal(features["simclr"], features["byol"])
   assert features["simclr"].std() > 0
-  assert not weights.shares_random_backbone(methods.get("colorization"))
+  colour = importlib.import_module("experiments.colorization").get_config("photo_crops,smoke")
+  assert not weights.shares_random_backbone(methods.get("colorization"), colour)

@@ -34,11 +34,14 @@ def restore(workdir: str, config, mesh, step: int | None = None) -> tuple[dict, 
   return fields, random_init(jax.random.PRNGKey(config.eval.random_init_seed)), trained_step
 
 
-def shares_random_backbone(method) -> bool:
-  """Whether the method's features are its backbone's on the plain input, so that its
-  random-init baseline is the shared `random_backbone` (every method but one whose pretext
-  changes the input, PRETRAINING_INPUT: colorization's lightness)."""
-  return not hasattr(method, "PRETRAINING_INPUT")
+def shares_random_backbone(method, config) -> bool:
+  """Whether the method's features are its config.model backbone's on the plain image or
+  token input, so that its random-init baseline is the shared `random_backbone`: every
+  method here but one whose pretext changes the input (PRETRAINING_INPUT: colorization's
+  lightness); a method from outside with no config.model keeps its own random init."""
+  return ("model" in config and config.data.modality in ("image", "text")
+          and callable(getattr(method, "backbone", None))
+          and not hasattr(method, "PRETRAINING_INPUT"))
 
 
 def random_backbone(config, mesh) -> dict:
