@@ -63,11 +63,11 @@ def validation_split(config: ml_collections.ConfigDict, fraction: float = 0.1) -
   monitor too), so nothing the choice reads comes from test. Fashion-MNIST's train split
   is in random class order, so its tail is a fair sample; the test split then scores the
   chosen recipe once, with the experiment's default splits."""
-  dataset = [n for n in presets.available() if presets.data_config(n).name == config.data.name]
-  if not dataset:
+  dataset = presets.for_data_name(config.data.name)
+  if dataset is None:
     raise ConfigError(f"--validation: data.name={config.data.name!r} has no dataset preset "
                       "that declares its train size")
-  total = presets.train_examples(dataset[0])
+  total = presets.train_examples(dataset)
   cut = total - int(round(total * fraction))
   config.data.train_split = config.eval.train_split = f"train[:{cut}]"
   config.eval.test_split = f"train[{cut}:]"

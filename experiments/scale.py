@@ -142,19 +142,17 @@ def markdown(rows: list[tuple[Row, dict | None]]) -> str:
       continue
     r = record["report"]
     t, e = r["train"], r.get("eval")
+    prefix = (f"| {row.name} | {config} | {r['topology']} ({r['chips']} x {r['chip']}) | "
+              f"{r['global_batch']} | {r['precision']}, {r['fsdp']}, {r['remat']} | ")
     if "out_of_memory" in t:
       needed = t.get("required_temp_bytes")
       lines.append(
-          f"| {row.name} | {config} | {r['topology']} ({r['chips']} x {r['chip']}) | "
-          f"{r['global_batch']} | {r['precision']}, {r['fsdp']}, {r['remat']} | "
-          f"{_gib(t['state_bytes'])} / needs {_gib(needed) if needed else '?'} of temporaries "
-          f"({_gib(t['hbm_bytes'])}) | **no** (the compiler refused) |" + " |" * 6
+          f"{prefix}{_gib(t['state_bytes'])} / needs {_gib(needed) if needed else '?'} of "
+          f"temporaries ({_gib(t['hbm_bytes'])}) | **no** (the compiler refused) |" + " |" * 6
           + f" {t['compile_s']:.0f} s |")
       continue
     lines.append(
-        f"| {row.name} | {config} | {r['topology']} ({r['chips']} x {r['chip']}) | "
-        f"{r['global_batch']} | {r['precision']}, {r['fsdp']}, {r['remat']} | "
-        f"{_gib(t['state_bytes'])} / {_gib(t['total_bytes'])} ({_gib(t['hbm_bytes'])}) | "
+        f"{prefix}{_gib(t['state_bytes'])} / {_gib(t['total_bytes'])} ({_gib(t['hbm_bytes'])}) | "
         f"{'yes' if t['fits'] else '**no**'} | "
         f"{t['flops_per_chip'] * r['chips'] / t['model_flops']:.2f} | "
         f"{t['roofline_s'] * 1e3:.0f} ms | "

@@ -148,9 +148,9 @@ def compile_extraction(config: ml_collections.ConfigDict, chip: tpu.Chip, device
 
 
 def _steps_per_epoch(config) -> float | None:
-  names = [n for n in presets.available() if presets.data_config(n).name == config.data.name]
+  preset = presets.for_data_name(config.data.name)
   try:
-    return presets.train_examples(names[0]) / config.global_batch_size if names else None
+    return presets.train_examples(preset) / config.global_batch_size if preset else None
   except ConfigError:
     return None
 

@@ -40,6 +40,12 @@ def train_examples(name: str) -> int:
   return count
 
 
+def for_data_name(data_name: str) -> str | None:
+  """The preset whose data section reads the TFDS dataset `data_name` (config.data.name),
+  or None: how a built config finds its preset again (its train size, for instance)."""
+  return next((n for n in available() if data_config(n).name == data_name), None)
+
+
 def kind(name: str) -> str:
   """"text" (token sequences), "image_text" (images with captions) or "image"."""
   data = data_config(name)
