@@ -23,6 +23,7 @@ INSTALL_REQUIRES = [
     "pillow>=10",
     "safetensors>=0.8,<0.9",          # ssl_jax.export
     "tokenizers>=0.23,<0.24",         # ssl_jax.data.text: WordPiece, trained offline
+    "gcsfs>=2026.10.1,<2027",         # gs:// workdirs (core/paths.py; orbax's epath uses it too)
 ]
 
 # libtpu, the TPU runtime and compiler matched to the pinned jax: needed on TPU VMs, and on
@@ -40,7 +41,9 @@ setup(
     packages=find_packages(include=["ssl_jax", "ssl_jax.*", "experiments"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.8,<4", "scikit-learn>=1.5", *TPU_REQUIRES],
+        # gcp-storage-emulator: a GCS JSON API on 127.0.0.1 for the gs:// workdir tests.
+        "test": ["pytest>=8", "pytest-xdist>=3.8,<4", "scikit-learn>=1.5",
+                 "gcp-storage-emulator>=2026.7.19,<2027", *TPU_REQUIRES],
         "tpu": TPU_REQUIRES,
         "tf": ["tensorflow>=2.16"],
     },

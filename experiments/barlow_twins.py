@@ -1,7 +1,7 @@
 """Barlow Twins (Zbontar et al. 2021, arXiv:2103.03230) on any dataset preset.
 
     python -m experiments.barlow_twins --workdir /tmp/barlow_twins_fashion_mnist
-    python -m experiments.barlow_twins --dataset imagenet2012 --workdir /mnt/bucket/bt_in1k
+    python -m experiments.barlow_twins --dataset imagenet2012 --workdir gs://BUCKET/bt_in1k
 
 fashion_mnist: the results table's budget (experiments/recipes.fashion_mnist_budget:
 ResNet-18 width 0.25, batch 256; 700 steps: SimCLR's 650-step minutes at this step's

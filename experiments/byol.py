@@ -1,7 +1,7 @@
 """BYOL (Grill et al. 2020, arXiv:2006.07733) on any dataset preset.
 
     python -m experiments.byol --workdir /tmp/byol_fashion_mnist
-    python -m experiments.byol --dataset imagenet2012 --workdir /mnt/bucket/byol_in1k
+    python -m experiments.byol --dataset imagenet2012 --workdir gs://BUCKET/byol_in1k
 
 fashion_mnist: the SimCLR demo's budget and backbone (ResNet-18 width 0.25, batch 256,
 550 steps: a step costs 1.18x SimCLR's (`python -m ssl_jax.tools.bench --experiment

@@ -1,7 +1,7 @@
 """CLIP (Radford et al. 2021, arXiv:2103.00020) on paired images and captions.
 
     python -m experiments.clip --workdir /tmp/clip_fashion_mnist_captions    # the default
-    python -m experiments.clip --dataset coco_captions --workdir /mnt/bucket/clip_coco
+    python -m experiments.clip --dataset coco_captions --workdir gs://BUCKET/clip_coco
 
 fashion_mnist_captions (the default; ssl_jax/data/builders/fashion_mnist_captions.py): a
 functional test, not a result: every caption is written from its image's label with

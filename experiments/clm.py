@@ -1,7 +1,7 @@
 """GPT-style causal language modelling (Radford et al. 2018; GPT-2, Radford et al. 2019).
 
     python -m experiments.clm --workdir /tmp/gpt_fortunes                   # the default: fortunes
-    python -m experiments.clm --dataset wikipedia --workdir /mnt/bucket/gpt2_small_wiki
+    python -m experiments.clm --dataset wikipedia --workdir gs://BUCKET/gpt2_small_wiki
 
 fortunes (the default; ssl_jax/data/builders/fortunes.py): a CPU budget. A pre-norm causal
 Transformer of the BERT experiment's size (hidden 256, 4 layers, 4 heads, FFN 1024,

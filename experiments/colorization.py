@@ -2,7 +2,7 @@
 
     python -m ssl_jax.data.prepare photo_crops     # once: the offline colour dataset
     python -m experiments.colorization --workdir /tmp/colorization_photo_crops
-    python -m experiments.colorization --dataset cifar10 --workdir /mnt/bucket/colorization_cifar10
+    python -m experiments.colorization --dataset cifar10 --workdir gs://BUCKET/colorization_cifar10
 
 photo_crops (the default; ssl_jax/data/builders/photo_crops.py): 32x32 crops of three colour
 photographs, 6000 train / 900 test, the label being the photograph. ResNet-18 at width

@@ -1,7 +1,7 @@
 """Denoising autoencoder (Vincent et al. 2008) on any dataset preset.
 
     python -m experiments.denoising --workdir /tmp/denoising_fashion_mnist
-    python -m experiments.denoising --dataset cifar10 --workdir /mnt/bucket/denoising_cifar10
+    python -m experiments.denoising --dataset cifar10 --workdir gs://BUCKET/denoising_cifar10
 
 fashion_mnist: the results table's budget (ResNet-18 width 0.25, batch 256), whole 28x28
 images (crop scale 0.5-1, flips), Gaussian noise of std 0.5 (normalised pixels) and 10%

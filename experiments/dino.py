@@ -1,7 +1,7 @@
 """DINO (Caron et al. 2021, arXiv:2104.14294) on any dataset preset.
 
     python -m experiments.dino --workdir /tmp/dino_fashion_mnist
-    python -m experiments.dino --dataset imagenet2012 --workdir /mnt/bucket/dino_in1k
+    python -m experiments.dino --dataset imagenet2012 --workdir gs://BUCKET/dino_in1k
     python -m experiments.dino --workdir W --config.views.local_crops.count=0   # no multi-crop
 
 fashion_mnist: the SimCLR demo's budget and backbone (ResNet-18 width 0.25, small-image

@@ -1,7 +1,7 @@
 """Jigsaw puzzles (Noroozi & Favaro 2016, arXiv:1603.09246) on any dataset preset.
 
     python -m experiments.jigsaw --workdir /tmp/jigsaw_fashion_mnist
-    python -m experiments.jigsaw --dataset imagenet2012 --workdir /mnt/bucket/jigsaw_in1k
+    python -m experiments.jigsaw --dataset imagenet2012 --workdir gs://BUCKET/jigsaw_in1k
 
 fashion_mnist: the results table's budget (ResNet-18 width 0.25, batch 256, LARS lr 2.0
 with 50 warm-up steps): a 27-pixel crop (scale 0.5-1, flips) cut into 3x3 cells of 9

@@ -1,7 +1,7 @@
 """MAE (He et al. 2022, arXiv:2111.06377) on any dataset preset.
 
     python -m experiments.mae --workdir /tmp/mae_fashion_mnist
-    python -m experiments.mae --dataset imagenet2012 --workdir /mnt/bucket/mae_in1k
+    python -m experiments.mae --dataset imagenet2012 --workdir gs://BUCKET/mae_in1k
 
 fashion_mnist: a CPU budget, not the paper's scale: ViT-Ti width (192, 3 heads) at 6
 blocks on 4x4-pixel patches (a 7x7 grid; 12 of 49 patches visible), decoder 128-d with

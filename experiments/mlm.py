@@ -1,7 +1,7 @@
 """BERT-style masked language modelling (Devlin et al. 2019, arXiv:1810.04805).
 
     python -m experiments.mlm --workdir /tmp/bert_fortunes                 # the default: fortunes
-    python -m experiments.mlm --dataset wikipedia --workdir /mnt/bucket/bert_base_wiki
+    python -m experiments.mlm --dataset wikipedia --workdir gs://BUCKET/bert_base_wiki
 
 fortunes (the default; ssl_jax/data/builders/fortunes.py): a CPU budget. The bert_mlm peer's
 encoder (ssl_jax/tools/bench.py: hidden 256, 4 layers, 4 heads, FFN 1024, post-norm, dropout

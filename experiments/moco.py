@@ -1,7 +1,7 @@
 """MoCo v3 (Chen, Xie, He 2021, arXiv:2104.02057) on any dataset preset.
 
     python -m experiments.moco --workdir /tmp/moco_fashion_mnist
-    python -m experiments.moco --dataset imagenet2012 --workdir /mnt/bucket/moco_in1k
+    python -m experiments.moco --dataset imagenet2012 --workdir gs://BUCKET/moco_in1k
     python -m experiments.moco --workdir W --config.moco.queue_size=4096   # v2-style queue
 
 fashion_mnist: the SimCLR demo's budget and backbone (ResNet-18 width 0.25, batch 256,

@@ -1,7 +1,7 @@
 """RotNet (Gidaris et al. 2018, arXiv:1803.07728) on any dataset preset.
 
     python -m experiments.rotation --workdir /tmp/rotation_fashion_mnist
-    python -m experiments.rotation --dataset cifar10 --workdir /mnt/bucket/rotation_cifar10
+    python -m experiments.rotation --dataset cifar10 --workdir gs://BUCKET/rotation_cifar10
 
 fashion_mnist: the results table's budget (ResNet-18 width 0.25, batch 256, LARS lr 2.0
 with 50 warm-up steps), one crop of 24 pixels (scale 0.2-1, flips, the demo's jitter)

@@ -1,9 +1,9 @@
 """SimCLR (Chen et al. 2020, arXiv:2002.05709) on any dataset preset.
 
     python -m experiments.simclr --workdir /tmp/simclr_fashion_mnist
-    python -m experiments.simclr --dataset cifar10 --workdir /mnt/bucket/simclr_cifar10
+    python -m experiments.simclr --dataset cifar10 --workdir gs://BUCKET/simclr_cifar10
     TFDS_DATA_DIR=gs://BUCKET/tensorflow_datasets \\
-      python -m experiments.simclr --dataset imagenet2012 --workdir /mnt/bucket/simclr_in1k
+      python -m experiments.simclr --dataset imagenet2012 --workdir gs://BUCKET/simclr_in1k
 
 fashion_mnist (sized for 2 CPU cores): ResNet-18 at width 0.25 (16-32-64-128 channels,
 3x3 stride-1 stem), batch 256 (512 views of 24x24; evaluation sees 28x28), 650 steps,

@@ -1,7 +1,7 @@
 """SimDINO (Wu et al. 2025, arXiv:2502.10385) on any dataset preset.
 
     python -m experiments.simdino --workdir /tmp/simdino_fashion_mnist
-    python -m experiments.simdino --dataset imagenet2012 --workdir /mnt/bucket/simdino_in1k
+    python -m experiments.simdino --dataset imagenet2012 --workdir gs://BUCKET/simdino_in1k
 
 fashion_mnist: the DINO row's setting with DINO's machinery removed, at the results
 table's budget (experiments/recipes.fashion_mnist_budget: ResNet-18 width 0.25, batch

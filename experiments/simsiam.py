@@ -1,7 +1,7 @@
 """SimSiam (Chen & He 2021, arXiv:2011.10566) on any dataset preset.
 
     python -m experiments.simsiam --workdir /tmp/simsiam_fashion_mnist
-    python -m experiments.simsiam --dataset cifar10 --workdir /mnt/bucket/simsiam_cifar10
+    python -m experiments.simsiam --dataset cifar10 --workdir gs://BUCKET/simsiam_cifar10
 
 fashion_mnist: the results table's budget (experiments/recipes.fashion_mnist_budget:
 ResNet-18 width 0.25, batch 256; 670 steps: SimCLR's 650-step minutes at this step's

@@ -2,7 +2,7 @@
 
     python -m experiments.vicreg --workdir /tmp/vicreg_fashion_mnist --config.total_steps=450  # README demo
     python -m experiments.vicreg --workdir /tmp/vicreg_fashion_mnist   # the results table's row
-    python -m experiments.vicreg --dataset imagenet2012 --workdir /mnt/bucket/vicreg_in1k
+    python -m experiments.vicreg --dataset imagenet2012 --workdir gs://BUCKET/vicreg_in1k
 
 fashion_mnist: the results table's budget (experiments/recipes.fashion_mnist_budget:
 ResNet-18 width 0.25, batch 256; 640 steps: SimCLR's 650-step minutes at this step's

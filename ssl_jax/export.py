@@ -24,18 +24,19 @@ checkpoint's `encode` gives, bitwise.
 import json
 import os
 import sys
+import tempfile
 
 import jax
 import ml_collections
 import numpy as np
 from absl import app, flags
 from safetensors import safe_open
-from safetensors.numpy import save_file
+from safetensors.numpy import save as safetensors_bytes
 
 from ssl_jax import evals, methods, models
 from ssl_jax.data import builders
 from ssl_jax.models import vit
-from ssl_jax.core import log, parallel
+from ssl_jax.core import log, parallel, paths
 from ssl_jax.core.errors import ExportError
 from ssl_jax.training import checkpoint, engine
 
@@ -89,20 +90,25 @@ def export(workdir: str, out: str, step: int | None = None, include_head: bool =
     tensors.update(flatten(method_state, "method/method_state"))
   sidecar = {
       "format": FORMAT, "method": config.method, "model": config.model.to_dict(),
-      "checkpoint_step": int(fields["step"]), "workdir": os.path.abspath(workdir),
+      "checkpoint_step": int(fields["step"]), "workdir": paths.absolute(workdir),
       "feature_dim": int(models.build(config.model).feature_dim),
       "input": input_record(config, method),
       "include_head": include_head, "tensors": sorted(tensors)}
   if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    save_file(tensors, out, metadata={METADATA_KEY: json.dumps(sidecar)})
-    with open(sidecar_path(out), "w") as f:
-      json.dump(sidecar, f, indent=2)
+    paths.makedirs(paths.dirname(out))
+    paths.write_bytes(out, safetensors_bytes(tensors, metadata={METADATA_KEY: json.dumps(sidecar)}))
+    paths.write_text(sidecar_path(out), json.dumps(sidecar, indent=2))
   return sidecar
 
 
 def load(path: str) -> tuple[dict, dict]:
-  """(backbone variables {"params", ["batch_stats"]}, sidecar) of an exported file."""
+  """(backbone variables {"params", ["batch_stats"]}, sidecar) of an exported file (a local
+  path or a URL)."""
+  if paths.is_remote(path):
+    with tempfile.NamedTemporaryFile(suffix=".safetensors") as local:
+      local.write(paths.read_bytes(path))
+      local.flush()
+      return load(local.name)
   with safe_open(path, framework="numpy") as f:
     metadata = f.metadata() or {}
     if METADATA_KEY not in metadata:

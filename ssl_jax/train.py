@@ -250,6 +250,7 @@ def _train(config, workdir, stop_at_step, lock) -> TrainState:
         check_finite(step)  # never write a diverged state
         checkpoints.save(step, state, data_iterator, force=True)
       if stop:
+        checkpoints.wait()  # the step must have landed before the run says it is safe
         signal_name = preemption.requested or "SIGTERM/SIGINT on another host"
         progress.message(f"{signal_name}: saved step {step} to {checkpoints.directory}; "
                          "stopping (rerun the same command to resume)")

@@ -6,7 +6,9 @@ Only process 0 writes; the others get no-op writers, so callers need no checks.
 import contextlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from typing import Mapping
 
@@ -14,7 +16,7 @@ import jax
 import numpy as np
 from absl import logging as absl_logging
 
-from ssl_jax.core import errors, rundir
+from ssl_jax.core import errors, paths, rundir
 
 
 def quiet_libraries() -> None:
@@ -48,39 +50,53 @@ def fail_cleanly():
 class MetricWriter:
   """Appends `{"step": s, **metrics}` lines to workdir/metrics.jsonl and TensorBoard scalars.
 
-  Resuming a run appends to the same files, so the history of a preempted run is kept.
+  Resuming a run appends to the same files, so the history of a preempted run is kept. In a
+  bucket (gs://) each write rewrites metrics.jsonl whole (objects cannot grow), and the
+  TensorBoard events are written to a local folder and copied up at each write.
   """
 
   def __init__(self, workdir: str, enabled: bool | None = None):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
-    self._jsonl = self._tensorboard = None
+    self._path = rundir.metrics_path(workdir)
+    self._tensorboard_dir = rundir.tensorboard_path(workdir)
+    self._local_events = None  # the local folder mirrored to a remote workdir
+    self._tensorboard = None
     if not self.enabled:
       return
-    os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(rundir.metrics_path(workdir), "a")
+    paths.makedirs(workdir)
     try:
       from tensorboardX import SummaryWriter
-      self._tensorboard = SummaryWriter(os.path.join(workdir, rundir.TENSORBOARD))
     except ImportError:  # TensorBoard files are a convenience; JSONL is the record.
-      self._tensorboard = None
+      return
+    if paths.is_remote(workdir):
+      self._local_events = tempfile.mkdtemp(prefix="ssl_jax_events_")
+    self._tensorboard = SummaryWriter(self._local_events or self._tensorboard_dir)
 
   def write(self, step: int, metrics: Mapping[str, float]) -> None:
     if not self.enabled:
       return
     metrics = {k: _to_python(v) for k, v in metrics.items()}
-    self._jsonl.write(json.dumps({"step": int(step), **metrics}) + "\n")
-    self._jsonl.flush()
+    paths.append_lines(self._path, [json.dumps({"step": int(step), **metrics}) + "\n"])
     if self._tensorboard is not None:
       for name, value in metrics.items():
         if isinstance(value, (int, float)):
           self._tensorboard.add_scalar(name, value, step)
       self._tensorboard.flush()
+      self._copy_events_up()
+
+  def _copy_events_up(self) -> None:
+    if self._local_events:
+      for name in os.listdir(self._local_events):
+        paths.write_bytes(paths.join(self._tensorboard_dir, name),
+                          paths.read_bytes(os.path.join(self._local_events, name)))
 
   def close(self) -> None:
-    if self._jsonl:
-      self._jsonl.close()
     if self._tensorboard:
       self._tensorboard.close()
+      self._copy_events_up()
+      if self._local_events:
+        shutil.rmtree(self._local_events, ignore_errors=True)
+      self._tensorboard = None
 
 
 def _clock(seconds: float) -> str:

@@ -7,9 +7,10 @@
     W/eval/<mode>.json   one report per evaluator (ssl_jax/evaluate.py)
     W/lock.json          held by a training run while it runs (one run per workdir)
 
-Only process 0 writes; readers tolerate what a crash leaves (a half-written last line).
+The workdir may be a local path or a URL (gs://bucket/run): every file goes through
+core/paths.py. Only process 0 writes; readers tolerate what a crash leaves (a half-written
+last line).
 """
-import contextlib
 import json
 import os
 import socket
@@ -19,7 +20,7 @@ import time
 import jax
 import ml_collections
 
-from ssl_jax.core import errors
+from ssl_jax.core import errors, paths
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -31,47 +32,39 @@ LOCK = "lock.json"
 LOCK_STALE_SECONDS = 30 * 60
 
 
-def check_supported(workdir: str) -> None:
-  """WorkdirError for a remote workdir (gs://, s3://): every file here goes through the
-  local file system, so one would otherwise become a local folder named 'gs:'."""
-  if "://" in str(workdir):
-    raise errors.WorkdirError(
-        f"--workdir {workdir}: remote workdirs are not supported yet; mount the bucket on "
-        "every host (gcsfuse, or a Filestore NFS share) and pass the mount's local path")
-
-
 def config_path(workdir: str) -> str:
-  return os.path.join(workdir, CONFIG)
+  return paths.join(workdir, CONFIG)
 
 
 def metrics_path(workdir: str) -> str:
-  return os.path.join(workdir, METRICS)
+  return paths.join(workdir, METRICS)
+
+
+def tensorboard_path(workdir: str) -> str:
+  return paths.join(workdir, TENSORBOARD)
 
 
 def eval_path(workdir: str, mode: str) -> str:
-  return os.path.join(workdir, EVAL, f"{mode}.json")
+  return paths.join(workdir, EVAL, f"{mode}.json")
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(config_path(workdir), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    paths.makedirs(workdir)
+    paths.write_text(config_path(workdir), config.to_json_best_effort(indent=2))
 
 
 def read_config(workdir: str) -> dict | None:
   """W/config.json as a plain dict; None when the file is absent. A damaged file raises
   ValueError (json's), for the caller to word."""
   path = config_path(workdir)
-  if not os.path.exists(path):
+  if not paths.exists(path):
     return None
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(paths.read_text(path))
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The run's config; errors.RunNotFoundError when `workdir` holds no run."""
-  check_supported(workdir)
   saved = read_config(workdir)
   if saved is None:
     raise errors.RunNotFoundError(f"{config_path(workdir)} not found: is {workdir!r} the "
@@ -82,30 +75,28 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 def read_metrics(workdir: str) -> list[dict]:
   """The records of W/metrics.jsonl (a line cut short by a crash is skipped)."""
   path = metrics_path(workdir)
-  if not os.path.exists(path):
+  if not paths.exists(path):
     raise FileNotFoundError(f"{path} does not exist: is {workdir} a pretraining workdir?")
   records = []
-  with open(path) as f:
-    for line in f:
-      try:
-        records.append(json.loads(line))
-      except ValueError:
-        pass
+  for line in paths.read_text(path).splitlines():
+    try:
+      records.append(json.loads(line))
+    except ValueError:
+      pass
   return records
 
 
 def has_metrics(workdir: str) -> bool:
-  return os.path.exists(metrics_path(workdir))
+  return paths.exists(metrics_path(workdir))
 
 
 def truncate_metrics(workdir: str, step: int) -> None:
   """Drops metrics.jsonl records after `step`: a run resumed from an older checkpoint than
   its last log (a fallback past a damaged step) logs those steps again, once."""
   path = metrics_path(workdir)
-  if jax.process_index() != 0 or not os.path.exists(path):
+  if jax.process_index() != 0 or not paths.exists(path):
     return
-  with open(path) as f:
-    lines = f.readlines()
+  lines = paths.read_text(path).splitlines(keepends=True)
   kept = []
   for line in lines:
     try:
@@ -114,9 +105,7 @@ def truncate_metrics(workdir: str, step: int) -> None:
     except (ValueError, KeyError, TypeError):
       pass  # a line cut short by a crash mid-write
   if len(kept) != len(lines):
-    with open(path + ".tmp", "w") as f:
-      f.writelines(kept)
-    os.replace(path + ".tmp", path)
+    paths.write_text(path, "".join(kept))
 
 
 def check_eval_writable(workdir: str) -> None:
@@ -124,86 +113,89 @@ def check_eval_writable(workdir: str) -> None:
   left as it was: a probe file is written and removed, a directory made for it too)."""
   if jax.process_index() != 0:
     return
-  directory = os.path.join(workdir, EVAL)
-  existed = os.path.isdir(directory)
-  probe = os.path.join(directory, f".write-test-{os.getpid()}")
+  directory = paths.join(workdir, EVAL)
+  existed = paths.isdir(directory)
+  probe = paths.join(directory, f".write-test-{os.getpid()}")
   try:
-    os.makedirs(directory, exist_ok=True)
-    with open(probe, "w"):
-      pass
-    os.remove(probe)
-    if not existed:
+    paths.makedirs(directory)
+    paths.write_text(probe, "")
+    paths.remove(probe)
+    if not existed and not paths.is_remote(directory):
       os.rmdir(directory)
   except OSError as error:
-    raise errors.WorkdirError(f"cannot write the scores to {directory}: {error.strerror}; "
+    raise errors.WorkdirError(f"cannot write the scores to {directory}: {_reason(error)}; "
                               "make the workdir writable (or copy it somewhere writable) and "
                               "evaluate again") from None
 
 
 def write_eval(workdir: str, mode: str, report: dict) -> None:
   if jax.process_index() == 0:
-    os.makedirs(os.path.join(workdir, EVAL), exist_ok=True)
-    with open(eval_path(workdir, mode), "w") as f:
-      json.dump(report, f, indent=2)
+    paths.makedirs(paths.join(workdir, EVAL))
+    paths.write_text(eval_path(workdir, mode), json.dumps(report, indent=2))
 
 
 def read_evals(workdir: str) -> dict:
   """{mode: report} from W/eval/*.json (empty when the run was not evaluated)."""
-  directory = os.path.join(workdir, EVAL)
-  if not os.path.isdir(directory):
-    return {}
-  reports = {}
-  for name in sorted(os.listdir(directory)):
-    if name.endswith(".json"):
-      with open(os.path.join(directory, name)) as f:
-        reports[name[:-len(".json")]] = json.load(f)
-  return reports
+  directory = paths.join(workdir, EVAL)
+  return {name[:-len(".json")]: json.loads(paths.read_text(paths.join(directory, name)))
+          for name in paths.listdir(directory) if name.endswith(".json")}
 
 
 def lock_path(workdir: str) -> str:
-  return os.path.join(workdir, LOCK)
+  return paths.join(workdir, LOCK)
+
+
+def _reason(error: OSError) -> str:
+  return error.strerror or str(error) or type(error).__name__
 
 
 class WorkdirLock:
   """One training run per workdir: W/lock.json names the owner (host, pid, start, command),
-  created exclusively, refreshed at every log step, removed when the run ends. A second
-  run refuses with one line naming the owner; a lock whose owner died (its process is gone
-  on this host, or it has not been refreshed for LOCK_STALE_SECONDS on another) is taken
-  over. Only process 0 of a multi-host run holds it."""
+  created exclusively (paths.create_exclusive: atomic on a local disk and on GCS), rewritten
+  at every log step, removed when the run ends. A second run refuses with one line naming
+  the owner. A lock whose owner died is taken over: on its own host, as soon as its process
+  is gone; from another host, once it has not been rewritten for LOCK_STALE_SECONDS. Of two
+  runs taking over the same dead lock, one wins (paths.remove_if_unchanged). Only process 0
+  of a multi-host run holds it."""
 
   def __init__(self, workdir: str):
-    check_supported(workdir)
     self.path = lock_path(workdir)
     self.held = False
     if jax.process_index() != 0:
       return
+    if paths.exists(workdir) and not paths.isdir(workdir):
+      raise errors.WorkdirError(f"--workdir {workdir} is a file, not a folder; choose "
+                                "another --workdir")
     try:
-      os.makedirs(workdir, exist_ok=True)
+      paths.makedirs(workdir)
     except OSError as error:
-      raise errors.WorkdirError(f"cannot create the workdir {workdir}: {error.strerror}; "
+      raise errors.WorkdirError(f"cannot create the workdir {workdir}: {_reason(error)}; "
                                 "choose a writable --workdir") from None
-    owner = {"host": socket.gethostname(), "pid": os.getpid(),
-             "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)}
+    self._owner = {"host": socket.gethostname(), "pid": os.getpid(),
+                   "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)}
     for _ in range(3):
       try:
-        with open(self.path, "x") as f:
-          json.dump(owner, f)
+        created = paths.create_exclusive(self.path, json.dumps(self._owner))
+      except errors.UserError:
+        raise
+      except OSError as error:
+        raise errors.WorkdirError(f"cannot write to the workdir {workdir}: {_reason(error)}; "
+                                  "choose a writable --workdir") from None
+      if created:
         self.held = True
         return
-      except FileExistsError:
-        self._take_over_or_refuse(workdir)
-      except OSError as error:
-        raise errors.WorkdirError(f"cannot write to the workdir {workdir}: {error.strerror}; "
-                                  "choose a writable --workdir") from None
+      self._take_over_or_refuse(workdir)
     raise errors.WorkdirError(f"{self.path}: other runs keep taking this workdir")
 
   def _take_over_or_refuse(self, workdir: str) -> None:
-    try:
-      with open(self.path) as f:
-        owner = json.load(f)
-      age = time.time() - os.path.getmtime(self.path)
-    except FileNotFoundError:
+    token = paths.version(self.path)
+    if token is None:
       return  # released meanwhile: try again
+    try:
+      owner = json.loads(paths.read_text(self.path))
+      age = paths.age_seconds(self.path)
+    except FileNotFoundError:
+      return
     except (OSError, ValueError):
       owner, age = {}, float("inf")  # unreadable: a crash mid-write
     if not _abandoned(owner, age):
@@ -211,23 +203,22 @@ class WorkdirLock:
           f"{workdir} is in use by another run: pid {owner.get('pid')} on "
           f"{owner.get('host')}, started {owner.get('started')} ({owner.get('command')}). Wait "
           f"for it, stop it, or use another --workdir; if it is dead, delete {self.path}.")
-    stale = f"{self.path}.stale.{os.getpid()}"
-    try:
-      os.rename(self.path, stale)  # atomic: of two runs taking over, one wins
-    except FileNotFoundError:
-      return
-    os.remove(stale)
+    paths.remove_if_unchanged(self.path, token)  # loses to a run that took it meanwhile
 
   def refresh(self) -> None:
-    """Marks the run alive (the lock's modification time)."""
+    """Marks the run alive (rewrites the lock, which renews its modification time)."""
     if self.held:
-      with contextlib.suppress(OSError):
-        os.utime(self.path)
+      try:
+        paths.write_text(self.path, json.dumps(self._owner))
+      except OSError:
+        pass  # a full disk is reported by the checkpoint that needs the space
 
   def release(self) -> None:
     if self.held:
-      with contextlib.suppress(OSError):
-        os.remove(self.path)
+      try:
+        paths.remove(self.path)
+      except OSError:
+        pass
       self.held = False
 
 

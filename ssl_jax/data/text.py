@@ -17,12 +17,12 @@ max_length (the last piece is [SEP] still) and padded with [PAD].
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
 import numpy as np
 
+from ssl_jax.core import paths
 from ssl_jax.core.errors import DataNotPreparedError
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -40,7 +40,7 @@ def _tokenizers():
 def tokenizer_path(dataset: str, name: str, data_dir: str | None = None) -> str:
   from ssl_jax.data import sources  # pylint: disable=import-outside-toplevel
   builder = sources.resolve_name(dataset).split(":")[0].split("/")[0]
-  return os.path.join(sources.resolve_data_dir(data_dir), builder, "tokenizers", f"{name}.json")
+  return paths.join(sources.resolve_data_dir(data_dir), builder, "tokenizers", f"{name}.json")
 
 
 def new_tokenizer():
@@ -65,8 +65,8 @@ def train_tokenizer(texts, vocab_size: int, path: str | None = None):
   for index, token in enumerate(SPECIAL_TOKENS):
     assert tokenizer.token_to_id(token) == index, (token, tokenizer.token_to_id(token))
   if path:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tokenizer.save(path)
+    paths.makedirs(paths.dirname(path))
+    paths.write_text(path, tokenizer.to_str())
   return tokenizer
 
 
@@ -74,11 +74,11 @@ TRAIN_TOKENIZER = "python -m ssl_jax.data.text DATASET --vocab_size N [--data_di
 
 
 def load_tokenizer(path: str):
-  if not os.path.exists(path):
+  if not paths.exists(path):
     raise DataNotPreparedError(f"no tokenizer at {path}; train it once on the prepared "
                                f"dataset with: {TRAIN_TOKENIZER}")
   try:
-    return _tokenizers().Tokenizer.from_file(path)
+    return _tokenizers().Tokenizer.from_str(paths.read_text(path))
   except Exception as error:  # the tokenizers library's own error for an unreadable file
     raise DataNotPreparedError(f"the tokenizer file {path} cannot be read "
                                f"({str(error).splitlines()[0][:200]}); train it again with: "
@@ -138,7 +138,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   from ssl_jax.data import sources  # pylint: disable=import-outside-toplevel
   path = tokenizer_path(args.dataset, args.name or f"wordpiece_{args.vocab_size}", args.data_dir)
-  if os.path.exists(path) and not args.force:
+  if paths.exists(path) and not args.force:
     print(f"{args.dataset}: {path} exists; nothing to do (--force retrains it).", flush=True)
     return 0
   source = sources.get_source(args.dataset, args.split, args.data_dir)

@@ -10,7 +10,7 @@ last step with their raw-input and random-init baselines as horizontal lines.
 
 `overview` draws several runs side by side (the results table's figure).
 """
-import os
+import io
 import sys
 
 from absl import app, flags
@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on a VM
 from matplotlib import pyplot as plt  # pylint: disable=wrong-import-position
 
-from ssl_jax.core import rundir
+from ssl_jax.core import paths, rundir
 
 
 def series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
@@ -41,7 +41,7 @@ def monitor_key(config: dict) -> str:
 def _title(config: dict, workdir: str) -> str:
   if config:
     return f"{config.get('method', '?')} on {config.get('data', {}).get('name', '?')}"
-  return os.path.basename(os.path.normpath(workdir))
+  return paths.absolute(workdir).rstrip("/").rsplit("/", 1)[-1]
 
 
 def _draw_loss(axis, records, label=None, normalise=False):
@@ -94,9 +94,8 @@ def plot_run(workdir: str, out: str | None = None) -> str:
   right.set_title("evaluation top-1")
   figure.suptitle(_title(config, workdir))
   figure.tight_layout()
-  out = out or os.path.join(workdir, "curves.png")
-  figure.savefig(out, dpi=100)
-  plt.close(figure)
+  out = out or paths.join(workdir, "curves.png")
+  _save(figure, out)
   return out
 
 
@@ -125,9 +124,16 @@ def plot_overview(workdirs: dict, out: str) -> str:
                bbox_to_anchor=(1.0, 0.5))
   right.set_title("monitor (lines); final linear (squares), kNN (triangles)")
   figure.tight_layout()
-  figure.savefig(out, dpi=100)
-  plt.close(figure)
+  _save(figure, out)
   return out
+
+
+def _save(figure, out: str) -> None:
+  """Writes the PNG to a local path or a URL (gs://...)."""
+  buffer = io.BytesIO()
+  figure.savefig(buffer, dpi=100, format="png")
+  plt.close(figure)
+  paths.write_bytes(out, buffer.getvalue())
 
 
 def main(argv):

@@ -13,9 +13,7 @@ that record. A step that fails to restore or to verify is moved aside to
 `checkpoints/corrupt-<step>/` (never deleted) and the next older step is tried.
 """
 import json
-import os
 import re
-import shutil
 import zlib
 from typing import Any, Callable
 
@@ -26,6 +24,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
+from ssl_jax.core import paths
 from ssl_jax.core.errors import (CheckpointError, ConfigError, NoGoodCheckpointError,
                                  StateMismatchError)
 
@@ -133,7 +132,7 @@ class Checkpointer:
                warn: Callable[[str], None] | None = None):
     if keep < 1:
       raise ConfigError(f"keep_checkpoints={keep}; must be >= 1")
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.directory = paths.join(paths.absolute(workdir), "checkpoints")
     self._keep, self._async = keep, async_save
     self._warn = warn or (lambda text: None)
     self._pending_step = None  # last step handed to a background save, not yet confirmed
@@ -155,7 +154,7 @@ class Checkpointer:
     return sorted(self._manager.all_steps())
 
   def step_path(self, step: int) -> str:
-    return os.path.join(self.directory, str(step))
+    return paths.join(self.directory, str(step))
 
   # ----------------------------------------------------------------------- save
 
@@ -200,8 +199,11 @@ class Checkpointer:
         + "; check the disk (space, permissions) and rerun to resume.") from cause
 
   def _landed(self, step: int) -> bool:
-    """Whether the step's directory is final and holds its integrity record."""
-    return os.path.isfile(os.path.join(self.step_path(step), INTEGRITY, "metadata"))
+    """Whether the step is final (orbax lists it: renamed from its temporary name locally,
+    its commit marker written on GCS) and holds its integrity record."""
+    self._manager.reload()
+    return (step in self._manager.all_steps() and
+            paths.isfile(paths.join(self.step_path(step), INTEGRITY, "metadata")))
 
   # -------------------------------------------------------------------- restore
 
@@ -369,27 +371,28 @@ class Checkpointer:
   def _move_aside(self, step: int) -> str:
     """Moves a damaged step to checkpoints/corrupt-<step>[-N]/ (process 0 only)."""
     _barrier(f"ssl_jax_before_move_{step}")  # nobody still reads the step
-    target = os.path.join(self.directory, f"corrupt-{step}")
+    target = paths.join(self.directory, f"corrupt-{step}")
     suffix = 1
-    while os.path.exists(target):  # a step can be damaged, rewritten and damaged again
-      target, suffix = os.path.join(self.directory, f"corrupt-{step}-{suffix}"), suffix + 1
+    while paths.exists(target):  # a step can be damaged, rewritten and damaged again
+      target, suffix = paths.join(self.directory, f"corrupt-{step}-{suffix}"), suffix + 1
     if jax.process_index() == 0:
-      shutil.move(self.step_path(step), target)
+      paths.move(self.step_path(step), target)
     _barrier(f"ssl_jax_after_move_{step}")
     self._reset_manager()  # on every process together; a failed read can leave orbax's
     return target          # event loop closed, and the step list must be read again
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    """Waits for the last save; raises CheckpointError if it failed."""
+    try:
+      self._manager.wait_until_finished()
+    except Exception:  # pylint: disable=broad-except
+      pass  # poll() reports it, with the step and path
+    self.poll()
 
   def close(self) -> None:
     """Waits for the last save; raises CheckpointError if it failed."""
     try:
-      try:
-        self._manager.wait_until_finished()
-      except Exception:  # pylint: disable=broad-except
-        pass  # poll() reports it, with the step and path
-      self.poll()
+      self.wait()
     finally:
       try:
         self._manager.close()

@@ -1,5 +1,7 @@
 """One training run per workdir (core/rundir.WorkdirLock): a second run refuses in one line
-naming the owner; a dead owner's lock is taken over; train refuses before writing."""
+naming the owner; a dead owner's lock is taken over; train refuses before writing. The same
+on a bucket (gs://, a GCS emulator on 127.0.0.1), where the atomic steps are GCS's
+generation preconditions."""
 import json
 import os
 import socket
@@ -9,7 +11,8 @@ import time
 
 import pytest
 
-from ssl_jax.core import errors, rundir
+from ssl_jax.core import errors, paths, rundir
+import gcs_emulator
 
 
 def _write_lock(workdir, **owner):
@@ -100,13 +103,76 @@ def test_train_refuses_a_held_workdir_before_writing_anything(tmp_path):
   assert os.listdir(workdir) == [rundir.LOCK]
 
 
-def test_a_remote_workdir_is_refused_in_one_line_before_anything_is_written(tmp_path,
-                                                                           monkeypatch):
+def test_an_unknown_url_scheme_is_one_line(tmp_path, monkeypatch):
   from experiments import simclr
-  from ssl_jax import evaluate, train
+  from ssl_jax import train
   monkeypatch.chdir(tmp_path)
-  with pytest.raises(errors.WorkdirError, match="gs://bucket/run: remote workdirs"):
-    train.train(simclr.get_config("fashion_mnist,smoke"), "gs://bucket/run")
-  with pytest.raises(errors.WorkdirError, match="mount the bucket"):
-    evaluate.run("gs://bucket/run", ["knn"])
-  assert os.listdir(tmp_path) == []  # no local folder named 'gs:'
+  with pytest.raises(errors.WorkdirError, match="nosuchscheme://bucket/run: .*use a local path"):
+    train.train(simclr.get_config("fashion_mnist,smoke"), "nosuchscheme://bucket/run")
+  assert os.listdir(tmp_path) == []  # no local folder named 'nosuchscheme:'
+
+
+def test_a_workdir_that_is_a_file_is_one_line(tmp_path):
+  (tmp_path / "w").write_text("")
+  with pytest.raises(errors.WorkdirError, match="is a file, not a folder"):
+    rundir.WorkdirLock(str(tmp_path / "w"))
+
+
+@pytest.fixture(scope="module")
+def bucket():
+  with gcs_emulator.running() as url:
+    yield url
+
+
+def test_a_bucket_lock_is_held_refused_released_and_taken_over(bucket):
+  workdir = f"{bucket}/lock-journey"
+  lock = rundir.WorkdirLock(workdir)
+  owner = json.loads(paths.read_text(rundir.lock_path(workdir)))
+  assert owner["pid"] == os.getpid()
+  with pytest.raises(errors.WorkdirError, match=f"in use by another run: pid {os.getpid()}"):
+    rundir.WorkdirLock(workdir)
+  lock.refresh()
+  lock.release()
+  assert not paths.exists(rundir.lock_path(workdir))
+  # A dead owner on this host, then a damaged lock: both taken over.
+  paths.write_text(rundir.lock_path(workdir), json.dumps(
+      {"host": socket.gethostname(), "pid": _dead_pid(), "started": "x", "command": "y"}))
+  rundir.WorkdirLock(workdir).release()
+  paths.write_text(rundir.lock_path(workdir), '{"host": "x", "pi')
+  rundir.WorkdirLock(workdir).release()
+
+
+def test_a_bucket_lock_of_another_host_is_taken_over_once_it_stops_being_rewritten(
+    bucket, monkeypatch):
+  workdir = f"{bucket}/lock-stale"
+  paths.write_text(rundir.lock_path(workdir), json.dumps({"host": "tpu-vm-7", "pid": 1}))
+  with pytest.raises(errors.WorkdirError, match="on tpu-vm-7"):
+    rundir.WorkdirLock(workdir)
+  monkeypatch.setattr(rundir, "LOCK_STALE_SECONDS", 1.0)
+  time.sleep(1.5)
+  rundir.WorkdirLock(workdir).release()
+
+
+def test_on_gcs_of_two_racing_runs_one_gets_the_lock(bucket, monkeypatch):
+  """The steps that make the lock safe are GCS's, not a check-then-write: a create that
+  found no lock, and a removal of a stale lock someone else already replaced, both lose."""
+  path = f"{bucket}/race/lock.json"
+  assert paths.create_exclusive(path, "first")
+  stale = paths.version(path)
+  with monkeypatch.context() as patch:
+    patch.setattr(paths, "exists", lambda _: False)  # both saw no lock
+    assert not paths.create_exclusive(path, "second")
+  assert paths.read_text(path) == "first"
+  paths.write_text(path, "rewritten by its owner")
+  assert not paths.remove_if_unchanged(path, stale)  # the version judged stale is gone
+  assert paths.read_text(path) == "rewritten by its owner"
+  assert paths.remove_if_unchanged(path, paths.version(path))
+  assert not paths.exists(path)
+
+
+def test_locally_a_stale_lock_is_removed_by_one_of_two_runs(tmp_path):
+  path = str(tmp_path / "lock.json")
+  assert paths.create_exclusive(path, "first") and not paths.create_exclusive(path, "again")
+  token = paths.version(path)
+  assert paths.remove_if_unchanged(path, token)
+  assert not paths.remove_if_unchanged(path, token)

@@ -5,6 +5,9 @@ and the resumed run still ends bitwise equal to an uninterrupted one; a config m
 names its fields; divergence stops the run with nothing non-finite on disk; a failed
 background save is raised; SIGTERM to an experiment exits 0 without evaluating.
 All in this process (1 CPU device) on the tiny real Fashion-MNIST subset.
+
+The same journeys with the workdir in a bucket (gs://) run against a real GCS JSON API on
+127.0.0.1 (tests/helpers/gcs_emulator.py).
 """
 import glob
 import os
@@ -21,6 +24,7 @@ from ssl_jax import evals, evaluate, train
 from ssl_jax.core import errors, parallel
 from ssl_jax.training import checkpoint, engine
 from train_worker import flatten, tiny_config
+import gcs_emulator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS, STOP_AT = 8, 6  # checkpoints every 2 steps: the stopped run holds steps 2, 4, 6
@@ -55,6 +59,12 @@ def stopped(tiny_data_dir, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("stopped") / "run"
   train.train(config_for(tiny_data_dir), str(workdir), stop_at_step=STOP_AT)
   return workdir
+
+
+@pytest.fixture(scope="module")
+def bucket():
+  with gcs_emulator.running() as url:
+    yield url
 
 
 def copy_of(stopped, tmp_path):
@@ -301,10 +311,15 @@ def _experiment(workdir, data_dir):
           "--config.eval.batch_size=64", "--config.eval.modes=knn"]
 
 
-def test_sigterm_to_an_experiment_exits_without_evaluating(tiny_data_dir, tmp_path):
-  workdir = tmp_path / "run"
+def test_sigterm_to_an_experiment_in_a_bucket_exits_without_evaluating_then_resumes(
+    tiny_data_dir, bucket, tmp_path):
+  """An experiment whose workdir is gs://...: SIGTERM saves and stops without evaluating;
+  the rerun resumes from the bucket, evaluates and writes its scores there; nothing is
+  written to a local folder."""
+  from ssl_jax.core import paths
+  workdir = f"{bucket}/sigterm"
   env = dict(os.environ, PYTHONPATH=ROOT)
-  process = subprocess.Popen(_experiment(workdir, tiny_data_dir), cwd=ROOT, env=env,
+  process = subprocess.Popen(_experiment(workdir, tiny_data_dir), cwd=tmp_path, env=env,
                              stderr=subprocess.PIPE, text=True)
   lines = []
   for line in process.stderr:  # signal as soon as the loop runs
@@ -316,15 +331,57 @@ def test_sigterm_to_an_experiment_exits_without_evaluating(tiny_data_dir, tmp_pa
   assert process.wait(timeout=300) == 0, "".join(lines)
   log = "".join(lines)
   assert "SIGTERM: saved step" in log and "no evaluation" in log, log
-  assert not (workdir / "eval").exists()
-  saved = [int(p) for p in os.listdir(workdir / "checkpoints") if p.isdigit()]
+  assert not paths.exists(f"{workdir}/eval") and not paths.exists(f"{workdir}/lock.json")
+  saved = [int(p) for p in paths.listdir(f"{workdir}/checkpoints") if p.isdigit()]
   assert saved and max(saved) < 40
 
-  rerun = subprocess.run(_experiment(workdir, tiny_data_dir), cwd=ROOT, env=env,
+  rerun = subprocess.run(_experiment(workdir, tiny_data_dir), cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=600)
   assert rerun.returncode == 0, rerun.stderr
   assert f"at step {max(saved)}" in rerun.stderr
-  assert (workdir / "eval" / "knn.json").exists()
+  assert "top1" in paths.read_text(f"{workdir}/eval/knn.json")
+  assert os.listdir(tmp_path) == []  # no local folder named 'gs:'
+
+
+def test_a_bucket_workdir_falls_back_past_a_damaged_step_and_resumes_bitwise(
+    tiny_data_dir, bucket, uninterrupted, tmp_path, capsys, monkeypatch):
+  """Train in a bucket, stop, damage the newest step there, resume: the step is moved aside
+  in the bucket and the run ends bitwise equal to an uninterrupted local run; then plot and
+  export read and write the bucket."""
+  import json
+  from ssl_jax import export
+  from ssl_jax.core import paths
+  from ssl_jax.tools import plot
+  monkeypatch.chdir(tmp_path)
+  workdir = f"{bucket}/fallback"
+  train.train(config_for(tiny_data_dir), workdir, stop_at_step=STOP_AT)
+  assert sorted(int(p) for p in paths.listdir(f"{workdir}/checkpoints")) == [2, 4, 6]
+  paths.write_text(f"{workdir}/checkpoints/{STOP_AT}/integrity/metadata", '{"format": 1, "lea')
+  capsys.readouterr()
+  state = train.train(config_for(tiny_data_dir), workdir)
+  log = capsys.readouterr().err
+  assert f"checkpoint step {STOP_AT} is damaged" in log and "at step 4" in log, log
+  assert paths.isdir(f"{workdir}/checkpoints/corrupt-{STOP_AT}")
+  assert int(state.step) == STEPS
+  assert_bitwise(state, uninterrupted)
+  steps = [json.loads(line)["step"] for line in paths.read_text(f"{workdir}/metrics.jsonl")
+           .splitlines() if "loss" in line]
+  assert steps == list(range(1, STEPS + 1))
+  assert any(n.startswith("events.out.tfevents") for n in paths.listdir(f"{workdir}/tensorboard"))
+
+  assert plot.plot_run(workdir) == f"{workdir}/curves.png"
+  assert paths.read_bytes(f"{workdir}/curves.png")[:8] == b"\x89PNG\r\n\x1a\n"
+  out = f"{workdir}/export/backbone.safetensors"
+  sidecar = export.export(workdir, out)
+  assert sidecar["workdir"] == workdir and sidecar["checkpoint_step"] == STEPS
+  variables, loaded = export.load(out)
+  assert loaded == sidecar == json.loads(paths.read_text(f"{workdir}/export/backbone.json"))
+  trained = list(flatten(parallel.to_host(state.params)).values())
+  exported = flatten(variables["params"])
+  assert exported
+  for name, value in exported.items():  # the trained backbone's own values
+    assert any(v.shape == value.shape and np.array_equal(v, value) for v in trained), name
+  assert os.listdir(tmp_path) == []  # nothing written locally
 
 
 def test_cli_errors_are_one_line_not_a_traceback(tiny_data_dir, tmp_path):
