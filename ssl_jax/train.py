@@ -9,6 +9,7 @@ saves a checkpoint and returns before the last step. A non-finite loss, gradient
 state stops the run with TrainingDiverged, and no checkpoint of it is written.
 """
 import signal
+import sys
 import time
 
 import jax
@@ -19,7 +20,7 @@ from ssl_jax import evals, methods, models
 from ssl_jax.core import log, parallel, rundir, sharding
 from ssl_jax.core.errors import ConfigError, TrainingDiverged
 from ssl_jax.core.validate import number
-from ssl_jax.data import feed, modality, pipeline, preprocess, sources
+from ssl_jax.data import feed, modality, own, pipeline, preprocess, sources
 from ssl_jax.evals.lib import monitor as monitor_lib
 from ssl_jax.training import checkpoint, engine, optim, resume
 from ssl_jax.training.engine import TrainState
@@ -87,6 +88,21 @@ def check(config: ml_collections.ConfigDict, device_count: int | None = None) ->
   evals.check_config(config.eval)
   if config.eval.monitor_every_steps:
     monitor_lib.check_config(config.eval)
+  check_labels(config)
+
+
+def check_labels(config: ml_collections.ConfigDict) -> None:
+  """ConfigError before training when the evaluators need labels the dataset lacks."""
+  if config.data.get("label_key", "x"):
+    return
+  scored = [m.strip() for m in str(config.eval.modes).split(",")
+            if m.strip() not in ("", "none", "objective")]
+  if scored or config.eval.monitor_every_steps:
+    raise ConfigError(
+        f"dataset {config.data.name!r} has no labels (data.label_key is empty), but "
+        + (f"eval.modes={config.eval.modes!r} scores" if scored else "the in-loop monitor scores")
+        + " against labels: pass --config.eval.modes=objective (or none) and "
+        "--config.eval.monitor_every_steps=0, or prepare the dataset with one folder per class")
 
 
 class CollapseWatch:
@@ -151,6 +167,9 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     errors.WorkdirError: another run holds the workdir (rundir.WorkdirLock), or it cannot
       be written.
   """
+  # A dataset prepared from your own files brings its measured size, statistics and labels.
+  own.apply_metadata(config.data, sources.resolve_data_dir(config.data.data_dir),
+                     warn=lambda text: print(text, file=sys.stderr, flush=True))
   check(config)  # the whole config, once, before anything is built
   lock = rundir.WorkdirLock(workdir)  # before anything is written; one run per workdir
   try:

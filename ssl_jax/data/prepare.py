@@ -4,6 +4,9 @@
   python -m ssl_jax.data.prepare photo_crops    # offline colour crops (colorization)
   python -m ssl_jax.data.prepare cifar10        # default: $TFDS_DATA_DIR
   python -m ssl_jax.data.prepare imagenet2012 --manual_dir ~/imagenet_tars
+  python -m ssl_jax.data.prepare my_photos --from_images DIR   # your own data (data/own.py)
+  python -m ssl_jax.data.prepare my_scans --from_table list.csv
+  python -m ssl_jax.data.prepare my_notes --from_text notes.txt
 
 `fashion_mnist` (an alias of the offline `fashion_mnist_local` builder) is
 built from the Debian IDX files and `photo_crops` from sample photographs that
@@ -23,7 +26,9 @@ import time
 
 import tensorflow_datasets as tfds
 
-from ssl_jax.data import sources
+from ssl_jax.core import log
+from ssl_jax.core.errors import DataNotPreparedError
+from ssl_jax.data import own, sources
 
 
 def prepare(name: str, data_dir: str | None = None,
@@ -70,16 +75,38 @@ def prepare(name: str, data_dir: str | None = None,
   return builder
 
 
+def prepare_own(args) -> dict:
+  """Your own images or text (data/own.py) as the dataset `args.name`."""
+  data_dir = sources.resolve_data_dir(args.data_dir)
+  if args.name in sources.ALIASES or args.name in sources.ALIASES.values():
+    raise DataNotPreparedError(f"{args.name!r} is a dataset this project builds itself; "
+                               "give your data another name")
+  if not 0 < args.test_fraction < 1:
+    raise DataNotPreparedError(f"--test_fraction {args.test_fraction}: must lie in (0, 1)")
+  if args.from_text:
+    items, classes = own.scan_text(args.from_text)
+    return own.prepare_text(args.name, items, classes, data_dir, args.test_fraction,
+                            source=args.from_text)
+  if args.from_images:
+    items, classes = own.scan_image_folder(args.from_images)
+  else:
+    items, classes = own.read_table(args.from_table, args.path_column, args.label_column)
+  return own.prepare_images(args.name, items, classes, data_dir, args.image_size,
+                            args.test_fraction, source=args.from_images or args.from_table)
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(
       prog="python -m ssl_jax.data.prepare",
       description=("Prepare a TFDS dataset in ArrayRecord format (random "
                    "access, no TensorFlow needed to read it). Does nothing "
-                   "if it is already prepared."))
+                   "if it is already prepared. With --from_images, --from_table or "
+                   "--from_text: build the dataset NAME from your own files."))
   parser.add_argument(
       "name", help=("dataset name: an alias (" + ", ".join(
           f"{k} -> {v}" for k, v in sources.ALIASES.items()) +
-                    ") or any TFDS name, e.g. cifar10, imagenet2012:5.1.0"))
+                    ") or any TFDS name, e.g. cifar10, imagenet2012:5.1.0; with --from_*, "
+                    "the name to give your dataset"))
   parser.add_argument(
       "--data_dir", default=None,
       help="where to write it (default: $TFDS_DATA_DIR, else "
@@ -88,8 +115,28 @@ def main(argv: list[str] | None = None) -> int:
       "--manual_dir", default=None,
       help="for datasets TFDS cannot download itself (e.g. imagenet2012): "
       "the directory holding the manually downloaded files")
+  source = parser.add_mutually_exclusive_group()
+  source.add_argument("--from_images", metavar="DIR",
+                      help="a folder of images: one subfolder per class, or all in DIR (unlabelled)")
+  source.add_argument("--from_table", metavar="FILE",
+                      help="a .csv (or .parquet) listing image paths and optionally labels")
+  source.add_argument("--from_text", metavar="PATH",
+                      help="a text file (texts separated by blank lines) or a folder of text "
+                      "files (one subfolder per class, or none)")
+  parser.add_argument("--image_size", type=int, default=None,
+                      help="side of the square images (default: the images' own, if they share "
+                      "one; else the median of their shorter sides)")
+  parser.add_argument("--test_fraction", type=float, default=0.1,
+                      help="share of the items in the test split (by a hash of each path)")
+  parser.add_argument("--path_column", default="path", help="--from_table: the image column")
+  parser.add_argument("--label_column", default="label", help="--from_table: the label column "
+                      "(absent: unlabelled)")
   args = parser.parse_args(argv)
-  prepare(args.name, args.data_dir, args.manual_dir)
+  with log.fail_cleanly():
+    if args.from_images or args.from_table or args.from_text:
+      prepare_own(args)
+    else:
+      prepare(args.name, args.data_dir, args.manual_dir)
   return 0
 
 

@@ -61,7 +61,9 @@ def knn_predict(train_features, train_labels, test_features, *, num_classes: int
   """Predicted labels of every test feature for each k: {k: int array [N_test]}."""
   ks = tuple(int(k) for k in ks)
   if not ks or min(ks) < 1 or max(ks) > len(train_features):
-    raise ValueError(f"knn ks={ks}: each k must be in [1, {len(train_features)}] (the bank size)")
+    raise errors.ConfigError(
+        f"eval.knn.ks={ks}: each k must be in [1, {len(train_features)}], the number of "
+        f"train examples it votes over; pass e.g. --config.eval.knn.ks=\"({min(20, len(train_features))},)\"")
   bank, bank_labels = jnp.asarray(train_features), jnp.asarray(train_labels)
   n = len(test_features)
   padded = np.zeros((-(-n // chunk_size) * chunk_size, test_features.shape[1]), np.float32)
