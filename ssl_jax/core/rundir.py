@@ -166,6 +166,8 @@ class WorkdirLock:
     if paths.exists(workdir) and not paths.isdir(workdir):
       raise errors.WorkdirError(f"--workdir {workdir} is a file, not a folder; choose "
                                 "another --workdir")
+    self._made_workdir = not paths.is_remote(workdir) and not os.path.exists(workdir)
+    self._workdir = workdir
     try:
       paths.makedirs(workdir)
     except OSError as error:
@@ -214,9 +216,13 @@ class WorkdirLock:
         pass  # a full disk is reported by the checkpoint that needs the space
 
   def release(self) -> None:
+    """Removes the lock, and the workdir too if this run created it and wrote nothing
+    else (a run stopped by a bad dataset or split leaves no empty folder behind)."""
     if self.held:
       try:
         paths.remove(self.path)
+        if self._made_workdir and not os.listdir(self._workdir):
+          os.rmdir(self._workdir)
       except OSError:
         pass
       self.held = False

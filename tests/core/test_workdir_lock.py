@@ -176,3 +176,25 @@ def test_locally_a_stale_lock_is_removed_by_one_of_two_runs(tmp_path):
   token = paths.version(path)
   assert paths.remove_if_unchanged(path, token)
   assert not paths.remove_if_unchanged(path, token)
+
+
+def test_a_workdir_the_lock_created_is_removed_when_nothing_else_was_written(tmp_path):
+  fresh, existing = tmp_path / "fresh", tmp_path / "existing"
+  existing.mkdir()
+  rundir.WorkdirLock(str(fresh)).release()
+  rundir.WorkdirLock(str(existing)).release()
+  assert not fresh.exists() and existing.is_dir()
+  kept = rundir.WorkdirLock(str(fresh))
+  (fresh / "metrics.jsonl").write_text("")
+  kept.release()
+  assert os.listdir(fresh) == ["metrics.jsonl"]
+
+
+def test_an_unknown_dataset_leaves_no_workdir(tmp_path):
+  from experiments import simclr
+  from ssl_jax import train
+  config = simclr.get_config("fashion_mnist,smoke")
+  config.data.name = "no_such_dataset"
+  with pytest.raises(errors.ConfigError, match="Unknown dataset 'no_such_dataset'"):
+    train.train(config, str(tmp_path / "w"))
+  assert os.listdir(tmp_path) == []
