@@ -1,6 +1,7 @@
 """Weights leave the framework: a pretrained backbone as a safetensors file.
 
     python -m ssl_jax.export --workdir W [--step S] --out F.safetensors [--include_head]
+    python -m ssl_jax.export --workdir W --out F.safetensors --format torch
 
 Restores params and method_state only (no optimizer state) from the latest or `--step`
 checkpoint of W, takes the method's backbone (`method.backbone(params, method_state,
@@ -15,6 +16,10 @@ config)`: the variables of `models.build(config.model)`) and writes
                   checkpoint step, feature dimension, input normalisation (or the
                   tokenizer), the dataset with the TFDS builder that reads it and its
                   data dir, tensor names
+
+`--format torch` writes the backbone alone under PyTorch's names instead (torchvision's
+ResNet, timm's ViT; models/torch_names.py says how to build the matching torch module):
+`model.load_state_dict(safetensors.torch.load_file(F))`.
 
 The sidecar is also stored in the safetensors header (metadata key "ssl_jax"), so the file
 alone is enough. `load(F)` returns (backbone variables, sidecar), and
@@ -35,13 +40,15 @@ from safetensors.numpy import save as safetensors_bytes
 
 from ssl_jax import evals, methods, models
 from ssl_jax.data import builders
-from ssl_jax.models import vit
+from ssl_jax.models import torch_names, vit
 from ssl_jax.core import log, parallel, paths
 from ssl_jax.core.errors import ExportError
 from ssl_jax.training import checkpoint, engine
 
 FORMAT = "ssl_jax.export/1"
 METADATA_KEY = "ssl_jax"
+NAMES = ("ssl_jax", "torch")
+TORCH_NAMES = {"resnet": "torchvision resnet", "vit": "timm VisionTransformer"}
 
 
 
@@ -72,8 +79,16 @@ def sidecar_path(out: str) -> str:
   return root + ".json"
 
 
-def export(workdir: str, out: str, step: int | None = None, include_head: bool = False) -> dict:
-  """Writes `out` and its sidecar; returns the sidecar."""
+def export(workdir: str, out: str, step: int | None = None, include_head: bool = False,
+           names: str = "ssl_jax") -> dict:
+  """Writes `out` and its sidecar; returns the sidecar. `names`: "ssl_jax" (flax paths, what
+  `load` reads) or "torch" (the backbone alone under torchvision's or timm's names,
+  models/torch_names.py)."""
+  if names not in NAMES:
+    raise ExportError(f"--format {names!r}; expected one of {NAMES}")
+  if names == "torch" and include_head:
+    raise ExportError("--include_head has no PyTorch names: export the heads in the default "
+                      "format")
   config = evals.load_run_config(workdir)
   method = methods.get(config.method)
   if not callable(getattr(method, "backbone", None)) or "model" not in config:
@@ -83,8 +98,14 @@ def export(workdir: str, out: str, step: int | None = None, include_head: bool =
   fields = checkpoint.Checkpointer(workdir, async_save=False).restore_fields(
       engine.abstract_model_fields(method, config, mesh, engine.example_batch(config)), step=step)
   params, method_state = parallel.to_host((fields["params"], fields["method_state"]))
-  tensors = flatten(method.backbone(params, method_state, config), "backbone")
-  tensors.update(extra_tensors(config))
+  variables = method.backbone(params, method_state, config)
+  extra = extra_tensors(config)
+  if names == "torch":
+    tensors = torch_names.state_dict(variables, config.model, extra.get("extra/pos_embed"),
+                                     channels=len(config.data.get("mean", ())) or None)
+  else:
+    tensors = flatten(variables, "backbone")
+    tensors.update(extra)
   if include_head:
     tensors.update(flatten(params, "method/params"))
     tensors.update(flatten(method_state, "method/method_state"))
@@ -93,7 +114,8 @@ def export(workdir: str, out: str, step: int | None = None, include_head: bool =
       "checkpoint_step": int(fields["step"]), "workdir": paths.absolute(workdir),
       "feature_dim": int(models.build(config.model).feature_dim),
       "input": input_record(config, method),
-      "include_head": include_head, "tensors": sorted(tensors)}
+      "include_head": include_head, "names": TORCH_NAMES.get(config.model.name, "")
+      if names == "torch" else "ssl_jax", "tensors": sorted(tensors)}
   if jax.process_index() == 0:
     paths.makedirs(paths.dirname(out))
     paths.write_bytes(out, safetensors_bytes(tensors, metadata={METADATA_KEY: json.dumps(sidecar)}))
@@ -116,6 +138,9 @@ def load(path: str) -> tuple[dict, dict]:
     sidecar = json.loads(metadata[METADATA_KEY])
     if sidecar.get("format") != FORMAT:
       raise ExportError(f"{path}: format {sidecar.get('format')!r}, expected {FORMAT!r}")
+    if sidecar.get("names", "ssl_jax") != "ssl_jax":
+      raise ExportError(f"{path} holds PyTorch names ({sidecar['names']}): read it with "
+                        "safetensors.torch.load_file and model.load_state_dict")
     tensors = {name: f.get_tensor(name) for name in f.keys()}
   return unflatten(tensors, "backbone"), sidecar
 
@@ -169,7 +194,7 @@ def main(argv):
   log.quiet_libraries()
   with log.fail_cleanly():
     sidecar = export(flags.FLAGS.workdir, flags.FLAGS.out, flags.FLAGS.step,
-                     flags.FLAGS.include_head)
+                     flags.FLAGS.include_head, flags.FLAGS.format)
   print(f"wrote {flags.FLAGS.out} ({len(sidecar['tensors'])} tensors, {sidecar['method']} "
         f"step {sidecar['checkpoint_step']}, {sidecar['feature_dim']}-d features) and "
         f"{sidecar_path(flags.FLAGS.out)}", file=sys.stderr)
@@ -181,5 +206,7 @@ if __name__ == "__main__":
   flags.DEFINE_integer("step", None, "Checkpoint step to export; default: the latest.")
   flags.DEFINE_bool("include_head", False, "Also write every trained parameter and the "
                     "method_state (heads, EMA targets, queues) under method/.")
+  flags.DEFINE_enum("format", "ssl_jax", list(NAMES), "Tensor names: ssl_jax (flax paths, "
+                    "read by export.load) or torch (torchvision ResNet / timm ViT names).")
   flags.mark_flags_as_required(["workdir", "out"])
   app.run(main)
