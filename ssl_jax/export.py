@@ -17,8 +17,12 @@ config)`: the variables of `models.build(config.model)`) and writes
                   tokenizer), the dataset with the TFDS builder that reads it and its
                   data dir, tensor names
 
+A text run's tokenizer goes beside the file (F.tokenizer.json), and CLIP's text tower into
+it as "text_backbone/..." (`load(F, part="text_backbone")`).
+
 `--format torch` writes the backbone alone under PyTorch's names instead (torchvision's
-ResNet, timm's ViT; models/torch_names.py says how to build the matching torch module):
+ResNet, timm's ViT, transformers' BertModel; models/torch_names.py says how to build the
+matching torch module):
 `model.load_state_dict(safetensors.torch.load_file(F))`.
 
 The sidecar is also stored in the safetensors header (metadata key "ssl_jax"), so the file
@@ -39,7 +43,7 @@ from safetensors import safe_open
 from safetensors.numpy import save as safetensors_bytes
 
 from ssl_jax import evals, methods, models
-from ssl_jax.data import builders
+from ssl_jax.data import builders, text
 from ssl_jax.models import torch_names, vit
 from ssl_jax.core import log, parallel, paths
 from ssl_jax.core.errors import ExportError
@@ -48,7 +52,8 @@ from ssl_jax.training import checkpoint, engine
 FORMAT = "ssl_jax.export/1"
 METADATA_KEY = "ssl_jax"
 NAMES = ("ssl_jax", "torch")
-TORCH_NAMES = {"resnet": "torchvision resnet", "vit": "timm VisionTransformer"}
+TORCH_NAMES = {"resnet": "torchvision resnet", "vit": "timm VisionTransformer",
+               "transformer": "transformers BertModel"}
 
 
 
@@ -81,9 +86,9 @@ def sidecar_path(out: str) -> str:
 
 def export(workdir: str, out: str, step: int | None = None, include_head: bool = False,
            names: str = "ssl_jax") -> dict:
-  """Writes `out` and its sidecar; returns the sidecar. `names`: "ssl_jax" (flax paths, what
-  `load` reads) or "torch" (the backbone alone under torchvision's or timm's names,
-  models/torch_names.py)."""
+  """Writes `out` and its sidecar (and a text run's tokenizer); returns the sidecar. `names`:
+  "ssl_jax" (flax paths, what `load` reads) or "torch" (torchvision's, timm's or
+  transformers' names, models/torch_names.py)."""
   if names not in NAMES:
     raise ExportError(f"--format {names!r}; expected one of {NAMES}")
   if names == "torch" and include_head:
@@ -99,13 +104,19 @@ def export(workdir: str, out: str, step: int | None = None, include_head: bool =
       engine.abstract_model_fields(method, config, mesh, engine.example_batch(config)), step=step)
   params, method_state = parallel.to_host((fields["params"], fields["method_state"]))
   variables = method.backbone(params, method_state, config)
+  text_tower = getattr(method, "text_backbone", None)  # CLIP's second tower
   extra = extra_tensors(config)
   if names == "torch":
     tensors = torch_names.state_dict(variables, config.model, extra.get("extra/pos_embed"),
                                      channels=len(config.data.get("mean", ())) or None)
+    if text_tower is not None:
+      tensors.update({f"text.{name}": value for name, value in torch_names.state_dict(
+          text_tower(params, method_state, config), config.text_model).items()})
   else:
     tensors = flatten(variables, "backbone")
     tensors.update(extra)
+    if text_tower is not None:
+      tensors.update(flatten(text_tower(params, method_state, config), "text_backbone"))
   if include_head:
     tensors.update(flatten(params, "method/params"))
     tensors.update(flatten(method_state, "method/method_state"))
@@ -116,21 +127,36 @@ def export(workdir: str, out: str, step: int | None = None, include_head: bool =
       "input": input_record(config, method),
       "include_head": include_head, "names": TORCH_NAMES.get(config.model.name, "")
       if names == "torch" else "ssl_jax", "tensors": sorted(tensors)}
+  if text_tower is not None:
+    sidecar["text_model"] = config.text_model.to_dict()
+  tokenizer = None
+  if "tokenizer" in config.data:  # text and image-text runs: the tokenizer travels along
+    tokenizer = text.load_tokenizer(text.tokenizer_path(config.data.name, config.data.tokenizer,
+                                                        config.data.data_dir)).to_str()
+    sidecar["input"]["tokenizer_file"] = tokenizer_path(out).rsplit("/", 1)[-1]
   if jax.process_index() == 0:
     paths.makedirs(paths.dirname(out))
     paths.write_bytes(out, safetensors_bytes(tensors, metadata={METADATA_KEY: json.dumps(sidecar)}))
     paths.write_text(sidecar_path(out), json.dumps(sidecar, indent=2))
+    if tokenizer is not None:
+      paths.write_text(tokenizer_path(out), tokenizer)
   return sidecar
 
 
-def load(path: str) -> tuple[dict, dict]:
+def tokenizer_path(out: str) -> str:
+  """F.tokenizer.json beside F.safetensors: the run's WordPiece tokenizer (HF tokenizers)."""
+  root, _ = os.path.splitext(out)
+  return root + ".tokenizer.json"
+
+
+def load(path: str, part: str = "backbone") -> tuple[dict, dict]:
   """(backbone variables {"params", ["batch_stats"]}, sidecar) of an exported file (a local
-  path or a URL)."""
+  path or a URL); part="text_backbone": CLIP's text tower instead."""
   if paths.is_remote(path):
     with tempfile.NamedTemporaryFile(suffix=".safetensors") as local:
       local.write(paths.read_bytes(path))
       local.flush()
-      return load(local.name)
+      return load(local.name, part)
   with safe_open(path, framework="numpy") as f:
     metadata = f.metadata() or {}
     if METADATA_KEY not in metadata:
@@ -142,7 +168,10 @@ def load(path: str) -> tuple[dict, dict]:
       raise ExportError(f"{path} holds PyTorch names ({sidecar['names']}): read it with "
                         "safetensors.torch.load_file and model.load_state_dict")
     tensors = {name: f.get_tensor(name) for name in f.keys()}
-  return unflatten(tensors, "backbone"), sidecar
+  if not any(name.startswith(part + "/") for name in tensors):
+    raise ExportError(f"{path} holds no {part!r} tensors (its parts: "
+                      f"{sorted({name.split('/')[0] for name in tensors})})")
+  return unflatten(tensors, part), sidecar
 
 
 def extra_tensors(config) -> dict:

@@ -128,6 +128,12 @@ def backbone(params, method_state, config) -> dict:
   return models.variables(params["image_encoder"], method_state["batch_stats"].get("image_encoder"))
 
 
+def text_backbone(params, method_state, config) -> dict:
+  """The text tower's variables (a Transformer built from config.text_model), for export."""
+  del method_state, config
+  return models.variables(params["text_encoder"])
+
+
 def encode(params, method_state, batch, config) -> dict:
   variables = {"params": params, **method_state}
   images = augment.evaluation_images(batch["image"], config)

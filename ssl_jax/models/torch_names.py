@@ -16,6 +16,14 @@ arrays (no torch needed to write them; `safetensors.torch.load_file` then
   LayerNorm eps 1e-6 and exact GELU (timm's defaults); `pos_embed` holds our fixed 2-D
   sin-cos table at the evaluation size, with a zero row for the class token.
 
+- Transformer (post-norm, bidirectional: BERT) -> Hugging Face transformers' `BertModel`
+  (`embeddings.*`, `encoder.layer.{i}.attention.self.{query,key,value}`, ...), built with
+  `add_pooling_layer=False`, `layer_norm_eps=1e-12`, `hidden_act="gelu"`,
+  `max_position_embeddings` = model.max_length; the token-type table is written as zeros
+  (one segment). Our features are the mean of `last_hidden_state` over non-pad positions
+  (pool "mean"), or its first position (pool "cls"). Pre-norm and causal (GPT) stacks
+  have no BertModel counterpart.
+
 Flax kernels are [in, out] (convolutions [kh, kw, in, out]); torch weights are [out, in]
 ([out, in, kh, kw]): each is transposed here.
 """
@@ -96,15 +104,57 @@ def vit(variables: dict, pos_embed: np.ndarray, channels: int) -> dict:
   return out
 
 
+def _layer_norm(out: dict, prefix: str, params: dict) -> None:
+  out[f"{prefix}.weight"] = np.asarray(params["scale"])
+  out[f"{prefix}.bias"] = np.asarray(params["bias"])
+
+
+def _linear(out: dict, prefix: str, params: dict, width: int) -> None:
+  """A flax Dense, or one projection of MultiHeadDotProductAttention ([in, heads, head_dim]
+  or [heads, head_dim, out]), as a torch Linear."""
+  kernel = np.asarray(params["kernel"])
+  kernel = kernel.reshape(width, -1) if kernel.shape[0] == width else kernel.reshape(-1, width)
+  out[f"{prefix}.weight"] = np.ascontiguousarray(kernel.T)
+  out[f"{prefix}.bias"] = np.asarray(params["bias"]).reshape(-1)
+
+
+def bert(variables: dict, model_config) -> dict:
+  """transformers BertModel names of a ssl_jax post-norm, bidirectional Transformer."""
+  if model_config.get("causal", False) or model_config.get("norm", "post") != "post":
+    raise ExportError("--format torch maps BERT-style Transformers (norm post, not causal) "
+                      "to transformers' BertModel; this one is pre-norm or causal")
+  params = variables["params"]
+  embedding = np.asarray(params["token_embed"]["embedding"])
+  width = embedding.shape[1]
+  out = {"embeddings.word_embeddings.weight": embedding,
+         "embeddings.position_embeddings.weight": np.asarray(params["position_embed"]),
+         "embeddings.token_type_embeddings.weight": np.zeros((2, width), np.float32)}
+  _layer_norm(out, "embeddings.LayerNorm", params["embed_norm"])
+  blocks = sorted((n for n in params if n.startswith("block")), key=lambda n: int(n[5:]))
+  for index, name in enumerate(blocks):
+    block, prefix = params[name], f"encoder.layer.{index}"
+    for part in ("query", "key", "value"):
+      _linear(out, f"{prefix}.attention.self.{part}", block["attention"][part], width)
+    _linear(out, f"{prefix}.attention.output.dense", block["attention"]["out"], width)
+    _layer_norm(out, f"{prefix}.attention.output.LayerNorm", block["norm1"])
+    _linear(out, f"{prefix}.intermediate.dense", block["mlp_in"], width)
+    _linear(out, f"{prefix}.output.dense", block["mlp_out"], width)
+    _layer_norm(out, f"{prefix}.output.LayerNorm", block["norm2"])
+  return out
+
+
 def state_dict(variables: dict, model_config, pos_embed: np.ndarray | None = None,
                channels: int | None = None) -> dict:
   """The torch state dict (numpy values) of a backbone built from `model_config`."""
   name = model_config.name
   if name == "resnet":
     return resnet(variables)
+  if name == "transformer":
+    return bert(variables, model_config)
   if name == "vit":
     if pos_embed is None or channels is None:
       raise ExportError("a ViT's torch export needs its position table and input channels")
     return vit(variables, pos_embed, channels)
-  raise ExportError(f"--format torch knows ResNet (torchvision) and ViT (timm) backbones, not "
+  raise ExportError(f"--format torch knows ResNet (torchvision), ViT (timm) and BERT "
+                    f"(transformers) backbones, not "
                     f"model.name={name!r}; export the default format and map the names yourself")

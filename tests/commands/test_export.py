@@ -107,9 +107,14 @@ def test_a_text_run_exports_its_encoder_and_tokenizer(smoke_run, tmp_path):
                               "data_dir": config.data.data_dir, "modality": "text",
                               "tokenizer": config.data.tokenizer,
                               "vocab_size": config.data.vocab_size,
-                              "max_length": config.data.max_length, "text_key": "text"}
+                              "max_length": config.data.max_length, "text_key": "text",
+                              "tokenizer_file": "mlm.tokenizer.json"}
   variables, loaded = export.load(str(tmp_path / "mlm.safetensors"))
   assert loaded == sidecar and loaded["model"]["name"] == "transformer"
+  # The tokenizer travels along: F.tokenizer.json, the very file the run tokenised with.
+  from ssl_jax.data import text
+  original = text.tokenizer_path(config.data.name, config.data.tokenizer, config.data.data_dir)
+  assert (tmp_path / "mlm.tokenizer.json").read_text() == text.load_tokenizer(original).to_str()
   assert jax.tree.structure(variables["params"]) == jax.tree.structure(
       methods.get("mlm").backbone(*_fields(str(workdir)), config)["params"])
 
@@ -120,3 +125,25 @@ def _fields(workdir):
   fields = checkpoint.Checkpointer(workdir, async_save=False).restore_fields(
       engine.abstract_model_fields(method, config, mesh, engine.example_batch(config)))
   return fields["params"], fields["method_state"]
+
+
+def test_clip_exports_both_towers_and_its_tokenizer(smoke_run, tmp_path):
+  """CLIP's image tower is the backbone; its text tower is `text_backbone`, with the
+  tokenizer of the captions beside the file."""
+  workdir, result = smoke_run("clip")
+  assert result.returncode == 0, result.stderr[-2000:]
+  out = str(tmp_path / "clip.safetensors")
+  sidecar = export.export(str(workdir), out)
+  config = evals.load_run_config(str(workdir))
+  assert sidecar["text_model"] == config.text_model.to_dict()
+  params, method_state = _fields(str(workdir))
+  image_tower, _ = export.load(out)
+  text_tower, _ = export.load(out, part="text_backbone")
+  for loaded, trained in ((image_tower["params"], params["image_encoder"]),
+                          (text_tower["params"], params["text_encoder"])):
+    assert jax.tree.structure(loaded) == jax.tree.structure(trained)
+    for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(trained)):
+      np.testing.assert_array_equal(a, b)
+  assert (tmp_path / sidecar["input"]["tokenizer_file"]).is_file()
+  with pytest.raises(errors.ExportError, match="holds no 'heads' tensors"):
+    export.load(out, part="heads")

@@ -141,3 +141,75 @@ def test_an_exported_mae_vit_in_timm_computes_the_checkpoints_features(smoke_run
     theirs = network(torch.from_numpy(normalised.transpose(0, 3, 1, 2).astype(np.float32)))
   ours = checkpoint_features(str(workdir), images)
   np.testing.assert_allclose(theirs.numpy(), ours, atol=2e-5 * np.abs(ours).max(), rtol=0)
+
+
+@pytest.mark.parametrize("pool", ["mean", "cls"])
+def test_a_bert_transformer_loads_into_transformers_and_computes_the_same_features(pool):
+  transformers = pytest.importorskip("transformers")
+  import ml_collections
+  data = ml_collections.ConfigDict({"vocab_size": 97, "max_length": 16})
+  config = models.family("transformer").default_config("tiny", data, causal=False)
+  config.pool = pool
+  width, depth, heads, mlp_dim = models.family("transformer").PRESETS["tiny"]
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(5, 97, size=(4, 16)).astype(np.int32)
+  for row, length in enumerate((16, 11, 6, 2)):  # padded texts ([PAD] = 0)
+    tokens[row, length:] = 0
+  variables = dict(models.build(config).init(jax.random.PRNGKey(0), tokens[:1], train=False))
+  network = transformers.BertModel(transformers.BertConfig(
+      vocab_size=97, hidden_size=width, num_hidden_layers=depth,
+      num_attention_heads=heads, intermediate_size=mlp_dim,
+      max_position_embeddings=16, layer_norm_eps=1e-12, hidden_act="gelu",
+      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0), add_pooling_layer=False)
+  network.load_state_dict(_torch_tensors(torch_names.state_dict(variables, config)), strict=True)
+  network.eval()
+  mask = torch.from_numpy(tokens != 0).long()
+  with torch.no_grad():
+    hidden = network(input_ids=torch.from_numpy(tokens).long(), attention_mask=mask).last_hidden_state
+  hidden = hidden.numpy()
+  theirs = (hidden[:, 0] if pool == "cls" else
+            (hidden * mask.numpy()[..., None]).sum(1) / mask.numpy().sum(1, keepdims=True))
+  ours = np.asarray(models.build(config).apply(variables, tokens, train=False))
+  np.testing.assert_allclose(theirs, ours, atol=2e-5 * np.abs(ours).max(), rtol=0)
+
+
+def test_a_causal_or_pre_norm_transformer_has_no_bert_names():
+  import ml_collections
+  data = ml_collections.ConfigDict({"vocab_size": 97, "max_length": 16})
+  config = models.family("transformer").default_config("tiny", data, causal=True)
+  with pytest.raises(errors.ExportError, match="BERT-style"):
+    torch_names.state_dict({"params": {}}, config)
+
+
+def test_an_exported_mlm_encoder_in_transformers_computes_the_checkpoints_features(
+    smoke_run, tmp_path):
+  transformers = pytest.importorskip("transformers")
+  from safetensors.torch import load_file
+  from ssl_jax import evals, methods
+  from test_export import _fields
+  workdir, result = smoke_run("mlm")
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = str(tmp_path / "bert.safetensors")
+  sidecar = export.export(str(workdir), out, names="torch")
+  assert sidecar["names"] == "transformers BertModel"
+  config = evals.load_run_config(str(workdir))
+  network = models.build(config.model)
+  network = transformers.BertModel(transformers.BertConfig(
+      vocab_size=network.vocab_size, hidden_size=network.width, num_hidden_layers=network.depth,
+      num_attention_heads=network.num_heads, intermediate_size=network.mlp_dim,
+      max_position_embeddings=network.max_length, layer_norm_eps=1e-12, hidden_act="gelu"),
+      add_pooling_layer=False)
+  network.load_state_dict(load_file(out), strict=True)
+  network.eval()
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(5, config.data.vocab_size, (8, config.data.max_length)).astype(np.int32)
+  tokens[1::2, config.data.max_length // 2:] = 0
+  mask = (tokens != 0)[..., None]
+  with torch.no_grad():
+    hidden = network(input_ids=torch.from_numpy(tokens).long(),
+                     attention_mask=torch.from_numpy(mask[..., 0]).long()).last_hidden_state.numpy()
+  theirs = (hidden * mask).sum(1) / mask.sum(1)
+  params, method_state = _fields(str(workdir))
+  ours = methods.get("mlm").encode(params, method_state, {"tokens": tokens}, config)
+  ours = np.asarray(ours if not isinstance(ours, dict) else next(iter(ours.values())))
+  np.testing.assert_allclose(theirs, ours, atol=2e-5 * np.abs(ours).max(), rtol=0)
