@@ -43,7 +43,7 @@ def test_knn_matches_numpy():
 
 
 def test_knn_rejects_k_larger_than_bank():
-  with pytest.raises(ValueError, match="bank size"):
+  with pytest.raises(errors.ConfigError, match=r"eval.knn.ks=\(20,\): each k must be in \[1, 10\].*--config.eval.knn.ks"):
     knn.knn_predict(np.ones((10, 2)), np.zeros(10, int), np.ones((3, 2)), num_classes=2, ks=(20,))
 
 
