@@ -43,7 +43,8 @@ setup(
     extras_require={
         # gcp-storage-emulator: a GCS JSON API on 127.0.0.1 for the gs:// workdir tests.
         "test": ["pytest>=8", "pytest-xdist>=3.8,<4", "scikit-learn>=1.5",
-                 "gcp-storage-emulator>=2026.7.19,<2027", *TPU_REQUIRES],
+                 "gcp-storage-emulator>=2026.7.19,<2027", "pyarrow>=26,<27", *TPU_REQUIRES],
+        "parquet": ["pyarrow>=26,<27"],   # data.prepare --from_table F.parquet
         "tpu": TPU_REQUIRES,
         "tf": ["tensorflow>=2.16"],
     },

@@ -6,8 +6,8 @@
 
 Images: every file PIL opens under DIR. Class subfolders give the `label` (their names, in
 sorted order); files directly in DIR make an unlabelled dataset (one or the other). A
-table (.csv, or .parquet with pandas) lists `path` (relative to the table's folder) and
-optionally `label` (any strings; classes in sorted order). Images of one size keep it;
+table (.csv, or .parquet) lists `path` (relative to the table's folder) and
+optionally `label` (any strings; classes in sorted order; Parquet needs pyarrow). Images of one size keep it;
 otherwise each is resized on its shorter side to `--image_size` (default: the median of
 the shorter sides) and centre-cropped square. Grayscale images stay one channel unless
 any image has colour (then all are RGB). The per-channel mean and std of the train
@@ -80,11 +80,12 @@ def read_table(table: str, path_column: str = "path",
   """([(path, label or None)], class names) from a CSV or Parquet list of images."""
   if table.endswith(".parquet"):
     try:
-      import pandas  # pylint: disable=import-outside-toplevel
+      from pyarrow import parquet  # pylint: disable=import-outside-toplevel
     except ImportError:
-      raise DataNotPreparedError(f"{table}: reading Parquet needs pandas and pyarrow "
-                                 "(pip install pandas pyarrow), or save the table as CSV") from None
-    rows = pandas.read_parquet(table).astype(str).to_dict("records")
+      raise DataNotPreparedError(f"{table}: reading Parquet needs pyarrow (pip install "
+                                 "pyarrow), or save the table as CSV") from None
+    rows = [{key: str(value) for key, value in row.items()}
+            for row in parquet.read_table(table).to_pylist()]
   else:
     with open(table, newline="") as f:
       rows = list(csv.DictReader(f))

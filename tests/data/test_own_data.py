@@ -61,7 +61,7 @@ def test_an_image_folder_becomes_a_labelled_dataset_with_its_own_statistics(phot
   np.testing.assert_allclose(metadata["std"], pixels.std(axis=(0, 1, 2)), atol=1e-5)
 
 
-def test_a_csv_list_and_an_unlabelled_folder(photo_folder, tmp_path):
+def test_a_csv_and_a_parquet_list_and_an_unlabelled_folder(photo_folder, tmp_path):
   data_dir = str(tmp_path / "tfds")
   table = tmp_path / "list.csv"
   with open(table, "w", newline="") as f:
@@ -76,6 +76,12 @@ def test_a_csv_list_and_an_unlabelled_folder(photo_folder, tmp_path):
   assert metadata["classes"] == ["a", "b"] and metadata["label_key"] == "label"
   records = _records("my_list", data_dir, "train") + _records("my_list", data_dir, "test")
   assert sorted(r["label"] for r in records) == [0] * 8 + [1] * 8
+
+  from pyarrow import csv as arrow_csv, parquet  # the same list as Parquet
+  parquet.write_table(arrow_csv.read_csv(table), tmp_path / "list.parquet")
+  prepare.main(["my_parquet", "--from_table", str(tmp_path / "list.parquet"), "--path_column",
+                "file", "--label_column", "kind", "--data_dir", data_dir, "--test_fraction", "0.3"])
+  assert own.read_metadata("my_parquet", data_dir)["splits"] == metadata["splits"]
 
   unlabelled = tmp_path / "unlabelled"
   unlabelled.mkdir()
