@@ -143,6 +143,22 @@ def smoke_run(tiny_data_dir, tmp_path_factory, compilation_cache):
 
 # Independent per-method tests, spread over the workers one by one.
 SPREAD_MODULES = {"test_method_contract.py"}
+# The smoke runs the results table does not read: their tests form a second smoke group, so
+# two workers build the session's smoke runs side by side (a test that names one of these
+# methods neither as its `name`/`method` parameter nor with the `smoke_methods` marker
+# still passes; it only makes its worker run that smoke run too).
+SECOND_SMOKE_GROUP = {"clip", "clm", "colorization", "mlm"}
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "smoke_methods(*names): the smoke runs a test reads")
+
+
+def _smoke_methods(item) -> set:
+  params = getattr(getattr(item, "callspec", None), "params", {})
+  named = {params[key] for key in ("name", "method") if isinstance(params.get(key), str)}
+  marker = item.get_closest_marker("smoke_methods")
+  return named | set(marker.args if marker else ())
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
@@ -154,6 +170,8 @@ def pytest_collection_modifyitems(items):
   for item in items:
     module = pathlib.Path(str(item.fspath)).name
     if "smoke_run" in getattr(item, "fixturenames", ()):
-      item.add_marker(pytest.mark.xdist_group("smoke_runs"))
+      methods = _smoke_methods(item)
+      second = bool(methods) and methods <= SECOND_SMOKE_GROUP
+      item.add_marker(pytest.mark.xdist_group("smoke_runs_2" if second else "smoke_runs"))
     elif module not in SPREAD_MODULES:
       item.add_marker(pytest.mark.xdist_group(module))

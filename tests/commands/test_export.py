@@ -95,6 +95,7 @@ def test_include_head_from_the_command_line_and_bad_files(smoke_run, tmp_path):
     export.load(str(plain))
 
 
+@pytest.mark.smoke_methods("mlm")
 def test_a_text_run_exports_its_encoder_and_tokenizer(smoke_run, tmp_path):
   """An MLM run's Transformer exports with its text input (tokenizer, vocabulary, length)
   in the sidecar, not an image normalisation it never had."""
@@ -127,6 +128,7 @@ def _fields(workdir):
   return fields["params"], fields["method_state"]
 
 
+@pytest.mark.smoke_methods("clip")
 def test_clip_exports_both_towers_and_its_tokenizer(smoke_run, tmp_path):
   """CLIP's image tower is the backbone; its text tower is `text_backbone`, with the
   tokenizer of the captions beside the file."""

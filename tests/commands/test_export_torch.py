@@ -181,6 +181,7 @@ def test_a_causal_or_pre_norm_transformer_has_no_bert_names():
     torch_names.state_dict({"params": {}}, config)
 
 
+@pytest.mark.smoke_methods("mlm")
 def test_an_exported_mlm_encoder_in_transformers_computes_the_checkpoints_features(
     smoke_run, tmp_path):
   transformers = pytest.importorskip("transformers")

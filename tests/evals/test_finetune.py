@@ -137,6 +137,7 @@ def test_finetune_mae_vit(smoke_run, tmp_path):
   assert report["protocol"]["drop_path_rate"] == 0.1
 
 
+@pytest.mark.smoke_methods("mlm")
 def test_finetune_a_text_encoder_and_its_layers(smoke_run, tmp_path):
   """An MLM Transformer fine-tuned on the fortune categories (token ids, no crops); its
   embeddings are layer 0, its blocks 1..depth, the head depth + 1."""
