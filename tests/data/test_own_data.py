@@ -27,6 +27,16 @@ def photo_folder(tmp_path_factory):
   return root
 
 
+def _prepare_unlabelled(photo_folder, tmp_path, data_dir):
+  """`my_unlabelled`: eight square tiles directly in one folder (no class subfolders)."""
+  unlabelled = tmp_path / "unlabelled"
+  unlabelled.mkdir()
+  for i in range(0, 24, 3):
+    (unlabelled / f"{i}.png").write_bytes((photo_folder / "china" / f"{i:02d}.png").read_bytes())
+  prepare.main(["my_unlabelled", "--from_images", str(unlabelled), "--data_dir", data_dir,
+                "--test_fraction", "0.4"])
+
+
 def _records(name, data_dir, split):
   source = sources.get_source(name, split, data_dir)
   return [source[i] for i in range(len(source))]
@@ -83,12 +93,7 @@ def test_a_csv_and_a_parquet_list_and_an_unlabelled_folder(photo_folder, tmp_pat
                 "file", "--label_column", "kind", "--data_dir", data_dir, "--test_fraction", "0.3"])
   assert own.read_metadata("my_parquet", data_dir)["splits"] == metadata["splits"]
 
-  unlabelled = tmp_path / "unlabelled"
-  unlabelled.mkdir()
-  for i in range(0, 24, 3):
-    (unlabelled / f"{i}.png").write_bytes((photo_folder / "china" / f"{i:02d}.png").read_bytes())
-  prepare.main(["my_unlabelled", "--from_images", str(unlabelled), "--data_dir", data_dir,
-                "--test_fraction", "0.4"])
+  _prepare_unlabelled(photo_folder, tmp_path, data_dir)
   metadata = own.read_metadata("my_unlabelled", data_dir)
   assert metadata["label_key"] == "" and metadata["classes"] == []
   assert set(_records("my_unlabelled", data_dir, "train")[0]) == {"image"}
@@ -120,12 +125,7 @@ def test_a_run_takes_the_datasets_values_and_checks_labels_before_writing(photo_
   from experiments import simclr
   from ssl_jax import train
   data_dir = str(tmp_path / "tfds")
-  unlabelled = tmp_path / "unlabelled"
-  unlabelled.mkdir()
-  for i in range(0, 24, 3):
-    (unlabelled / f"{i}.png").write_bytes((photo_folder / "china" / f"{i:02d}.png").read_bytes())
-  prepare.main(["my_unlabelled", "--from_images", str(unlabelled), "--data_dir", data_dir,
-                "--test_fraction", "0.4"])
+  _prepare_unlabelled(photo_folder, tmp_path, data_dir)
   config = simclr.get_config("fashion_mnist")
   config.data.name, config.data.data_dir = "my_unlabelled", data_dir
   warnings = []
