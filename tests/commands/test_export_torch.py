@@ -2,8 +2,8 @@
 and timm's ViT names. PyTorch is the reference: the torch module built as the docstring says,
 loaded strictly from the mapped weights, must compute the features the flax backbone
 computes from the same variables (random, with non-trivial BatchNorm statistics), to
-float32 rounding. Runs where torch, torchvision and timm are installed (not in CI's set-up:
-`pip install torch torchvision timm`)."""
+float32 rounding. Each test runs where its library is installed (torch with torchvision,
+timm or transformers; none is in CI's set-up)."""
 import json
 
 import jax
@@ -30,9 +30,16 @@ def _declare_torchvision_ops():
     _declare_torchvision_ops.library = library  # kept alive: dropping it undefines the ops
 
 
-_declare_torchvision_ops()
-torchvision = pytest.importorskip("torchvision")
-timm = pytest.importorskip("timm")
+_declare_torchvision_ops()  # before anything (transformers too) may import torchvision
+
+
+def _torchvision():
+  return pytest.importorskip("torchvision")
+
+
+def _timm():
+  _torchvision()  # timm imports it
+  return pytest.importorskip("timm")
 
 
 def _flax_features(model_config, variables, images):
@@ -57,6 +64,7 @@ def _torch_tensors(state):
 
 @pytest.mark.parametrize("depth, small_stem", [(18, True), (50, False)])
 def test_a_resnet_loads_into_torchvision_and_computes_the_same_features(depth, small_stem):
+  torchvision = _torchvision()
   config = models.family("resnet").default_config(depth=depth, small_image_stem=small_stem)
   side = 28 if small_stem else 64
   images = np.random.default_rng(0).normal(size=(4, side, side, 3)).astype(np.float32)
@@ -79,6 +87,7 @@ def test_a_resnet_loads_into_torchvision_and_computes_the_same_features(depth, s
 
 @pytest.mark.parametrize("pool, channels", [("token", 3), ("gap", 1)])
 def test_a_vit_loads_into_timm_and_computes_the_same_features(pool, channels):
+  timm = _timm()
   config = models.family("vit").default_config("Ti", 4, depth=3)
   config.pool = pool
   side = 32
@@ -100,6 +109,7 @@ def test_a_vit_loads_into_timm_and_computes_the_same_features(pool, channels):
 
 
 def test_the_export_command_writes_torch_names(smoke_run, tmp_path):
+  torchvision = _torchvision()
   workdir, result = smoke_run("simclr")
   assert result.returncode == 0, result.stderr[-3000:]
   out = str(tmp_path / "resnet.safetensors")
@@ -117,6 +127,7 @@ def test_the_export_command_writes_torch_names(smoke_run, tmp_path):
 def test_an_exported_mae_vit_in_timm_computes_the_checkpoints_features(smoke_run, tmp_path):
   """A trained run's ViT, exported with --format torch, as a user loads it into timm: the
   features of normalised test images equal the checkpoint's own `encode`."""
+  timm = _timm()
   from conftest import reference_subset
   from safetensors.torch import load_file
   from ssl_jax import evals
