@@ -14,7 +14,7 @@
 # 3. Parameters + optimizer state per device (state_bytes_per_device) of mae_vit at --fsdp 1
 #    and over every device the host has.
 # A measurement that fails or runs past its time limit leaves a JSON line with its error,
-# and the script goes on. Budget on an H100: about 6 minutes.
+# and the script goes on. Planned to stay under 8 minutes on an H100 (not yet run on one).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
