@@ -19,9 +19,13 @@ gamma: with `coding_rate_balance` (the default) gamma = coding_rate_weight * (d 
 the official code's balancing factor for n images per view and d dimensions (it calls it
 a heuristic); without it gamma = coding_rate_weight. eps: the official training command
 passes eps = 0.05, which its code uses in place of eps^2, so the default here is
-eps = sqrt(0.05). The official code's default computes the rate on the mean of the student's
-and the teacher's global features (its `expa_type=1`); the paper's formula, used here, takes
-the student's alone.
+eps = sqrt(0.05). Whose features the rate measures is `coding_rate_input`: "student" (the
+paper's formula, the default here) or "student_teacher_mean", the official code's default
+(its `expa_type=1`): the rate of (z_s^i + z_t^i) / 2 for each global view i, the teacher's
+half carrying no gradient, so the rate's pull on the student is half as strong and
+anchored to the teacher. (The official code also takes the covariance per GPU, over the
+local batch; here it is always over the global batch, so a run computes the same loss on
+any number of devices.)
 
 A collapsed student (one z for every image) has alignment 0 and R = 1/2 log(1 + d / eps^2):
 `collapsed_loss` = -gamma R. Logged: `alignment`, `coding_rate` (per global view),
@@ -40,9 +44,12 @@ import jax.numpy as jnp
 import ml_collections
 
 from ssl_jax import models
-from ssl_jax.core import validate
+from ssl_jax.core import errors, validate
 from ssl_jax.data import augment
 from ssl_jax.methods.lib import diagnostics, losses, multicrop, teacher
+
+
+RATE_INPUTS = ("student", "student_teacher_mean")
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
@@ -53,6 +60,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   config.coding_rate_weight = 1.0         # gamma, or its multiplier with coding_rate_balance
   config.coding_rate_balance = True       # gamma *= (d + n) / (d n), the official code's factor
   config.epsilon = 0.05 ** 0.5            # eps of R_eps (official command: eps^2 = 0.05)
+  config.coding_rate_input = "student"    # or "student_teacher_mean" (official expa_type=1)
   config.base_momentum = 0.996            # teacher EMA at step 0, cosine to 1 (official: 0.996)
   config.final_momentum = 1.0            # τ at the last step, reached on a cosine from base (papers: 1)
   return validate.strict_update(config, overrides, "simdino")
@@ -92,6 +100,9 @@ def _check_settings(config) -> None:
   validate.number("simdino.base_momentum", settings.base_momentum, low=0, high=1)
   validate.number("simdino.final_momentum", config.simdino.final_momentum, low=0, high=1)
   validate.number("simdino.bottleneck_dim", settings.bottleneck_dim, low=1, integer=True)
+  if settings.coding_rate_input not in RATE_INPUTS:
+    raise errors.ConfigError(f"simdino.coding_rate_input={settings.coding_rate_input!r}; "
+                             f"expected one of {RATE_INPUTS}")
 
 
 def network(config: ml_collections.ConfigDict, for_teacher: bool = False
@@ -151,8 +162,11 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
                                                               num_global))
   teacher_views = jax.lax.stop_gradient(teacher_out).reshape(num_global, num_images, -1)
   alignment = losses.simdino_alignment(student_views, teacher_views)
-  rates = [losses.coding_rate(losses.l2_normalize(view.astype(jnp.float32)), settings.epsilon)
-           for view in student_views[:num_global]]
+  rated = [losses.l2_normalize(view.astype(jnp.float32)) for view in student_views[:num_global]]
+  if settings.coding_rate_input == "student_teacher_mean":
+    rated = [(z + losses.l2_normalize(teacher_views[i].astype(jnp.float32))) / 2
+             for i, z in enumerate(rated)]
+  rates = [losses.coding_rate(z, settings.epsilon) for z in rated]
   rate = sum(rates) / num_global
   gamma = coding_rate_weight(num_images, config)
   d = settings.bottleneck_dim

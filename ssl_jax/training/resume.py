@@ -31,7 +31,7 @@ LATER_FIELDS = {"grad_accumulation": 1, "precision": "float32", "model.dtype": "
                 "sharding.rules": [],
                 "sharding.min_size": 2**14, "byol.final_momentum": 1.0,
                 "moco.final_momentum": 1.0, "dino.final_momentum": 1.0,
-                "simdino.final_momentum": 1.0}
+                "simdino.final_momentum": 1.0, "simdino.coding_rate_input": "student"}
 
 
 

@@ -5,6 +5,7 @@ import importlib
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -130,8 +131,11 @@ def test_simdino_views_are_global_and_local_crops(simdino_setup):
   assert local_crops.shape == (8 * config.views.local_crops.count, 12, 12, 1)
 
 
-def test_simdino_loss_is_alignment_minus_gamma_coding_rate(simdino_setup):
+@pytest.mark.parametrize("rate_input", ["student", "student_teacher_mean"])
+def test_simdino_loss_is_alignment_minus_gamma_coding_rate(simdino_setup, rate_input):
   _, config, params, state, views = simdino_setup
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.simdino.coding_rate_input = rate_input
   value, (metrics, _) = simdino.loss(params, state, views, None, 0, config)
   global_crops, local_crops = views
   net = simdino.network(config)
@@ -144,7 +148,10 @@ def test_simdino_loss_is_alignment_minus_gamma_coding_rate(simdino_setup):
   unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
   d, n = config.simdino.bottleneck_dim, 8
   gamma = config.simdino.coding_rate_weight * (d + n) / (d * n)  # the balancing factor
-  rate = np.mean([numpy_coding_rate(unit(s), config.simdino.epsilon) for s in student[:2]])
+  rated = [unit(s) for s in student[:2]]
+  if rate_input == "student_teacher_mean":  # the official code's expa_type=1
+    rated = [(z + unit(t)) / 2 for z, t in zip(rated, teacher)]
+  rate = np.mean([numpy_coding_rate(z, config.simdino.epsilon) for z in rated])
   want = numpy_simdino_alignment(student, teacher) - gamma * rate
   np.testing.assert_allclose(float(value), want, rtol=1e-4)
   np.testing.assert_allclose(float(metrics["coding_rate_weight"]), gamma, rtol=1e-6)
