@@ -27,6 +27,13 @@ BAD_VALUES = [  # (experiment, field path, bad value, words the message must hol
     (mae, "mae.mask_ratio", 0.99, "keeps 0 of the 49 patches"),
     (mlm, "model.dropout_rate", 1.0, "model.dropout_rate=1.0"),
     (mlm, "data.max_length", 1, "data.max_length=1"),
+    # The held-out bad inputs of the "run where the users run" journeys, verbatim.
+    (simclr, "model.name", "foo", "config.model.name='foo' does not exist"),
+    (simclr, "model.depth", 19, "model.depth=19 is not a ResNet depth"),
+    (mae, "model.variant", "XXL", "model.variant='XXL'"),
+    (simclr, "views.pair.crop_size", 0, "views.pair.crop_size must be a positive int"),
+    (simclr, "simclr.temperature", 0.0, "simclr.temperature=0.0"),
+    (mlm, "mlm.mask_rate", 0.0, "mlm.mask_rate=0.0"),
 ]
 
 
@@ -110,3 +117,12 @@ def test_a_workdir_without_a_run_is_one_error_line(command, tmp_path):
   assert result.returncode == 1, result.stderr
   assert result.stderr.strip().splitlines()[-1].startswith("error: ") and \
       "is '" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_bad_split_is_one_line_and_leaves_no_workdir(tiny_data_dir, tmp_path):
+  config = simclr.get_config("fashion_mnist,smoke")
+  config.data.data_dir, config.data.train_split = tiny_data_dir, "trian"
+  with pytest.raises(errors.ConfigError) as raised:
+    train.train(config, str(tmp_path / "run"))
+  assert "Bad split 'trian'" in str(raised.value) and "\n" not in str(raised.value)
+  assert not (tmp_path / "run").exists()
