@@ -53,19 +53,25 @@ def _fs(path: str):
     raise errors.WorkdirError(f"{path}: {error}; use a local path or a gs:// URL") from None
 
 
+def _fresh(path: str):
+  """`_fs(path)` with its listing cache dropped: another process (or orbax's own gcsfs
+  instance) may have written under it since this one last looked."""
+  fs, key = _fs(path)
+  fs.invalidate_cache()
+  return fs, key
+
+
 def exists(path: str) -> bool:
   if not is_remote(path):
     return os.path.exists(path)
-  fs, key = _fs(path)
-  fs.invalidate_cache()  # another process may have written it since this one last looked
+  fs, key = _fresh(path)
   return fs.exists(key)
 
 
 def isfile(path: str) -> bool:
   if not is_remote(path):
     return os.path.isfile(path)
-  fs, key = _fs(path)
-  fs.invalidate_cache()
+  fs, key = _fresh(path)
   return fs.isfile(key)
 
 
@@ -74,8 +80,7 @@ def isdir(path: str) -> bool:
   existence of its own)."""
   if not is_remote(path):
     return os.path.isdir(path)
-  fs, key = _fs(path)
-  fs.invalidate_cache()
+  fs, key = _fresh(path)
   return fs.isdir(key)
 
 
@@ -89,8 +94,7 @@ def listdir(path: str) -> list[str]:
   """The names directly under `path` (empty when it does not exist)."""
   if not is_remote(path):
     return sorted(os.listdir(path)) if os.path.isdir(path) else []
-  fs, key = _fs(path)
-  fs.invalidate_cache()
+  fs, key = _fresh(path)
   if not fs.isdir(key):
     return []
   return sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(key, detail=False))
@@ -100,8 +104,7 @@ def read_bytes(path: str) -> bytes:
   if not is_remote(path):
     with open(path, "rb") as f:
       return f.read()
-  fs, key = _fs(path)
-  fs.invalidate_cache()
+  fs, key = _fresh(path)
   return fs.cat_file(key)
 
 
@@ -159,9 +162,8 @@ def move(source: str, target: str) -> None:
   if not is_remote(source):
     shutil.move(source, target)
     return
-  fs, key = _fs(source)
+  fs, key = _fresh(source)
   _, target_key = _fs(target)
-  fs.invalidate_cache()
   fs.copy(key, target_key, recursive=True)
   fs.rm(key, recursive=True)
   _forget_listings(fs)
@@ -171,8 +173,7 @@ def age_seconds(path: str) -> float:
   """Seconds since `path` was last written."""
   if not is_remote(path):
     return time.time() - os.path.getmtime(path)
-  fs, key = _fs(path)
-  fs.invalidate_cache()
+  fs, key = _fresh(path)
   return time.time() - fs.modified(key).timestamp()
 
 
@@ -209,8 +210,7 @@ def version(path: str) -> str | None:
     except FileNotFoundError:
       return None
     return f"{stat.st_ino}:{stat.st_mtime_ns}"
-  fs, key = _fs(path)
-  fs.invalidate_cache()
+  fs, key = _fresh(path)
   try:
     info = fs.info(key)
   except FileNotFoundError:

@@ -84,23 +84,19 @@ def vit(variables: dict, pos_embed: np.ndarray, channels: int) -> dict:
   blocks = sorted((n for n in encoder if n.startswith("block")), key=lambda n: int(n[5:]))
   for index, name in enumerate(blocks):
     block, prefix = encoder[name], f"blocks.{index}"
-    attention = block["attention"]
-    qkv = [np.asarray(attention[part]["kernel"]).reshape(width, width).T
-           for part in ("query", "key", "value")]
-    out[f"{prefix}.attn.qkv.weight"] = np.ascontiguousarray(np.concatenate(qkv, axis=0))
+    parts = {}  # timm fuses query, key and value into one Linear
+    for part in ("query", "key", "value"):
+      _linear(parts, part, block["attention"][part], width)
+    out[f"{prefix}.attn.qkv.weight"] = np.ascontiguousarray(np.concatenate(
+        [parts[f"{part}.weight"] for part in ("query", "key", "value")]))
     out[f"{prefix}.attn.qkv.bias"] = np.concatenate(
-        [np.asarray(attention[part]["bias"]).reshape(width) for part in ("query", "key", "value")])
-    out[f"{prefix}.attn.proj.weight"] = np.ascontiguousarray(
-        np.asarray(attention["out"]["kernel"]).reshape(width, width).T)
-    out[f"{prefix}.attn.proj.bias"] = np.asarray(attention["out"]["bias"])
-    for ours, theirs in (("norm1", "norm1"), ("norm2", "norm2")):
-      out[f"{prefix}.{theirs}.weight"] = np.asarray(block[ours]["scale"])
-      out[f"{prefix}.{theirs}.bias"] = np.asarray(block[ours]["bias"])
-    for ours, theirs in (("mlp_in", "mlp.fc1"), ("mlp_out", "mlp.fc2")):
-      out[f"{prefix}.{theirs}.weight"] = _dense(block[ours]["kernel"])
-      out[f"{prefix}.{theirs}.bias"] = np.asarray(block[ours]["bias"])
-  out["norm.weight"] = np.asarray(encoder["norm"]["scale"])
-  out["norm.bias"] = np.asarray(encoder["norm"]["bias"])
+        [parts[f"{part}.bias"] for part in ("query", "key", "value")])
+    _linear(out, f"{prefix}.attn.proj", block["attention"]["out"], width)
+    _layer_norm(out, f"{prefix}.norm1", block["norm1"])
+    _layer_norm(out, f"{prefix}.norm2", block["norm2"])
+    _linear(out, f"{prefix}.mlp.fc1", block["mlp_in"], width)
+    _linear(out, f"{prefix}.mlp.fc2", block["mlp_out"], width)
+  _layer_norm(out, "norm", encoder["norm"])
   return out
 
 

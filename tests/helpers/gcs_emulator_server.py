@@ -38,24 +38,16 @@ def _precondition_failed(request, storage, name) -> bool:
               _generation(storage, request.params["bucket_name"], name) != wanted[0])
 
 
-def _wrap_upload(original):
-  def upload(request, response, storage, *args, **kwargs):
+def _with_precondition(original, object_name):
+  """`original` (an upload or a delete), refused with 412 when the request's ifGenerationMatch
+  differs from the generation of the object `object_name(request)` names."""
+  def handler(request, response, storage, *args, **kwargs):
     with _ONE_AT_A_TIME:
-      if _precondition_failed(request, storage, _upload_name(request)):
+      if _precondition_failed(request, storage, object_name(request)):
         response.status = HTTPStatus.PRECONDITION_FAILED
         return None
       return original(request, response, storage, *args, **kwargs)
-  return upload
-
-
-def _wrap_delete(original):
-  def delete(request, response, storage, *args, **kwargs):
-    with _ONE_AT_A_TIME:
-      if _precondition_failed(request, storage, request.params["object_id"]):
-        response.status = HTTPStatus.PRECONDITION_FAILED
-        return None
-      return original(request, response, storage, *args, **kwargs)
-  return delete
+  return handler
 
 
 def _wrap_download(original):
@@ -75,8 +67,8 @@ def _wrap_download(original):
   return download
 
 
-objects.insert = _wrap_upload(objects.insert)
-objects.delete = _wrap_delete(objects.delete)
+objects.insert = _with_precondition(objects.insert, _upload_name)
+objects.delete = _with_precondition(objects.delete, lambda request: request.params["object_id"])
 objects.download = _wrap_download(objects.download)
 
 
