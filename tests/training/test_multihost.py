@@ -82,6 +82,7 @@ def uninterrupted(tiny_data_dir, tmp_path_factory, cache):
   return first, second, path / "work"
 
 
+@pytest.mark.xdist_group("multihost_jobs")
 def test_two_processes_match_one_process(tiny_data_dir, tmp_path, cache):
   single, _ = run_worker("one_step", tiny_data_dir, tmp_path / "single.npz", cache,
                          devices=PROCESSES * DEVICES_PER_PROCESS)
@@ -92,6 +93,7 @@ def test_two_processes_match_one_process(tiny_data_dir, tmp_path, cache):
   assert_same_step(first, single)
 
 
+@pytest.mark.xdist_group("multihost_uninterrupted")
 def test_two_process_run_is_replicated_and_sharded(uninterrupted):
   first, second, workdir = uninterrupted
   assert int(first["step"]) == int(second["step"]) == STEPS
@@ -104,6 +106,7 @@ def test_two_process_run_is_replicated_and_sharded(uninterrupted):
   assert files == [f"process_{i}-of-{PROCESSES}.json" for i in range(PROCESSES)], files
 
 
+@pytest.mark.xdist_group("multihost_uninterrupted")
 def test_damage_seen_by_one_host_makes_both_fall_back(tiny_data_dir, tmp_path, cache, uninterrupted):
   """Only process 1's data-iterator state of the newest step (the last, STEPS) is damaged:
   process 0 restores that step fine, yet both must agree to fall back to the previous step
@@ -123,6 +126,7 @@ def test_damage_seen_by_one_host_makes_both_fall_back(tiny_data_dir, tmp_path, c
     np.testing.assert_array_equal(second[name], value, err_msg=name)
 
 
+@pytest.mark.xdist_group("multihost_jobs")
 def test_fsdp_over_both_hosts_resumes_bitwise(tiny_data_dir, tmp_path, cache):
   """fsdp=4 over the 4 devices of both processes: leaves split across the hosts, saved
   (gathered for the integrity record), restored and verified; the run stopped after 2
@@ -142,6 +146,7 @@ def test_fsdp_over_both_hosts_resumes_bitwise(tiny_data_dir, tmp_path, cache):
     np.testing.assert_array_equal(second[name], value, err_msg=name)
 
 
+@pytest.mark.xdist_group("multihost_uninterrupted")
 def test_sigterm_to_one_host_saves_on_both_and_resume_is_bitwise(tiny_data_dir, tmp_path, cache,
                                                                 uninterrupted):
   """Process 1 alone is preempted; both save the same step and exit 0; the two-process run
@@ -173,6 +178,7 @@ def test_sigterm_to_one_host_saves_on_both_and_resume_is_bitwise(tiny_data_dir, 
     np.testing.assert_array_equal(resumed[name], value, err_msg=name)
 
 
+@pytest.mark.xdist_group("multihost_uninterrupted")
 def test_two_process_evaluation_features_match_one_process(tiny_data_dir, tmp_path, cache,
                                                            uninterrupted):
   _, _, workdir = uninterrupted
