@@ -17,6 +17,10 @@ paper gives no schedule; these are the common reproduction's), dropout 0.1. Targ
 orientation: GPT-2 small's zero-shot WikiText-103 perplexity 37.50 (the paper's Table
 3), measured on WikiText-103 with GPT-2's own BPE, so not comparable number for number
 with this tokenizer. Not run by us.
+
+Variant packed (--variant packed, any text dataset): texts packed into full sequences,
+attention and next-token targets kept inside each text (ssl_jax/data/sequences.py);
+--config.data.layout=packed_across lets them run on across texts, as GPT-2 trains.
 """
 import ml_collections
 
@@ -30,8 +34,16 @@ STEPS = 200
 CONTRACT_DATASET = "fortunes"  # the method contract's smoke dataset (a text method)
 
 
+def packed(config: ml_collections.ConfigDict) -> None:
+  """CLM on packed texts, in place (attention and targets inside each text)."""
+  config.data.layout = "packed"
+
+
+VARIANTS = {"packed": packed}
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  dataset, smoke = common.parse_arg(arg, default_dataset="fortunes")
+  dataset, variant, smoke = common.parse(arg, default_dataset="fortunes", variants=VARIANTS)
   config = common.base_config("clm", dataset)
   config.clm = clm.default_config()
   if dataset == "fortunes":
@@ -46,6 +58,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer = optim.default_config(name="adamw", learning_rate=6e-4, lr_scaling="none",
                                             b2=0.95, weight_decay=0.1, warmup_steps=2000)
     recipes.held_out_tail(config)
+  if variant:
+    VARIANTS[variant](config)
   return common.smoke(config) if smoke else config
 
 

@@ -20,7 +20,7 @@ from ssl_jax import evals, methods, models
 from ssl_jax.core import log, parallel, rundir, sharding
 from ssl_jax.core.errors import ConfigError, TrainingDiverged
 from ssl_jax.core.validate import number
-from ssl_jax.data import feed, modality, own, pipeline, preprocess, sources
+from ssl_jax.data import feed, modality, own, pipeline, sequences, sources, text
 from ssl_jax.evals.lib import monitor as monitor_lib
 from ssl_jax.training import checkpoint, engine, optim, resume
 from ssl_jax.training.engine import TrainState
@@ -182,7 +182,8 @@ def _train(config, workdir, stop_at_step, lock) -> TrainState:
   mesh = parallel.make_mesh(config.sharding.fsdp)
   method, init, step_fn = engine.build(config, mesh)
   data_iterator = train_stream(config, mesh)
-  unit = {"image": "img", "text": "texts"}.get(config.data.modality, "examples")  # per second
+  # Per second: images, text sequences (one text each, or several packed), or examples.
+  unit = {"image": "img", "text": "seq"}.get(config.data.modality, "examples")
   progress = log.Progress(config.total_steps, config.global_batch_size, unit=unit)
   checkpoints = checkpoint.Checkpointer(workdir, config.keep_checkpoints,
                                         config.async_checkpointing, warn=progress.message)
@@ -210,6 +211,8 @@ def _train(config, workdir, stop_at_step, lock) -> TrainState:
   collapse = CollapseWatch(progress.message)
   progress.restart_clock(step)
   window_start = time.perf_counter()  # since the last report: input wait as a share of it
+  # Text: the real (non-[PAD]) tokens the steps read, summed on device, reported per second.
+  tokens = RealTokens() if config.data.modality == "text" else None
 
   def check_finite(now: int, first_bad: int | None = None) -> None:
     first_bad = int(first_nonfinite) if first_bad is None else first_bad
@@ -229,6 +232,8 @@ def _train(config, workdir, stop_at_step, lock) -> TrainState:
       checkpoints.poll()  # a failed background save surfaces here, at a step boundary
       batch = next(data_iterator)
       state, metrics = step_fn(state, batch)
+      if tokens is not None:
+        tokens.add(batch)
       if in_flight is not None:
         # Waiting here, with this step queued behind the previous one, bounds how far the
         # host runs ahead; the time `next` then blocks is time the devices sat idle.
@@ -242,12 +247,17 @@ def _train(config, workdir, stop_at_step, lock) -> TrainState:
         progress.restart_clock(step)
         data_iterator.take_wait_seconds()
         window_start = time.perf_counter()
+        if tokens is not None:
+          tokens.rate(window_start)  # its window starts after compilation too
       if step % config.log_every_steps == 0 or step == config.total_steps:
         metrics, first_bad = jax.device_get((metrics, first_nonfinite))
         now = time.perf_counter()
         input_wait = data_iterator.take_wait_seconds() / max(now - window_start, 1e-9)
         window_start = now
-        rate = progress.report(step, {"loss": metrics["loss"]}, {"input wait": input_wait})
+        shown = {"loss": metrics["loss"]}
+        if tokens is not None:
+          metrics["real_tokens_per_second"] = shown["real tok/s"] = tokens.rate(now)
+        rate = progress.report(step, shown, {"input wait": input_wait})
         writer.write(step, {**metrics, "examples_per_second": rate,
                             "input_wait_fraction": input_wait})
         lock.refresh()
@@ -265,6 +275,8 @@ def _train(config, workdir, stop_at_step, lock) -> TrainState:
         progress.restart_clock(step)
         data_iterator.take_wait_seconds()
         window_start = time.perf_counter()
+        if tokens is not None:
+          tokens.rate(window_start)
       if step % config.checkpoint_every_steps == 0 or step == last_step or stop:
         check_finite(step)  # never write a diverged state
         checkpoints.save(step, state, data_iterator, force=True)
@@ -284,16 +296,36 @@ def _train(config, workdir, stop_at_step, lock) -> TrainState:
   return state
 
 
+class RealTokens:
+  """Counts the non-[PAD] tokens of every batch on device (no host sync per step) and
+  gives their rate per second at each report: packing's gain is in these, not in
+  sequences per second."""
+
+  def __init__(self):
+    self._count = jnp.zeros((), jnp.float32)
+    self._add = jax.jit(lambda total, ids: total + jnp.sum(ids != text.PAD).astype(jnp.float32))
+    self._since = time.perf_counter()
+
+  def add(self, batch) -> None:
+    self._count = self._add(self._count, batch["tokens"])
+
+  def rate(self, now: float) -> float:
+    """Tokens per second since the previous call (or the start); starts a new window."""
+    rate = float(self._count) / max(now - self._since, 1e-9)
+    self._count, self._since = jnp.zeros((), jnp.float32), now  # exact: a window's count
+    return rate
+
+
 def train_stream(config: ml_collections.ConfigDict, mesh) -> feed.DevicePrefetch:
   """The run's training batches as global arrays: config.data read by config.loader_workers
   processes (-1: feed.default_worker_count), each batch on the devices before the step that
   needs it starts; the checkpointed position is that of the batches the steps consumed."""
   data = config.data
-  source = sources.get_source(data.name, data.train_split, data.data_dir)
+  source, keys, host_preprocess = sequences.training_source(data, data.train_split, config.seed)
   workers = config.loader_workers if config.loader_workers >= 0 else feed.default_worker_count()
   host_batches = iter(pipeline.train_loader(
       source, global_batch_size=config.global_batch_size, seed=config.seed,
-      keys=tuple(data.features), preprocess=preprocess.from_config(data), worker_count=workers))
+      keys=keys, preprocess=host_preprocess, worker_count=workers))
   return feed.DevicePrefetch(host_batches, lambda b: parallel.to_global(b, mesh))
 
 

@@ -137,7 +137,8 @@ class Progress:
     self._last_time, self._last_step = now, step
     if self.enabled:
       speed = f"{rate:.1f} {self.unit}/s" if steps else f"- {self.unit}/s"
-      shown = " | ".join([f"{k} {float(v):.4g}" for k, v in metrics.items()] +
+      shown = " | ".join([f"{k} {float(v):.4g}" if abs(float(v)) < 1e4 else f"{k} {float(v):,.0f}"
+                          for k, v in metrics.items()] +
                          [f"{k} {float(v):.0%}" for k, v in (shares or {}).items()])
       line = (f"step {step}/{self.total_steps} | {shown} | {speed} | "
               f"elapsed {_clock(now - self._start_time)} | "

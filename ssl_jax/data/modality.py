@@ -15,7 +15,7 @@ import numpy as np
 
 from ssl_jax.core import validate
 from ssl_jax.core.errors import ConfigError
-from ssl_jax.data import augment
+from ssl_jax.data import augment, sequences
 
 
 MODALITIES = ("image", "vector", "text")
@@ -37,6 +37,8 @@ def check_config(data: ml_collections.ConfigDict) -> None:
     validate.number("data.vocab_size", data.vocab_size, low=FIRST_ORDINARY_TOKEN + 1,
                     integer=True)
     validate.number("data.max_length", data.max_length, low=2, integer=True)
+  if "layout" in data:
+    sequences.check_config(data)
 
 
 def placeholder_example(data: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
@@ -44,7 +46,11 @@ def placeholder_example(data: ml_collections.ConfigDict) -> dict[str, np.ndarray
   the host preprocessing (engine.example_batch reads the real first record), decided from
   the data config alone: what compiling for hardware and data one does not have needs
   (ssl_jax/tools/aot.py). Images: the host-resized (else image_size) square with one
-  channel per data.mean entry; text: data.max_length token ids; labels: one int32."""
+  channel per data.mean entry; text: data.max_length token ids (or what data.layout
+  makes of them: ssl_jax/data/sequences.py); labels: one int32."""
+  example = sequences.placeholder_example(data)
+  if example is not None:  # packed texts or sentence pairs
+    return example
   example = {}
   for feature in data.features:
     if data.get("tokenizer") and feature == data.get("text_key", "text"):

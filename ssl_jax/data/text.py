@@ -157,27 +157,51 @@ if __name__ == "__main__":
 
 # ----------------------------------------------------------------------------- on device
 
+def default_max_predictions(max_length: int, rate: float) -> int:
+  """Prediction slots per sequence: ceil(rate x max_length) (BERT's 20 for 128 at 15%)."""
+  import math  # pylint: disable=import-outside-toplevel
+  return max(1, min(max_length, math.ceil(rate * max_length - 1e-9)))
+
+
 def mask_tokens(tokens, rng, vocab_size: int, rate: float = 0.15, mask_fraction: float = 0.8,
-                random_fraction: float = 0.1):
-  """BERT's masking (Devlin et al. 2019, section 3.1), jit-able: each ordinary token (not
-  [PAD], [UNK], [CLS], [SEP], [MASK]) is chosen with probability `rate`; a chosen token
-  becomes [MASK] with probability `mask_fraction`, a random ordinary token with
+                random_fraction: float = 0.1, max_predictions: int | None = None):
+  """BERT's masking as its pretraining data were made (Devlin et al. 2019, section 3.1;
+  google-research/bert create_pretraining_data.py), jit-able: in each sequence,
+  n = min(max_predictions, max(1, round(rate x m))) of its m ordinary tokens (not [PAD],
+  [UNK], [CLS], [SEP], [MASK]) are chosen uniformly at random; a chosen token becomes
+  [MASK] with probability `mask_fraction`, a random ordinary token with
   `random_fraction`, and stays itself otherwise. Example i draws from
   `jax.random.split(rng, B)[i]`, so the draw does not depend on sharding.
 
-  Returns (inputs int32 [B, L], chosen bool [B, L]); the loss counts chosen positions only.
+  Returns (inputs int32 [B, L], positions int32 [B, K], weights bool [B, K]): the K =
+  max_predictions (default_max_predictions) slots name the chosen positions (weights
+  True) and then unchosen ones (False). The loss predicts at the K slots only, as BERT
+  does (its `max_predictions_per_seq`), not at all L positions.
   """
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
+  length = tokens.shape[1]
+  slots = max_predictions or default_max_predictions(length, rate)
+  if not 1 <= slots <= length:
+    raise ValueError(f"max_predictions={slots} must be in [1, {length}]")
+
   def one(row, key):
     choose_key, kind_key, random_key = jax.random.split(key, 3)
-    chosen = (row >= len(SPECIAL_TOKENS)) & (jax.random.uniform(choose_key, row.shape) < rate)
-    kind = jax.random.uniform(kind_key, row.shape)
-    random_ids = jax.random.randint(random_key, row.shape, len(SPECIAL_TOKENS), vocab_size,
+    ordinary = row >= len(SPECIAL_TOKENS)
+    count = jnp.sum(ordinary)
+    wanted = jnp.minimum(slots, jnp.maximum(1, jnp.round(rate * count))).astype(jnp.int32)
+    # Ordinary positions first, in a random order: the `wanted` first of the top `slots`.
+    score = jnp.where(ordinary, jax.random.uniform(choose_key, row.shape), 2.0)
+    _, positions = jax.lax.top_k(-score, slots)
+    weights = (jnp.arange(slots) < wanted) & ordinary[positions]
+    kind = jax.random.uniform(kind_key, (slots,))
+    random_ids = jax.random.randint(random_key, (slots,), len(SPECIAL_TOKENS), vocab_size,
                                     dtype=row.dtype)
-    inputs = jnp.where(chosen & (kind < mask_fraction), jnp.asarray(MASK, row.dtype),
-                       jnp.where(chosen & (kind < mask_fraction + random_fraction), random_ids, row))
-    return inputs, chosen
+    original = row[positions]
+    replaced = jnp.where(kind < mask_fraction, jnp.asarray(MASK, row.dtype),
+                         jnp.where(kind < mask_fraction + random_fraction, random_ids, original))
+    inputs = row.at[positions].set(jnp.where(weights, replaced, original))
+    return inputs, positions.astype(jnp.int32), weights
 
   return jax.vmap(one)(tokens, jax.random.split(rng, tokens.shape[0]))

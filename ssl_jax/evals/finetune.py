@@ -48,7 +48,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   config.weight_decay = 0.05          # decoupled, off biases, norms and tokens
   config.b1 = 0.9                     # AdamW moments
   config.b2 = 0.999
-  config.warmup_epochs = 1            # linear warm-up, then cosine to 0
+  config.warmup_epochs = 1.0          # linear warm-up (may be a fraction), then cosine to 0
   config.label_smoothing = 0.1        # MAE: 0.1
   config.drop_path_rate = 0.1         # ViT stochastic depth while fine-tuning (ResNet: unused)
   config.frozen_blocks = 0            # K > 0: first K blocks fixed; -1: train the head alone
@@ -74,6 +74,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   validate.number("eval.finetune.learning_rate", config.learning_rate, low=0, low_open=True)
   validate.number("eval.finetune.layer_decay", config.layer_decay, low=0, low_open=True, high=1)
   validate.number("eval.finetune.weight_decay", config.weight_decay, low=0)
+  validate.number("eval.finetune.warmup_epochs", config.warmup_epochs, low=0)
   validate.number("eval.finetune.label_smoothing", config.label_smoothing, low=0, high=1,
                   high_open=True)
   validate.number("eval.finetune.drop_path_rate", config.drop_path_rate, low=0, high=1,
@@ -172,7 +173,7 @@ class Recipe:
                                  f"{len(self.fit)} fine-tuning images")
     self.tx = tx = optimizer(self.initial_params(variables), backbone, config,
                              config.epochs * self.steps_per_epoch,
-                             config.warmup_epochs * self.steps_per_epoch)
+                             round(config.warmup_epochs * self.steps_per_epoch))
     self.replicated = replicated = parallel.replicated(mesh)
     text = data.modality == "text"
     crops = None if text else augment.default_view_config(

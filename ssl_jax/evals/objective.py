@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 
 from ssl_jax.core import errors, parallel, validate
-from ssl_jax.data import pipeline, preprocess, sources
+from ssl_jax.data import pipeline, sequences
 
 INPUT = "state"
 SCORE = "loss"  # the headline number of eval/objective.json
@@ -45,7 +45,10 @@ def evaluate_state(states: dict, *, method, run_config, mesh, config, log=print)
   check_config(config)
   parallel.check_global_batch_size(config.batch_size, mesh)
   data = run_config.data
-  source = sources.get_source(data.name, run_config.eval.test_split, data.data_dir)
+  # The held-out objective reads the test split as training reads its own (packed texts,
+  # sentence pairs: ssl_jax/data/sequences.py).
+  source, keys, host_preprocess = sequences.training_source(data, run_config.eval.test_split,
+                                                            run_config.seed)
   if len(source) < config.batch_size:
     raise errors.ConfigError(f"eval.objective.batch_size={config.batch_size} exceeds the "
                                f"{len(source)} records of {run_config.eval.test_split!r}")
@@ -63,7 +66,7 @@ def evaluate_state(states: dict, *, method, run_config, mesh, config, log=print)
   for name, (params, method_state) in states.items():
     sums, count = {}, 0
     batches = pipeline.eval_batches(source, batch_size=config.batch_size // jax.process_count(),
-                                    keys=tuple(data.features), preprocess=preprocess.from_config(data))
+                                    keys=keys, preprocess=host_preprocess)
     for i, batch in enumerate(batches):
       mask = parallel.to_host(parallel.to_global(batch.pop("mask"), mesh))
       if not mask.all():

@@ -8,7 +8,9 @@ token t + 1; the loss is the mean cross-entropy over the predicted positions who
 is not [PAD] (the [SEP] that ends a text is predicted, so the model learns where texts
 stop). Metrics: `perplexity` (exp of the loss) and `next_token_accuracy`. Evaluation
 (`encode`) pools the hidden states (`config.model.pool`; "last": the state after the
-whole text).
+whole text). Packed batches (`config.data.layout` "packed", ssl_jax/data/sequences.py)
+carry each text's segments and positions: no text attends to another, and the first token
+of a text is never a target of the previous text's last one.
 """
 from typing import Any
 
@@ -17,7 +19,7 @@ import ml_collections
 
 from ssl_jax import models
 from ssl_jax.core import errors, validate
-from ssl_jax.data import text
+from ssl_jax.data import sequences, text
 from ssl_jax.methods.lib import defaults, losses
 
 
@@ -30,6 +32,9 @@ def check_config(config) -> None:
   """ConfigError unless config.model is a causal decoder (config.clm has no fields)."""
   if not config.model.get("causal"):
     raise errors.ConfigError("clm needs a causal decoder: config.model.causal=True")
+  if sequences.layout(config.data) in sequences.PAIR_LAYOUTS:
+    raise errors.ConfigError(f"data.layout={config.data.layout!r} builds sentence pairs for "
+                             "mlm; clm reads single, packed or packed_across texts")
 
 
 def network(config):
@@ -42,26 +47,38 @@ def init(rng, config, example_batch) -> tuple[Any, Any]:
   return {"backbone": params}, {}
 
 
+SEQUENCE_KEYS = ("segments", "positions")  # what a packed batch adds to tokens
+
+
 def views(batch, rng, step, config) -> dict:
   del rng, step, config
-  return {"tokens": batch["tokens"]}
+  return {k: batch[k] for k in ("tokens",) + SEQUENCE_KEYS if k in batch}
 
 
-def next_token_loss(logits, tokens):
+def targets_weight(tokens, segments=None):
+  """bool [B, L-1]: which of tokens[:, 1:] are targets: not [PAD], and (packed) in the
+  same text as the position that predicts them."""
+  weight = tokens[:, 1:] != text.PAD
+  if segments is not None:
+    weight = weight & (segments[:, 1:] == segments[:, :-1])
+  return weight
+
+
+def next_token_loss(logits, tokens, segments=None):
   """(mean cross-entropy, accuracy) of logits [B, L-1, V] predicting tokens[:, 1:], over
-  targets that are not [PAD]."""
-  targets = tokens[:, 1:]
-  return losses.token_cross_entropy(logits, targets, targets != text.PAD)
+  the targets of `targets_weight`."""
+  return losses.token_cross_entropy(logits, tokens[:, 1:], targets_weight(tokens, segments))
 
 
 def loss(params, method_state, views, rng, step, config, train: bool = True):
   del step
   model = network(config)
   tokens = views["tokens"]
+  packed = {k: views[k] for k in SEQUENCE_KEYS if k in views}
   hidden = model.apply({"params": params["backbone"]}, tokens, train, rngs={"dropout": rng},
-                       method=model.hidden)
+                       method=model.hidden, **packed)
   logits = model.apply({"params": params["backbone"]}, hidden[:, :-1], method=model.logits)
-  value, accuracy = next_token_loss(logits, tokens)
+  value, accuracy = next_token_loss(logits, tokens, views.get("segments"))
   return value, ({"perplexity": jnp.exp(value), "next_token_accuracy": accuracy}, method_state)
 
 
@@ -72,7 +89,7 @@ PER_EXAMPLE_LOSS = True
 
 def loss_weight(views, config):
   del config
-  return jnp.sum((views["tokens"][:, 1:] != text.PAD).astype(jnp.float32))
+  return jnp.sum(targets_weight(views["tokens"], views.get("segments")).astype(jnp.float32))
 
 
 update = defaults.no_update

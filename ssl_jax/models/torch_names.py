@@ -19,9 +19,10 @@ arrays (no torch needed to write them; `safetensors.torch.load_file` then
 - Transformer (post-norm, bidirectional: BERT) -> Hugging Face transformers' `BertModel`
   (`embeddings.*`, `encoder.layer.{i}.attention.self.{query,key,value}`, ...), built with
   `add_pooling_layer=False`, `layer_norm_eps=1e-12`, `hidden_act="gelu"`,
-  `max_position_embeddings` = model.max_length; the token-type table is written as zeros
-  (one segment). Our features are the mean of `last_hidden_state` over non-pad positions
-  (pool "mean"), or its first position (pool "cls"). Pre-norm and causal (GPT) stacks
+  `max_position_embeddings` = model.max_length; the token-type table is the encoder's own
+  (`type_vocab_size` rows, trained on sentence pairs) or, without one, zeros (one
+  segment). Our features are the mean of `last_hidden_state` over non-pad positions (pool
+  "mean"), or its first position (pool "cls"). Pre-norm and causal (GPT) stacks
   have no BertModel counterpart.
 
 Flax kernels are [in, out] (convolutions [kh, kw, in, out]); torch weights are [out, in]
@@ -124,7 +125,10 @@ def bert(variables: dict, model_config) -> dict:
   width = embedding.shape[1]
   out = {"embeddings.word_embeddings.weight": embedding,
          "embeddings.position_embeddings.weight": np.asarray(params["position_embed"]),
-         "embeddings.token_type_embeddings.weight": np.zeros((2, width), np.float32)}
+         # A pair-trained encoder's token types (type_vocab_size rows), else one segment.
+         "embeddings.token_type_embeddings.weight": (
+             np.asarray(params["type_embed"]["embedding"]) if "type_embed" in params
+             else np.zeros((2, width), np.float32))}
   _layer_norm(out, "embeddings.LayerNorm", params["embed_norm"])
   blocks = sorted((n for n in params if n.startswith("block")), key=lambda n: int(n[5:]))
   for index, name in enumerate(blocks):

@@ -9,10 +9,13 @@ so the language-model objectives can use them directly:
   hidden = model.apply(v, tokens, train, method=Transformer.hidden)   # [B, L, width]
   logits = model.apply(v, hidden, method=Transformer.logits)          # [B, L, vocab]
 
-Embeddings: learned token and position embeddings (N(0, 0.02)), summed. Attention masks:
-a position never attends to a [PAD] key; `causal` adds the lower-triangular mask (a
-position sees itself and earlier ones only); `segments` (optional int ids [B, L]) keeps
-attention inside one packed document. Blocks are `norm="pre"` (GPT-2: x + f(LN(x)), a
+Embeddings: learned token and position embeddings (N(0, 0.02)), summed, plus BERT's
+token-type embeddings when `type_vocab_size` > 0 (segment A = 0, B = 1 of a sentence
+pair; 0 when no `token_types` are given). Attention masks: a position never attends to a
+[PAD] key; `causal` adds the lower-triangular mask (a position sees itself and earlier
+ones only); `segments` (optional int ids [B, L], ssl_jax/data/sequences.py) keeps
+attention inside one packed text, whose `positions` (optional [B, L]) start from 0, so
+that a packed text is computed as it would be alone. Blocks are `norm="pre"` (GPT-2: x + f(LN(x)), a
 final LayerNorm) or `norm="post"` (BERT: LN(x + f(x)), a LayerNorm on the embeddings);
 GELU MLP of `mlp_dim`; dropout `dropout_rate` on embeddings, attention weights and
 residual branches while training (the "dropout" rng). The output layer is tied: logits
@@ -93,6 +96,7 @@ class Transformer(nn.Module):
   norm: str = "post"
   dropout_rate: float = 0.0
   pool: str = "mean"
+  type_vocab_size: int = 0    # > 0: token-type embeddings (BERT's sentence pairs)
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   remat: str = "none"         # per-block rematerialisation (models/remat.py)
@@ -111,6 +115,9 @@ class Transformer(nn.Module):
                                 param_dtype=self.param_dtype, name="token_embed")
     self.position_embed = self.param("position_embed", normal, (self.max_length, self.width),
                                      self.param_dtype)
+    self.type_embed = (nn.Embed(self.type_vocab_size, self.width, embedding_init=normal,
+                                param_dtype=self.param_dtype, name="type_embed")
+                       if self.type_vocab_size else None)
     self.embed_norm = (nn.LayerNorm(LN_EPSILON, dtype=jnp.float32, param_dtype=self.param_dtype,
                                     name="embed_norm") if self.norm == "post" else None)
     self.final_norm = (nn.LayerNorm(LN_EPSILON, dtype=jnp.float32, param_dtype=self.param_dtype,
@@ -123,13 +130,21 @@ class Transformer(nn.Module):
     self.output_bias = self.param("output_bias", nn.initializers.zeros, (self.vocab_size,),
                                   self.param_dtype)
 
-  def hidden(self, tokens, train: bool, segments=None):
-    """Final hidden states [B, L, width], float32."""
+  def hidden(self, tokens, train: bool, segments=None, positions=None, token_types=None):
+    """Final hidden states [B, L, width], float32. `segments`, `positions`: a packed
+    batch's (each text attends to itself, from position 0); `token_types`: a sentence
+    pair's segment ids (needs type_vocab_size > 0)."""
     length = tokens.shape[1]
     if length > self.max_length:
       raise ConfigError(f"{length} tokens exceed model.max_length={self.max_length}: set "
                         "data.max_length <= model.max_length")
-    x = self.token_embed(tokens) + self.position_embed[None, :length]
+    x = self.token_embed(tokens) + (self.position_embed[None, :length] if positions is None
+                                    else jnp.take(self.position_embed, positions, axis=0))
+    if self.type_embed is not None:
+      x = x + self.type_embed(jnp.zeros_like(tokens) if token_types is None else token_types)
+    elif token_types is not None:
+      raise ConfigError("a batch with token_types (sentence pairs) needs "
+                        "model.type_vocab_size >= 2")
     if self.embed_norm is not None:
       x = self.embed_norm(x)
     x = self.embed_dropout(x, deterministic=not train).astype(self.dtype)
@@ -176,6 +191,7 @@ def default_config(variant: str, data: ml_collections.ConfigDict, causal: bool,
   model.norm = "pre" if causal else "post"  # GPT-2 pre-norm; BERT post-norm
   model.dropout_rate = 0.1              # both papers'
   model.pool = "last" if causal else "mean"  # features for probes
+  model.type_vocab_size = 0             # 2: BERT's token types (data.layout nsp/sop_pairs)
   model.dtype = "float32"
   model.remat = "none"                  # per-block rematerialisation: none | full | dots
   validate.strict_update(model, fields, "model")
@@ -199,6 +215,7 @@ def check_config(model: ml_collections.ConfigDict) -> None:
     validate.number(f"model.{name}", model.get(name, 0), low=0, integer=True)
   validate.number("model.vocab_size", model.vocab_size, low=1, integer=True)
   validate.number("model.max_length", model.max_length, low=1, integer=True)
+  validate.number("model.type_vocab_size", model.get("type_vocab_size", 0), low=0, integer=True)
   validate.number("model.dropout_rate", model.dropout_rate, low=0, high=1, high_open=True)
   if model.pool not in POOLS:
     raise ConfigError(f"model.pool={model.pool!r}; expected one of {POOLS}")
@@ -217,7 +234,7 @@ def build(model_config) -> Transformer:
       width=model_config.get("width") or width, depth=model_config.get("depth") or depth,
       num_heads=model_config.get("num_heads") or heads, mlp_dim=model_config.get("mlp_dim") or mlp_dim,
       causal=model_config.causal, norm=model_config.norm, dropout_rate=model_config.dropout_rate,
-      pool=model_config.pool, dtype=jnp.dtype(model_config.dtype),
+      pool=model_config.pool, type_vocab_size=model_config.get("type_vocab_size", 0), dtype=jnp.dtype(model_config.dtype),
       param_dtype=jnp.dtype(model_config.get("param_dtype", "float32")),
       remat=model_config.get("remat", "none"))
 

@@ -19,7 +19,7 @@ from ssl_jax import methods
 from ssl_jax.core import parallel, sharding
 from ssl_jax.core.errors import ConfigError
 from ssl_jax.core.validate import number
-from ssl_jax.data import pipeline, preprocess, sources
+from ssl_jax.data import pipeline, sequences
 from ssl_jax.models import conv
 from ssl_jax.training import optim
 
@@ -151,9 +151,10 @@ def example_batch(config: ml_collections.ConfigDict) -> dict:
 
   Read through the same keys and host preprocessing as training, so the method sees
   exactly the shapes and dtypes it will train on, whatever the modality."""
-  data = config.data
-  source = sources.get_source(data.name, data.train_split, data.data_dir)
-  return pipeline.read_batch(source, [0], tuple(data.features), preprocess.from_config(data))
+  # Of the split's first records only: packing a whole corpus for one example would not do.
+  source, keys, host_preprocess = sequences.training_source(
+      config.data, config.data.train_split, config.seed, first=2, log=lambda *a, **k: None)
+  return pipeline.read_batch(source, [0], keys, host_preprocess)
 
 
 PRECISIONS = ("float32", "bfloat16")

@@ -31,7 +31,9 @@ LATER_FIELDS = {"grad_accumulation": 1, "precision": "float32", "model.dtype": "
                 "sharding.rules": [],
                 "sharding.min_size": 2**14, "byol.final_momentum": 1.0,
                 "moco.final_momentum": 1.0, "dino.final_momentum": 1.0,
-                "simdino.final_momentum": 1.0, "simdino.coding_rate_input": "student"}
+                "simdino.final_momentum": 1.0, "simdino.coding_rate_input": "student",
+                "model.type_vocab_size": 0, "data.layout": "single",
+                "mlm.pair_loss_weight": 1.0, "mlm.max_predictions": 0}
 
 
 

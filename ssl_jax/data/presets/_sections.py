@@ -35,6 +35,7 @@ def text(name: str, *, features: tuple, label_key: str, tokenizer: str, vocab_si
   data.tokenizer = tokenizer
   data.vocab_size = vocab_size
   data.max_length = max_length          # tokens per sequence: [CLS] pieces [SEP], padded
+  data.layout = "single"                # single | packed | packed_across | nsp_pairs | sop_pairs
   return validate.strict_update(data, overrides, "data")
 
 
