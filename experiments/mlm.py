@@ -51,7 +51,8 @@ from ssl_jax.models import transformer
 from ssl_jax.training import optim
 
 STEPS = 3000
-FINETUNE_PEAK_LR = 5e-4  # AdamW's peak; the evaluator scales eval.finetune.learning_rate by batch/256
+# AdamW's peak; the evaluator scales eval.finetune.learning_rate by batch/256.
+FINETUNE_PEAK_LR = 5e-4
 CONTRACT_DATASET = "fortunes"  # the method contract's smoke dataset (a text method)
 
 

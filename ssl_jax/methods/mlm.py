@@ -59,7 +59,8 @@ class MaskedLM(nn.Module):
     hidden = self.backbone.hidden(tokens, train, **sequence)
     selected = (hidden if predict_at is None else
                 jnp.take_along_axis(hidden, predict_at[..., None], axis=1))
-    x = nn.Dense(self.backbone.width, kernel_init=transformer.normal, name="head_transform")(selected)
+    x = nn.Dense(self.backbone.width, kernel_init=transformer.normal,
+                 name="head_transform")(selected)
     x = nn.LayerNorm(transformer.LN_EPSILON, name="head_norm")(nn.gelu(x, approximate=False))
     logits = self.backbone.logits(x)
     if not self.pair_head:

@@ -15,9 +15,9 @@ pair; 0 when no `token_types` are given). Attention masks: a position never atte
 [PAD] key; `causal` adds the lower-triangular mask (a position sees itself and earlier
 ones only); `segments` (optional int ids [B, L], ssl_jax/data/sequences.py) keeps
 attention inside one packed text, whose `positions` (optional [B, L]) start from 0, so
-that a packed text is computed as it would be alone. Blocks are `norm="pre"` (GPT-2: x + f(LN(x)), a
-final LayerNorm) or `norm="post"` (BERT: LN(x + f(x)), a LayerNorm on the embeddings);
-GELU MLP of `mlp_dim`; dropout `dropout_rate` on embeddings, attention weights and
+that a packed text is computed as it would be alone. Blocks are `norm="pre"` (GPT-2:
+x + f(LN(x)), a final LayerNorm) or `norm="post"` (BERT: LN(x + f(x)), a LayerNorm on the
+embeddings); GELU MLP of `mlp_dim`; dropout `dropout_rate` on embeddings, attention weights and
 residual branches while training (the "dropout" rng). The output layer is tied: logits
 are hidden @ token_embedding^T + a bias. `dtype` is the compute dtype of the matmuls;
 LayerNorm, softmax and logits are float32.
@@ -234,7 +234,8 @@ def build(model_config) -> Transformer:
       width=model_config.get("width") or width, depth=model_config.get("depth") or depth,
       num_heads=model_config.get("num_heads") or heads, mlp_dim=model_config.get("mlp_dim") or mlp_dim,
       causal=model_config.causal, norm=model_config.norm, dropout_rate=model_config.dropout_rate,
-      pool=model_config.pool, type_vocab_size=model_config.get("type_vocab_size", 0), dtype=jnp.dtype(model_config.dtype),
+      pool=model_config.pool, type_vocab_size=model_config.get("type_vocab_size", 0),
+      dtype=jnp.dtype(model_config.dtype),
       param_dtype=jnp.dtype(model_config.get("param_dtype", "float32")),
       remat=model_config.get("remat", "none"))
 
