@@ -214,6 +214,16 @@ def _train(config, workdir, stop_at_step, lock) -> TrainState:
   # Text: the real (non-[PAD]) tokens the steps read, summed on device, reported per second.
   tokens = RealTokens() if config.data.modality == "text" else None
 
+  def restart_window() -> float:
+    """Starts the next report's window (throughput, ETA, input wait, real tokens) now, so
+    that compilation or an evaluation in between counts in none of them."""
+    progress.restart_clock(step)
+    data_iterator.take_wait_seconds()
+    now = time.perf_counter()
+    if tokens is not None:
+      tokens.rate(now)
+    return now
+
   def check_finite(now: int, first_bad: int | None = None) -> None:
     first_bad = int(first_nonfinite) if first_bad is None else first_bad
     if first_bad >= 0:
@@ -244,11 +254,7 @@ def _train(config, workdir, stop_at_step, lock) -> TrainState:
       if step == first_step + 1:  # keep compilation out of the throughput and ETA
         jax.block_until_ready(metrics)
         progress.message(f"first step (compilation included) took {progress.seconds_since_restart():.1f}s")
-        progress.restart_clock(step)
-        data_iterator.take_wait_seconds()
-        window_start = time.perf_counter()
-        if tokens is not None:
-          tokens.rate(window_start)  # its window starts after compilation too
+        window_start = restart_window()
       if step % config.log_every_steps == 0 or step == config.total_steps:
         metrics, first_bad = jax.device_get((metrics, first_nonfinite))
         now = time.perf_counter()
@@ -272,11 +278,7 @@ def _train(config, workdir, stop_at_step, lock) -> TrainState:
         results = monitor(state.params, state.method_state)
         writer.write(step, results)
         progress.message(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
-        progress.restart_clock(step)
-        data_iterator.take_wait_seconds()
-        window_start = time.perf_counter()
-        if tokens is not None:
-          tokens.rate(window_start)
+        window_start = restart_window()
       if step % config.checkpoint_every_steps == 0 or step == last_step or stop:
         check_finite(step)  # never write a diverged state
         checkpoints.save(step, state, data_iterator, force=True)

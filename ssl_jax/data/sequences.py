@@ -178,16 +178,24 @@ class SentencePairs(Sequence):
   def _rng(self, index: int, purpose: int) -> np.random.Generator:
     return np.random.default_rng((self.seed, int(index), purpose))
 
-  def _text(self, index: int) -> str:
+  def record_text(self, index: int, read: dict | None = None) -> str:
+    """Record `index`'s text, from `read` ({index: text} read ahead) if it is there."""
+    if read is not None and int(index) in read:
+      return read[int(index)]
     return text.decode_text(self.source[int(index)][self.text_key])
 
-  def plan(self, index: int) -> dict:
+  def _negative(self, index: int, home: int) -> int:
+    """The record an NSP negative of `index` (cut from `home`) takes its B from: any but home."""
+    count = len(self)
+    return (home + 1 + int(self._rng(index, 2).integers(0, count - 1))) % count
+
+  def plan(self, index: int, read: dict | None = None) -> dict:
     """What record `index` becomes, as text: {"label", "a", "b", "a_record", "b_record"}.
     `a_record` is the record cut into A (the first splittable one from `index` on)."""
     count = len(self)
     home, cut = int(index), None
     for _ in range(count):
-      cut = halves(self._text(home), self._rng(home, 0))
+      cut = halves(self.record_text(home, read), self._rng(home, 0))
       if cut is not None:
         break
       home = (home + 1) % count
@@ -200,16 +208,14 @@ class SentencePairs(Sequence):
     if self.task == "sop":
       return {"label": 0, "a": b, "b": a, "a_record": home, "b_record": home}
     # NSP negative: another record's second half (its whole text if it has one word).
-    other = (home + 1 + int(self._rng(index, 2).integers(0, count - 1))) % count
-    other_text = self._text(other)
+    other = self._negative(index, home)
+    other_text = self.record_text(other, read)
     other_cut = halves(other_text, self._rng(other, 0))
     return {"label": 0, "a": a, "b": other_cut[1] if other_cut else other_text,
             "a_record": home, "b_record": other}
 
-  def _encode(self, plan: dict) -> dict[str, np.ndarray]:
-    if self._tokenizer is None:
-      self._tokenizer = text.load_tokenizer(self.tokenizer_path)
-    a, b = (self._tokenizer.encode(plan[k], add_special_tokens=False).ids for k in ("a", "b"))
+  def _encode(self, plan: dict, a: list[int], b: list[int]) -> dict[str, np.ndarray]:
+    """The pair's example from the pieces of its A and B."""
     a, b = fit_pair(a, b, self.max_length - 3)
     tokens = np.full((self.max_length,), text.PAD, np.int32)
     token_types = np.zeros((self.max_length,), np.int32)
@@ -220,7 +226,23 @@ class SentencePairs(Sequence):
             "pair_label": np.asarray(plan["label"], np.int32)}
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-    return self._encode(self.plan(index))
+    return self.__getitems__([index])[0]
+
+  def __getitems__(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
+    """The examples of `indices`: their records and (for NSP) their negatives' records in
+    one batched read, every A and B tokenised in one call."""
+    wanted = {int(i) for i in indices}
+    if self.task == "nsp":
+      wanted |= {self._negative(i, int(i)) for i in indices}  # home is i but for one-word texts
+    order = sorted(wanted)
+    read = {i: text.decode_text(r[self.text_key])
+            for i, r in zip(order, pipeline.read_records(self.source, order))}
+    plans = [self.plan(i, read) for i in indices]
+    if self._tokenizer is None:
+      self._tokenizer = text.load_tokenizer(self.tokenizer_path)
+    pieces = [e.ids for e in self._tokenizer.encode_batch(
+        [p[k] for p in plans for k in ("a", "b")], add_special_tokens=False)]
+    return [self._encode(p, pieces[2 * n], pieces[2 * n + 1]) for n, p in enumerate(plans)]
 
 
 def pair_statistics(pairs: SentencePairs, indices: Sequence[int]) -> dict:
@@ -229,7 +251,7 @@ def pair_statistics(pairs: SentencePairs, indices: Sequence[int]) -> dict:
   kinds = {"sentence": 0, "word": 0, "unsplittable": 0}
   positives = 0
   for index in indices:
-    value = pairs._text(index)  # pylint: disable=protected-access
+    value = pairs.record_text(index)
     kinds["sentence" if len(split_sentences(value)) >= 2 else
           "word" if len(value.split()) >= 2 else "unsplittable"] += 1
     positives += pairs.plan(index)["label"]

@@ -21,6 +21,7 @@ from ssl_jax import models
 from ssl_jax.core import errors, validate
 from ssl_jax.data import sequences, text
 from ssl_jax.methods.lib import defaults, losses
+from ssl_jax.models import transformer
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
@@ -47,12 +48,9 @@ def init(rng, config, example_batch) -> tuple[Any, Any]:
   return {"backbone": params}, {}
 
 
-SEQUENCE_KEYS = ("segments", "positions")  # what a packed batch adds to tokens
-
-
 def views(batch, rng, step, config) -> dict:
   del rng, step, config
-  return {k: batch[k] for k in ("tokens",) + SEQUENCE_KEYS if k in batch}
+  return {"tokens": batch["tokens"], **transformer.sequence_inputs(batch)}
 
 
 def targets_weight(tokens, segments=None):
@@ -74,9 +72,8 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
   del step
   model = network(config)
   tokens = views["tokens"]
-  packed = {k: views[k] for k in SEQUENCE_KEYS if k in views}
   hidden = model.apply({"params": params["backbone"]}, tokens, train, rngs={"dropout": rng},
-                       method=model.hidden, **packed)
+                       method=model.hidden, **transformer.sequence_inputs(views))
   logits = model.apply({"params": params["backbone"]}, hidden[:, :-1], method=model.logits)
   value, accuracy = next_token_loss(logits, tokens, views.get("segments"))
   return value, ({"perplexity": jnp.exp(value), "next_token_accuracy": accuracy}, method_state)

@@ -70,9 +70,6 @@ class MaskedLM(nn.Module):
     return logits, nn.Dense(2, kernel_init=transformer.normal, name="pair_classifier")(pooled)
 
 
-SEQUENCE_KEYS = ("segments", "positions", "token_types")  # what a layout adds to tokens
-
-
 def pair_task(config) -> str | None:
   """"nsp" or "sop" when the data are sentence pairs, else None."""
   layout = sequences.layout(config.data)
@@ -108,13 +105,10 @@ def network(config) -> MaskedLM:
   return MaskedLM(models.build(config.model), pair_head=pair_task(config) is not None)
 
 
-def _sequence(views) -> dict:
-  return {k: views[k] for k in SEQUENCE_KEYS if k in views}
-
-
 def init(rng, config, example_batch) -> tuple[Any, Any]:
   example = {k: v[:1] for k, v in example_batch.items()}
-  params = network(config).init(rng, example["tokens"], train=False, **_sequence(example))["params"]
+  params = network(config).init(rng, example["tokens"], train=False,
+                                **transformer.sequence_inputs(example))["params"]
   return params, {}
 
 
@@ -125,16 +119,18 @@ def views(batch, rng, step, config) -> dict:
       batch["tokens"], rng, config.model.vocab_size, settings.mask_rate,
       settings.mask_token_fraction, settings.random_token_fraction,
       settings.max_predictions or None)
-  extra = {k: batch[k] for k in SEQUENCE_KEYS + ("pair_label",) if k in batch}
-  return {"inputs": inputs, "tokens": batch["tokens"], "predict_at": predict_at,
-          "weights": weights, **extra}
+  views = {"inputs": inputs, "tokens": batch["tokens"], "predict_at": predict_at,
+           "weights": weights, **transformer.sequence_inputs(batch)}
+  if "pair_label" in batch:
+    views["pair_label"] = batch["pair_label"]
+  return views
 
 
 def loss(params, method_state, views, rng, step, config, train: bool = True):
   del step
   out = network(config).apply({"params": params}, views["inputs"], train=train,
                               predict_at=views["predict_at"], rngs={"dropout": rng},
-                              **_sequence(views))
+                              **transformer.sequence_inputs(views))
   task = pair_task(config)
   logits, pair_logits = out if task else (out, None)
   targets = jnp.take_along_axis(views["tokens"], views["predict_at"], axis=1)

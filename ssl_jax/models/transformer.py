@@ -45,6 +45,16 @@ LN_EPSILON = 1e-12  # BERT's; GPT-2 uses 1e-5, a difference below float32 LayerN
 normal = nn.initializers.normal(0.02)
 
 
+# What a data layout may add beside `tokens` (ssl_jax/data/sequences.py): the keyword
+# arguments of `Transformer.hidden`.
+SEQUENCE_INPUTS = ("segments", "positions", "token_types")
+
+
+def sequence_inputs(batch) -> dict:
+  """The batch's entries among SEQUENCE_INPUTS, for `Transformer.hidden(tokens, ...)`."""
+  return {k: batch[k] for k in SEQUENCE_INPUTS if k in batch}
+
+
 def attention_mask(tokens: jax.Array, causal: bool, segments: jax.Array | None = None) -> jax.Array:
   """bool [B, 1, L, L]: query i may attend to key j."""
   mask = (tokens != PAD)[:, None, None, :]
