@@ -182,8 +182,8 @@ def _train(config, workdir, stop_at_step, lock) -> TrainState:
   mesh = parallel.make_mesh(config.sharding.fsdp)
   method, init, step_fn = engine.build(config, mesh)
   data_iterator = train_stream(config, mesh)
-  # Per second: images, text sequences (one text each, or several packed), or examples.
-  unit = {"image": "img", "text": "seq"}.get(config.data.modality, "examples")
+  # Per second: images, videos, text sequences (one text each, or several packed), or examples.
+  unit = {"image": "img", "video": "video", "text": "seq"}.get(config.data.modality, "examples")
   progress = log.Progress(config.total_steps, config.global_batch_size, unit=unit)
   checkpoints = checkpoint.Checkpointer(workdir, config.keep_checkpoints,
                                         config.async_checkpointing, warn=progress.message)

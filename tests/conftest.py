@@ -51,7 +51,8 @@ def _write_idx(path: pathlib.Path, array: np.ndarray) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory) -> str:
-  """A TFDS data_dir holding `fashion_mnist` with 512 train / 256 test real images."""
+  """A TFDS data_dir holding `fashion_mnist` with 512 train / 256 test real images, the
+  same items as captions and as moving videos, and the fortune texts."""
   if not (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").exists():
     pytest.fail(f"Fashion-MNIST IDX files missing in {FASHION_MNIST_DIR}: run scripts/setup.sh "
                 "(apt-get install -y dataset-fashion-mnist)")
@@ -70,6 +71,8 @@ def tiny_data_dir(tmp_path_factory) -> str:
     prepare.prepare("fashion_mnist", data_dir)
     # The same images with captions (CLIP's contract data) and their tokenizer.
     prepare.prepare("fashion_mnist_captions", data_dir)
+    # The same items as videos (the video methods' contract data): 512 train, 256 test.
+    prepare.prepare("moving_fashion_mnist", data_dir)
     text.main(["fashion_mnist_captions", "--feature", "caption", "--vocab_size", "256",
                "--data_dir", data_dir])
   finally:
@@ -147,7 +150,7 @@ SPREAD_MODULES = {"test_method_contract.py"}
 # two workers build the session's smoke runs side by side (a test that names one of these
 # methods neither as its `name`/`method` parameter nor with the `smoke_methods` marker
 # still passes; it only makes its worker run that smoke run too).
-SECOND_SMOKE_GROUP = {"clip", "clm", "colorization", "mlm"}
+SECOND_SMOKE_GROUP = {"clip", "clm", "colorization", "frame_order", "mlm"}
 
 
 def pytest_configure(config):

@@ -1,7 +1,9 @@
 """What the evaluator's raw-input baseline is for each modality of data.
 
 `config.data.modality` names it: "image" (the normalised pixels at the evaluation
-resolution, flattened), "vector" (the record's `data.input_key` feature as floats) or
+resolution, flattened), "video" (the same for each frame, averaged over the video's
+frames: the pixel counterpart of how the probes read a frame encoder, whose features are
+averaged over the frames too, models.encode), "vector" (the record's `data.input_key` feature as floats) or
 "text" (a bag of words over the tokenizer's vocabulary: log(1 + count) of each
 non-special piece, l2-normalised per text. This is TF-IDF up to each feature's IDF
 factor, and the probes standardise every feature, which removes any per-feature factor:
@@ -18,7 +20,7 @@ from ssl_jax.core.errors import ConfigError
 from ssl_jax.data import augment, sequences
 
 
-MODALITIES = ("image", "vector", "text")
+MODALITIES = ("image", "video", "vector", "text")
 FIRST_ORDINARY_TOKEN = 5  # [PAD] [UNK] [CLS] [SEP] [MASK] come first (ssl_jax/data/text.py)
 
 
@@ -26,7 +28,9 @@ def check_config(data: ml_collections.ConfigDict) -> None:
   """ConfigError naming the first config.data field that no loader or baseline accepts."""
   if data.modality not in MODALITIES:
     raise ConfigError(f"data.modality={data.modality!r}; expected one of {MODALITIES}")
-  if data.modality == "image" or "image_size" in data:
+  if data.modality == "video":
+    validate.number("data.frames", data.get("frames"), low=1, integer=True)
+  if data.modality in ("image", "video") or "image_size" in data:
     validate.number("data.image_size", data.image_size, low=1, integer=True)
     if len(data.mean) != len(data.std) or not data.mean:
       raise ConfigError(f"data.mean={tuple(data.mean)} and data.std={tuple(data.std)} need one "
@@ -46,7 +50,7 @@ def placeholder_example(data: ml_collections.ConfigDict) -> dict[str, np.ndarray
   the host preprocessing (engine.example_batch reads the real first record), decided from
   the data config alone: what compiling for hardware and data one does not have needs
   (ssl_jax/tools/aot.py). Images: the host-resized (else image_size) square with one
-  channel per data.mean entry; text: data.max_length token ids (or what data.layout
+  channel per data.mean entry; videos: data.frames such images; text: data.max_length token ids (or what data.layout
   makes of them: ssl_jax/data/sequences.py); labels: one int32."""
   example = sequences.placeholder_example(data)
   if example is not None:  # packed texts or sentence pairs
@@ -58,6 +62,9 @@ def placeholder_example(data: ml_collections.ConfigDict) -> dict[str, np.ndarray
     elif feature == "image":
       side = data.get("host_resize") or data.image_size
       example[feature] = np.zeros((1, side, side, len(data.mean)), np.uint8)
+    elif feature == "video":
+      side = data.image_size
+      example[feature] = np.zeros((1, data.frames, side, side, len(data.mean)), np.uint8)
     elif feature == data.get("label_key"):
       example[feature] = np.zeros((1,), np.int32)
     else:
@@ -72,6 +79,10 @@ def raw_features(batch: dict, config: ml_collections.ConfigDict) -> jax.Array:
   if modality == "image":
     images = augment.evaluation_images(batch["image"], config)
     return images.reshape(images.shape[0], -1)
+  if modality == "video":
+    videos = batch["video"]
+    frames = augment.evaluation_images(videos.reshape(-1, *videos.shape[2:]), config)
+    return frames.reshape(videos.shape[0], videos.shape[1], -1).mean(axis=1)
   if modality == "vector":
     values = batch[config.data.input_key]
     return jnp.asarray(values, jnp.float32).reshape(values.shape[0], -1)

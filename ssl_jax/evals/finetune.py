@@ -153,6 +153,10 @@ class Recipe:
 
   def __init__(self, variables: dict, *, run_config, mesh, num_classes: int, config):
     data = run_config.data
+    if data.modality not in ("image", "text"):
+      raise errors.ConfigError(f"eval finetune trains image or text classifiers; "
+                               f"data.modality={data.modality!r} has no recipe here (a frame "
+                               "encoder of video is scored by the linear and kNN probes)")
     parallel.check_global_batch_size(config.batch_size, mesh)
     model_config = ml_collections.ConfigDict(run_config.model.to_dict())
     if "drop_path_rate" in model_config:

@@ -66,11 +66,21 @@ def encode_images(backbone_variables: dict, images, config):
                                    train=False)
 
 
+def encode_videos(backbone_variables: dict, videos, config):
+  """Frozen features [B, D] of uint8 videos [B, T, H, W, C]: the frame encoder's features
+  of every frame (`encode_images`), averaged over the T frames."""
+  frames = encode_images(backbone_variables, videos.reshape(-1, *videos.shape[2:]), config)
+  return frames.reshape(videos.shape[0], videos.shape[1], -1).mean(axis=1)
+
+
 def encode(backbone_variables: dict, batch: dict, config):
   """Frozen backbone features [B, D] of a batch as the data's modality feeds the backbone:
-  images through `encode_images`, text as its token ids (batch["tokens"])."""
+  images through `encode_images`, videos through `encode_videos`, text as its token ids
+  (batch["tokens"])."""
   if config.data.modality == "text":
     return build(config.model).apply(backbone_variables, batch["tokens"], train=False)
+  if config.data.modality == "video":
+    return encode_videos(backbone_variables, batch["video"], config)
   return encode_images(backbone_variables, batch["image"], config)
 
 
@@ -81,6 +91,8 @@ def random_variables(config, example: dict, seed: int) -> dict:
   network = build(config.model)
   if config.data.modality == "text":
     inputs = example["tokens"][:1]
+  elif config.data.modality == "video":  # a frame encoder: one frame
+    inputs = augment.evaluation_images(example["video"][:1, 0], config)
   else:
     inputs = augment.evaluation_images(example["image"][:1], config)
   return dict(network.init(jax.random.PRNGKey(seed), inputs, train=False))

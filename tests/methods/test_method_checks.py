@@ -11,7 +11,7 @@ import pytest
 from experiments import common
 from ssl_jax import methods, models
 from ssl_jax.core import errors
-from ssl_jax.data import augment
+from ssl_jax.data import augment, modality
 from ssl_jax.methods.lib import views as views_lib
 
 METHODS = methods.available()
@@ -24,6 +24,7 @@ BAD_VALUES = {
     "colorization": ("grid", 0, "colorization.grid=0"),
     "denoising": ("salt_pepper", 1.5, "denoising.salt_pepper=1.5"),
     "dino": ("teacher_temperature", 0.0, "dino.teacher_temperature=0.0"),
+    "frame_order": ("tuple_length", 7, "frame_order.tuple_length=7"),
     "jigsaw": ("num_permutations", 0, "jigsaw.num_permutations=0"),
     "mae": ("mask_ratio", 1.0, "mae.mask_ratio=1.0"),
     "mlm": ("mask_rate", 0.0, "mlm.mask_rate=0.0"),
@@ -184,11 +185,7 @@ def test_the_lazy_path_raises_the_same_error(name):
   module = methods.get(name)
   with pytest.raises(errors.ConfigError) as expected:
     module.check_config(config)
-  example = {"image": jax.numpy.zeros((1, config.data.image_size, config.data.image_size,
-                                        len(config.data.mean)), "uint8")} \
-      if config.views else {"tokens": jax.numpy.zeros((1, config.data.max_length), "int32")}
-  if "text_model" in config:
-    example["tokens"] = jax.numpy.zeros((1, config.data.max_length), "int32")
+  example = modality.placeholder_example(config.data)  # images, videos, tokens, labels
   with pytest.raises(errors.ConfigError) as lazy:
     jax.eval_shape(lambda rng: module.init(rng, config, example), jax.random.PRNGKey(0))
     jax.eval_shape(lambda batch, rng: module.views(batch, rng, 0, config),

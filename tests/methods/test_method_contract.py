@@ -42,6 +42,8 @@ def example_spec(config) -> dict:
   spec = {}
   if config.data.modality == "image":
     spec["image"] = jax.ShapeDtypeStruct((1, 28, 28, 1), np.uint8)
+  if config.data.modality == "video":
+    spec["video"] = jax.ShapeDtypeStruct((1, config.data.frames, 48, 48, 1), np.uint8)
   if config.data.get("tokenizer"):
     spec["tokens"] = jax.ShapeDtypeStruct((1, config.data.max_length), np.int32)
   return spec
@@ -65,7 +67,11 @@ def test_backbone_is_exactly_the_variables_of_config_model(method):
   params, state = jax.eval_shape(lambda rng, x: methods.get(method).init(rng, config, x),
                                  jax.random.PRNGKey(0), example)
   got = jax.eval_shape(lambda p, s: methods.get(method).backbone(p, s, config), params, state)
-  inputs = example["image" if "image" in example else "tokens"]  # what config.model reads
+  # What config.model reads: an image, one frame of a video, or token ids.
+  if "video" in example:
+    inputs = jax.ShapeDtypeStruct(example["video"].shape[:1] + example["video"].shape[2:], np.uint8)
+  else:
+    inputs = example["image" if "image" in example else "tokens"]
   want = jax.eval_shape(lambda rng: models.build(config.model).init(
       rng, jax.numpy.zeros(inputs.shape, inputs.dtype if inputs.dtype != np.uint8 else np.float32),
       train=False), jax.random.PRNGKey(0))

@@ -15,7 +15,7 @@ from ssl_jax.core.errors import ConfigError
 from ssl_jax.core.registry import Registry
 
 _REGISTRY = Registry(__name__, "dataset preset")
-KINDS = ("image", "text", "image_text")
+KINDS = ("image", "text", "image_text", "video")
 
 
 def available() -> list[str]:
@@ -47,10 +47,11 @@ def for_data_name(data_name: str) -> str | None:
 
 
 def kind(name: str) -> str:
-  """"text" (token sequences), "image_text" (images with captions) or "image"."""
+  """"text" (token sequences), "video" (frame sequences), "image_text" (images with
+  captions) or "image"."""
   data = data_config(name)
-  if data.modality == "text":
-    return "text"
+  if data.modality in ("text", "video"):
+    return data.modality
   return "image_text" if "text_key" in data else "image"
 
 

@@ -60,3 +60,21 @@ def image_text(name: str, *, features: tuple, label_key: str, host_resize: int,
   data.vocab_size = vocab_size
   data.max_length = max_length
   return validate.strict_update(data, overrides, "data")
+
+
+def video(name: str, *, frames: int, image_size: int, mean: tuple, std: tuple,
+          **overrides) -> ml_collections.ConfigDict:
+  """config.data for labelled videos: `video` uint8 [frames, H, W, C] and one label each.
+  The probes classify a video by its frame encoder's features averaged over its frames."""
+  data = ml_collections.ConfigDict()
+  data.name = name
+  data.data_dir = ml_collections.config_dict.placeholder(str)
+  data.train_split = "train"
+  data.features = ("video", "label")
+  data.label_key = "label"
+  data.modality = "video"               # raw-input baseline: each frame's pixels, averaged
+  data.frames = frames                  # frames per stored video
+  data.image_size = image_size          # side of the evaluation frames
+  data.mean = mean                      # per-channel mean of the train frames in [0, 1]
+  data.std = std                        # per-channel std of the train frames in [0, 1]
+  return validate.strict_update(data, overrides, "data")

@@ -35,11 +35,12 @@ def restore(workdir: str, config, mesh, step: int | None = None) -> tuple[dict, 
 
 
 def shares_random_backbone(method, config) -> bool:
-  """Whether the method's features are its config.model backbone's on the plain image or
-  token input, so that its random-init baseline is the shared `random_backbone`: every
-  method here but one whose pretext changes the input (PRETRAINING_INPUT: colorization's
-  lightness); a method from outside with no config.model keeps its own random init."""
-  return ("model" in config and config.data.modality in ("image", "text")
+  """Whether the method's features are its config.model backbone's on the plain image,
+  frame or token input, so that its random-init baseline is the shared `random_backbone`:
+  every method here but one whose pretext changes the input (PRETRAINING_INPUT:
+  colorization's lightness); a method from outside with no config.model keeps its own
+  random init."""
+  return ("model" in config and config.data.modality in ("image", "video", "text")
           and callable(getattr(method, "backbone", None))
           and not hasattr(method, "PRETRAINING_INPUT"))
 
