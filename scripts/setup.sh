@@ -45,6 +45,8 @@ echo "== preparing fortunes, the offline English text (ArrayRecord), and its tok
 $PYTHON -m ssl_jax.data.prepare fortunes
 $PYTHON -m ssl_jax.data.text fortunes --vocab_size 8192
 $PYTHON -m ssl_jax.data.text fortunes --vocab_size 512     # the text smoke runs' tokenizer
+echo "== preparing moving_fashion_mnist, the offline video dataset (ArrayRecord)"
+$PYTHON -m ssl_jax.data.prepare moving_fashion_mnist
 echo "== preparing fashion_mnist_captions (CLIP's offline image-text pairs) and its tokenizer"
 $PYTHON -m ssl_jax.data.prepare fashion_mnist_captions
 $PYTHON -m ssl_jax.data.text fashion_mnist_captions --feature caption --vocab_size 256
