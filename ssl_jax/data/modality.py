@@ -3,11 +3,11 @@
 `config.data.modality` names it: "image" (the normalised pixels at the evaluation
 resolution, flattened), "video" (the same for each frame, averaged over the video's
 frames: the pixel counterpart of how the probes read a frame encoder, whose features are
-averaged over the frames too, models.encode), "vector" (the record's `data.input_key` feature as floats) or
-"text" (a bag of words over the tokenizer's vocabulary: log(1 + count) of each
-non-special piece, l2-normalised per text. This is TF-IDF up to each feature's IDF
-factor, and the probes standardise every feature, which removes any per-feature factor:
-a linear probe on it is a TF-IDF logistic regression).
+averaged over the frames too, models.encode), "vector" (the record's `data.input_key`
+feature as floats) or "text" (a bag of words over the tokenizer's vocabulary: log(1 +
+count) of each non-special piece, l2-normalised per text. This is TF-IDF up to each
+feature's IDF factor, and the probes standardise every feature, which removes any
+per-feature factor: a linear probe on it is a TF-IDF logistic regression).
 A modality is added here, with its raw features, when its first dataset arrives.
 """
 import jax
@@ -50,8 +50,9 @@ def placeholder_example(data: ml_collections.ConfigDict) -> dict[str, np.ndarray
   the host preprocessing (engine.example_batch reads the real first record), decided from
   the data config alone: what compiling for hardware and data one does not have needs
   (ssl_jax/tools/aot.py). Images: the host-resized (else image_size) square with one
-  channel per data.mean entry; videos: data.frames such images; text: data.max_length token ids (or what data.layout
-  makes of them: ssl_jax/data/sequences.py); labels: one int32."""
+  channel per data.mean entry; videos: data.frames such images; text: data.max_length
+  token ids (or what data.layout makes of them: ssl_jax/data/sequences.py); labels: one
+  int32."""
   example = sequences.placeholder_example(data)
   if example is not None:  # packed texts or sentence pairs
     return example
