@@ -103,15 +103,25 @@ def run_row(row: Row, cache: str) -> dict:
   if result.returncode == 0:
     record = {"report": json.loads(result.stdout.splitlines()[0])}
     print(result.stdout.split("\n", 1)[1], flush=True)
+  elif result.returncode < 0:  # killed: on a CPU host, mostly the kernel's OOM killer
+    record = {"error": f"the compiler was killed by signal {-result.returncode} after "
+                       f"{wall:.0f} s on a host with {host_memory_gib():.0f} GiB of memory "
+                       "(SIGKILL: most likely out of host memory; compile it on a larger host)"}
+    print(record["error"], flush=True)
   else:
     errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
-    record = {"error": errors[-1] if errors else result.stderr.strip().splitlines()[-1][:300]}
+    lines = result.stderr.strip().splitlines() or [f"exit status {result.returncode}"]
+    record = {"error": errors[-1] if errors else lines[-1][:300]}
     print(record["error"], flush=True)
   record.update(wall_s=wall, host=platform.processor() or platform.machine())
   os.makedirs(cache, exist_ok=True)
   with open(path, "w") as f:
     json.dump(record, f)
   return record
+
+
+def host_memory_gib() -> float:
+  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
 
 
 def _gib(value) -> str:

@@ -3,6 +3,7 @@ passes the check pass on its slice's chip count, and the page is written from ca
 reports (compiling is the page's command's work, run by hand)."""
 import importlib
 import json
+import subprocess
 
 import pytest
 
@@ -43,3 +44,19 @@ def test_the_page_is_written_between_its_markers_from_cached_reports(tmp_path):
   assert "1.0 / 3.0 (16.0)" in line and "| yes | 1.50 |" in line and "250 ms" in line
   assert "memory, 40%" in line and "20.8 min" in line and "10.0 h" in line and "120 s" in line
   assert sum("not compiled yet" in l for l in text.splitlines()) == len(scale.ROWS) - 1
+
+
+@pytest.mark.parametrize("returncode, stderr, words", [
+    (-9, "compiling the train step: ...", "killed by signal 9 after"),
+    (1, "compiling the train step: ...\nerror: topology 'v9:1x1' is unknown\n",
+     "error: topology 'v9:1x1' is unknown"),
+    (1, "", "exit status 1"),
+])
+def test_a_failed_row_keeps_why(tmp_path, monkeypatch, returncode, stderr, words):
+  """A compiler the host killed (the OOM killer's SIGKILL) is recorded as killed, not as
+  the last line it printed; an aot error keeps its message."""
+  monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(
+      a[0], returncode, stdout="", stderr=stderr))
+  record = scale.run_row(scale.ROWS[0], str(tmp_path))
+  assert words in record["error"]
+  assert json.loads(next(tmp_path.iterdir()).read_text())["error"] == record["error"]
