@@ -79,13 +79,15 @@ def test_experiment_argument_errors():
   assert common.parse_arg(None) == ("fashion_mnist", False)
   assert set(presets.available()) == {"fashion_mnist", "cifar10", "imagenet2012", "photo_crops",
                                    "fortunes", "wikipedia", "fashion_mnist_captions",
-                                   "coco_captions"}
+                                   "coco_captions", "moving_fashion_mnist"}
   with pytest.raises(errors.ConfigError, match="grey"):
     importlib.import_module("experiments.colorization").get_config("fashion_mnist")
   with pytest.raises(errors.ConfigError, match="'cifar10' holds image data, not text data"):
     importlib.import_module("experiments.mlm").get_config("cifar10")
   with pytest.raises(errors.ConfigError, match="'wikipedia' holds text data, not image data"):
     importlib.import_module("experiments.moco").get_config("wikipedia")
+  with pytest.raises(errors.ConfigError, match="'fashion_mnist' holds image data, not video"):
+    importlib.import_module("experiments.frame_order").get_config("fashion_mnist")
 
 
 @pytest.mark.parametrize("method", methods.available())
