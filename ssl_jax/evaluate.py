@@ -68,12 +68,6 @@ def feature_sets(workdir: str, config, mesh, step: int | None = None) -> tuple[d
   return sets, trained_step
 
 
-# What each modality's raw-input baseline is (data/modality.py: raw_features).
-RAW_INPUT = {"image": "normalised pixels, flattened",
-             "video": "each frame's normalised pixels, flattened, averaged over the frames",
-             "text": "bag of words: log(1 + count) per piece, l2-normalised (TF-IDF)"}
-
-
 def random_encoder(method, config, mesh, random_params, random_method_state):
   """batch -> the random-init baseline's features: the shared random backbone's
   (weights.random_backbone: the same weights for every method with this backbone), or,
@@ -154,8 +148,7 @@ def run(workdir: str, modes=None, step: int | None = None,
           baselines={"random_init": f"same backbone, random weights from seed "
                                     f"{config.eval.random_init_seed} (shared by every method "
                                     "with this backbone)",
-                     "raw_input": RAW_INPUT.get(config.data.modality,
-                                                f"{config.data.modality} inputs, flattened")})
+                     "raw_input": modality.RAW_INPUT[config.data.modality]})
   state_modes = [m for m in modes if evals.input_kind(m) == "state"]
   if state_modes:
     fields, random_fields, trained_step = weights.restore(workdir, config, mesh, step)

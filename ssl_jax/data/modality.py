@@ -21,6 +21,11 @@ from ssl_jax.data import augment, sequences
 
 
 MODALITIES = ("image", "video", "vector", "text")
+# What raw_features computes for each modality, as the evaluation reports name it.
+RAW_INPUT = {"image": "normalised pixels, flattened",
+             "video": "each frame's normalised pixels, flattened, averaged over the frames",
+             "vector": "vector inputs as floats, flattened",
+             "text": "bag of words: log(1 + count) per piece, l2-normalised (TF-IDF)"}
 FIRST_ORDINARY_TOKEN = 5  # [PAD] [UNK] [CLS] [SEP] [MASK] come first (ssl_jax/data/text.py)
 
 
