@@ -32,7 +32,7 @@ import ml_collections
 from ssl_jax import models
 from ssl_jax.core import validate
 from ssl_jax.data import augment
-from ssl_jax.methods.lib import defaults, diagnostics, losses, views as views_lib
+from ssl_jax.methods.lib import defaults, diagnostics, forward, losses, views as views_lib
 from ssl_jax.models.heads import BackboneWithHead, MLPHead
 
 
@@ -41,6 +41,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   config.projection_hidden_dims = (8192, 8192)  # projector hidden widths (paper: 8192, 8192)
   config.projection_dim = 8192                  # D, the projector output (paper: 8192)
   config.redundancy_weight = 5.1e-3             # lambda, off-diagonal weight (paper: 5.1e-3, D=8192)
+  config.per_view_forward = False  # the network once per view, BatchNorm per view (official)
   return validate.strict_update(config, overrides, "barlow_twins")
 
 
@@ -77,8 +78,9 @@ def views(batch, rng, step, config) -> jax.Array:
 
 def loss(params, method_state, views, rng, step, config, train: bool = True):
   del rng, step  # all randomness is in the views
-  (_, projections), updates = network(config).apply(
-      {"params": params, **method_state}, views, train=train, mutable=["batch_stats"])
+  (_, projections), updates = forward.apply(
+      network(config), {"params": params, **method_state}, views, 2,
+      config.barlow_twins.per_view_forward, train=train)
   half = views.shape[0] // 2
   value, correlation = losses.barlow_twins(projections[:half], projections[half:],
                                            config.barlow_twins.redundancy_weight)

@@ -20,7 +20,7 @@ import ml_collections
 from ssl_jax import models
 from ssl_jax.core import errors, validate
 from ssl_jax.data import augment
-from ssl_jax.methods.lib import diagnostics, losses, teacher, views as views_lib
+from ssl_jax.methods.lib import diagnostics, forward, losses, teacher, views as views_lib
 from ssl_jax.models.heads import BackboneWithHead, MLPHead
 
 
@@ -31,6 +31,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   config.predictor_hidden_dims = (4096,)   # predictor hidden widths (paper: 4096)
   config.base_momentum = 0.996             # τ_base of the target EMA (paper: 0.996)
   config.final_momentum = 1.0            # τ at the last step, reached on a cosine from base (papers: 1)
+  config.per_view_forward = False        # each network once per view, BatchNorm per view (official)
   return validate.strict_update(config, overrides, "byol")
 
 
@@ -90,17 +91,17 @@ def views(batch, rng, step, config):
 def loss(params, method_state, views, rng, step, config, train: bool = True):
   del rng, step
   encoder, predictor = _networks(config)
-  stats = method_state["batch_stats"]
-  (_, projections), encoder_updates = encoder.apply(
-      {"params": params["encoder"], "batch_stats": stats["encoder"]}, views, train=train,
-      mutable=["batch_stats"])
-  predictions, predictor_updates = predictor.apply(
-      {"params": params["predictor"], "batch_stats": stats["predictor"]}, projections,
-      train=train, mutable=["batch_stats"])
+  stats, per_view = method_state["batch_stats"], config.byol.per_view_forward
+  (_, projections), encoder_updates = forward.apply(
+      encoder, {"params": params["encoder"], "batch_stats": stats["encoder"]}, views, 2,
+      per_view, train=train)
+  predictions, predictor_updates = forward.apply(
+      predictor, {"params": params["predictor"], "batch_stats": stats["predictor"]},
+      projections, 2, per_view, train=train)
   target = method_state["target"]
-  (_, target_projections), target_updates = encoder.apply(
-      {"params": target["params"], "batch_stats": target["batch_stats"]}, views, train=train,
-      mutable=["batch_stats"])
+  (_, target_projections), target_updates = forward.apply(
+      encoder, {"params": target["params"], "batch_stats": target["batch_stats"]}, views, 2,
+      per_view, train=train)
   half = views.shape[0] // 2
   # View 1's prediction targets view 2's target projection, and the other way round.
   value = (losses.byol_loss(predictions[:half], target_projections[half:]) +

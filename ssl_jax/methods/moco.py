@@ -44,7 +44,7 @@ import ml_collections
 from ssl_jax import models
 from ssl_jax.core import errors, validate
 from ssl_jax.data import augment
-from ssl_jax.methods.lib import diagnostics, losses, teacher, views as views_lib
+from ssl_jax.methods.lib import diagnostics, forward, losses, teacher, views as views_lib
 from ssl_jax.models.heads import BackboneWithHead, MLPHead
 
 
@@ -61,6 +61,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   config.base_momentum = 0.99                   # τ_base of the momentum encoder, cosine to 1 (paper: 0.99)
   config.final_momentum = 1.0            # τ at the last step, reached on a cosine from base (papers: 1)
   config.queue_size = 0                         # 0: v3's in-batch negatives; >0: a v2 queue (v2 paper: 65536)
+  config.per_view_forward = False               # each network once per view, BatchNorm per view (official)
   return validate.strict_update(config, overrides, "moco")
 
 
@@ -153,18 +154,18 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
   encoder, predictor = _networks(config)
   first, second = views
   batch_size = first.shape[0]
-  images = jnp.concatenate([first, second])  # one forward per network for both views
-  stats = method_state["batch_stats"]
-  (_, projections), encoder_updates = encoder.apply(
-      {"params": params["encoder"], "batch_stats": stats}, images, train=train,
-      mutable=["batch_stats"])
+  images = jnp.concatenate([first, second])
+  stats, per_view = method_state["batch_stats"], config.moco.per_view_forward
+  (_, projections), encoder_updates = forward.apply(
+      encoder, {"params": params["encoder"], "batch_stats": stats}, images, 2, per_view,
+      train=train)
   # Batch statistics whatever `train` says; the running averages it makes are dropped.
-  queries, _ = predictor.apply({"params": params["predictor"]}, projections, train=True,
-                               mutable=["batch_stats"])
+  queries, _ = forward.apply(predictor, {"params": params["predictor"]}, projections, 2,
+                             per_view, train=True)
   target = method_state["target"]
-  (_, keys), target_updates = encoder.apply(
-      {"params": target["params"], "batch_stats": target["batch_stats"]}, images, train=train,
-      mutable=["batch_stats"])
+  (_, keys), target_updates = forward.apply(
+      encoder, {"params": target["params"], "batch_stats": target["batch_stats"]}, images, 2,
+      per_view, train=train)
   keys = jax.lax.stop_gradient(keys)
   q1, q2 = queries[:batch_size], queries[batch_size:]
   k1, k2 = keys[:batch_size], keys[batch_size:]

@@ -36,7 +36,7 @@ import ml_collections
 from ssl_jax import models
 from ssl_jax.core import validate
 from ssl_jax.data import augment
-from ssl_jax.methods.lib import defaults, diagnostics, losses, views as views_lib
+from ssl_jax.methods.lib import defaults, diagnostics, forward, losses, views as views_lib
 from ssl_jax.models.heads import BackboneWithHead, MLPHead
 
 
@@ -46,6 +46,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   config.projection_dim = 2048                  # projector and predictor output (paper: 2048)
   config.predictor_hidden_dims = (512,)         # predictor bottleneck (paper: 512)
   config.fix_predictor_lr = True                # predictor at the peak lr, no schedule (paper: yes)
+  config.per_view_forward = False               # each network once per view, BatchNorm per view (official)
   return validate.strict_update(config, overrides, "simsiam")
 
 
@@ -95,13 +96,13 @@ def views(batch, rng, step, config) -> jax.Array:
 def loss(params, method_state, views, rng, step, config, train: bool = True):
   del rng, step  # all randomness is in the views
   encoder, predictor = _networks(config)
-  stats = method_state["batch_stats"]
-  (_, projections), encoder_updates = encoder.apply(
-      {"params": params["encoder"], "batch_stats": stats}, views, train=train,
-      mutable=["batch_stats"])
+  stats, per_view = method_state["batch_stats"], config.simsiam.per_view_forward
+  (_, projections), encoder_updates = forward.apply(
+      encoder, {"params": params["encoder"], "batch_stats": stats}, views, 2, per_view,
+      train=train)
   # Batch statistics whatever `train` says; the running averages it makes are dropped.
-  predictions, _ = predictor.apply({"params": params["predictor"]}, projections, train=True,
-                                   mutable=["batch_stats"])
+  predictions, _ = forward.apply(predictor, {"params": params["predictor"]}, projections, 2,
+                                 per_view, train=True)
   half = views.shape[0] // 2
   # View 1's prediction targets view 2's projection and the other way round; the target
   # is stop-gradiented inside negative_cosine.

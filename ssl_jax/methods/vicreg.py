@@ -28,7 +28,7 @@ import ml_collections
 from ssl_jax import models
 from ssl_jax.core import validate
 from ssl_jax.data import augment
-from ssl_jax.methods.lib import defaults, diagnostics, losses, views as views_lib
+from ssl_jax.methods.lib import defaults, diagnostics, forward, losses, views as views_lib
 from ssl_jax.models.heads import BackboneWithHead, MLPHead
 
 
@@ -41,6 +41,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   config.covariance_weight = 1.0                # nu (paper: 1)
   config.std_target = 1.0                       # gamma of the variance hinge (paper: 1)
   config.eps = 1e-4                             # inside the variance's square root (paper: 1e-4)
+  config.per_view_forward = False  # the network once per view, BatchNorm per view (official)
   return validate.strict_update(config, overrides, "vicreg")
 
 
@@ -79,8 +80,9 @@ def views(batch, rng, step, config) -> jax.Array:
 def loss(params, method_state, views, rng, step, config, train: bool = True):
   del rng, step  # all randomness is in the views
   settings = config.vicreg
-  (_, embeddings), updates = network(config).apply(
-      {"params": params, **method_state}, views, train=train, mutable=["batch_stats"])
+  (_, embeddings), updates = forward.apply(
+      network(config), {"params": params, **method_state}, views, 2,
+      config.vicreg.per_view_forward, train=train)
   half = views.shape[0] // 2
   value, terms = losses.vicreg(embeddings[:half], embeddings[half:],
                                settings.invariance_weight, settings.variance_weight,

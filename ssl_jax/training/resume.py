@@ -33,7 +33,10 @@ LATER_FIELDS = {"grad_accumulation": 1, "precision": "float32", "model.dtype": "
                 "moco.final_momentum": 1.0, "dino.final_momentum": 1.0,
                 "simdino.final_momentum": 1.0, "simdino.coding_rate_input": "student",
                 "model.type_vocab_size": 0, "data.layout": "single",
-                "mlm.pair_loss_weight": 1.0, "mlm.max_predictions": 0}
+                "mlm.pair_loss_weight": 1.0, "mlm.max_predictions": 0,
+                "byol.per_view_forward": False, "moco.per_view_forward": False,
+                "simsiam.per_view_forward": False, "barlow_twins.per_view_forward": False,
+                "vicreg.per_view_forward": False}
 
 
 

@@ -1,9 +1,10 @@
 """The method contract, checked for every method in `methods.available()` with no edit
 here when one is added: its experiment has a smoke config; the real jitted train step
-on 8 simulated devices equals 1 device (loss, gradients, method_state); a run stopped
-and resumed equals the uninterrupted run bitwise."""
+on 8 simulated devices equals 1 device (loss, gradients, method_state); a run resumed
+from a checkpoint equals the uninterrupted run bitwise."""
 import importlib
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -109,15 +110,23 @@ def _final_fields(workdir, config) -> dict:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_resume_is_bitwise(method, smoke_run, tmp_path, capfd):
-  """The experiment's smoke run (its own process, uninterrupted) against the same config
-  stopped at its first checkpoint and resumed, here in the test's process."""
+  """The experiment's smoke run (its own process, uninterrupted) against the same run
+  resumed here, in the test's process, from its first checkpoint: a copy of the workdir
+  as it stood when that checkpoint was written (the later checkpoint and metrics gone)."""
   full, result = smoke_run(method)
   assert result.returncode == 0, result.stderr[-4000:]
   config = evals.load_run_config(str(full))  # exactly what the smoke run trained
   stop = config.checkpoint_every_steps
   assert stop < config.total_steps
   split = tmp_path / "split"
-  train.train(config, str(split), stop_at_step=stop)
+  shutil.copytree(full, split, ignore=shutil.ignore_patterns("eval", "tensorboard"))
+  later = [p for p in (split / "checkpoints").iterdir() if p.name.isdigit() and int(p.name) > stop]
+  assert later and (split / "checkpoints" / str(stop)).is_dir()
+  for path in later:
+    shutil.rmtree(path)
+  metrics = (split / "metrics.jsonl").read_text().splitlines(keepends=True)
+  (split / "metrics.jsonl").write_text("".join(
+      line for line in metrics if json.loads(line).get("step", 0) <= stop))
   train.train(config, str(split))
   log = capfd.readouterr()
   assert f"at step {stop}" in log.out + log.err and "resumed from" in log.out + log.err

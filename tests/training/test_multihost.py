@@ -1,11 +1,12 @@
 """Multi-host: two JAX processes on 127.0.0.1 (2 simulated CPU devices each) form one
 4-device mesh, as two hosts of a pod slice would. Checked: a step over the two processes
-equals the same global batch on one process; a two-process run stopped and resumed
-equals an uninterrupted one bitwise (train state and each process's grain position),
-with the state replicated and with it split over both hosts (FSDP); SIGTERM delivered to
+equals the same global batch on one process; a two-process run resumed from a
+checkpoint equals an uninterrupted one bitwise (train state and each process's grain
+position), with the state replicated and with it split over both hosts (FSDP); SIGTERM delivered to
 one host makes both save and exit, and the resumed run is still exact; evaluation
 features extracted by both processes (each reading its own shard, padded to equal batch
 counts) are those one process extracts."""
+import json
 import os
 import shutil
 import signal
@@ -129,14 +130,18 @@ def test_damage_seen_by_one_host_makes_both_fall_back(tiny_data_dir, tmp_path, c
 @pytest.mark.xdist_group("multihost_jobs")
 def test_fsdp_over_both_hosts_resumes_bitwise(tiny_data_dir, tmp_path, cache):
   """fsdp=4 over the 4 devices of both processes: leaves split across the hosts, saved
-  (gathered for the integrity record), restored and verified; the run stopped after 2
-  of 4 steps and resumed equals the uninterrupted one bitwise."""
+  (gathered for the integrity record), restored and verified; the run resumed from its
+  step-2 checkpoint (a copy of the workdir as it stood then) equals the uninterrupted
+  4-step run bitwise."""
   (full, _), _ = run_job("train", tiny_data_dir, tmp_path / "full.npz", cache,
                          workdir=tmp_path / "full", steps=4, fsdp=4)
   assert int(full["split_across_processes"]) >= 10
-  workdir = tmp_path / "stopped"
-  run_job("train", tiny_data_dir, tmp_path / "half.npz", cache, workdir=workdir, steps=4,
-          stop_at=2, fsdp=4)
+  workdir = tmp_path / "resumed"
+  shutil.copytree(tmp_path / "full", workdir, ignore=shutil.ignore_patterns("tensorboard"))
+  shutil.rmtree(workdir / "checkpoints" / "4")
+  metrics = (workdir / "metrics.jsonl").read_text().splitlines(keepends=True)
+  (workdir / "metrics.jsonl").write_text(
+      "".join(line for line in metrics if json.loads(line).get("step", 0) <= 2))
   (resumed, second), logs = run_job("train", tiny_data_dir, tmp_path / "resumed.npz", cache,
                                     workdir=workdir, steps=4, fsdp=4)
   assert "at step 2" in logs[0]
