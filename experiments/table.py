@@ -19,6 +19,16 @@ run again, so an interrupted table resumes where it stopped (a half-trained row 
 from its checkpoint). Minutes are measured around each row's processes on this machine and
 kept in ROOT/METHOD/table_row.json.
 
+Teacher-student methods score two networks; a row's linear and kNN columns are the one
+their official code evaluates (DINO, SimDINO: the EMA teacher; BYOL, MoCo: the online
+network), the "second network" column the other.
+
+The table states its noise: the row of NOISE_METHOD (the README demo's method) is run
+again at seeds 1 .. --noise_seeds-1 (`--config.seed=S`, workdirs ROOT/METHOD_seedS, resumed
+like the rows), and a line under the table gives each probe's mean over the seeds and its
+spread (largest minus smallest). A gap between two rows, or between a row and a baseline,
+smaller than that spread is not resolved.
+
 Then: a PNG of each run's curves (ssl_jax.tools.plot) and one overview in --figures, and the
 markdown table between the README's `<!-- results-table:start -->` and
 `<!-- results-table:end -->` markers. What each row's numbers mean, and the discussion of
@@ -45,6 +55,7 @@ DATASET = "fashion_mnist"  # every row's, so that one raw-pixel baseline row ser
 MODES = ("linear", "knn")  # the two probes each row reports
 NOT_ROWS = ("common", "table")  # the experiments package's helpers (recipes has no get_config)
 DISCUSSION = "docs/results.md"  # the hand-written discussion of the rows
+NOISE_METHOD = "vicreg"  # the README demo's method: its row is rerun at other seeds
 
 
 def is_row(config) -> bool:
@@ -70,8 +81,8 @@ def methods() -> tuple[str, ...]:
   return tuple(sorted(rows))
 
 
-def row_command(method: str, workdir: str) -> str:
-  return f"python3 -m experiments.{method} --workdir {workdir}"
+def row_command(method: str, workdir: str, extra: tuple[str, ...] = ()) -> str:
+  return " ".join([f"python3 -m experiments.{method} --workdir {workdir}", *extra])
 
 
 def _read_json(path: str):
@@ -167,27 +178,62 @@ def row_summary(method: str, workdir: str, record: dict) -> dict:
       "pretrain_minutes": record.get("pretrain_minutes"),
       "eval_minutes": record.get("eval_minutes"),
       "command": row_command(method, workdir),
+      "second": _second_network(linear, knn),
   }
 
 
-def markdown(rows: list[dict]) -> str:
-  """The results table: one row per method, then the raw-pixel baseline."""
+def _second_network(linear: dict, knn: dict) -> tuple[str, float, float] | None:
+  """(name, linear top-1, kNN top-1) of the network a row does not report first (the
+  `pretrained/NAME` entry of its reports), or None for a one-network method."""
+  names = [k.split("/", 1)[1] for k in linear.get("details", {}) if k.startswith("pretrained/")]
+  if not names:
+    return None
+  name = names[0]
+  return name, linear["details"][f"pretrained/{name}"]["top1"], knn["details"][f"pretrained/{name}"]["top1"]
+
+
+def noise_summary(method: str, summaries: list[dict]) -> dict:
+  """Mean and spread (max - min) of each probe over one row's runs at several seeds."""
+  out = {"method": method, "seeds": len(summaries)}
+  for probe in ("linear", "knn"):
+    values = [s[probe] for s in summaries]
+    out[probe] = {"mean": statistics.fmean(values), "spread": max(values) - min(values),
+                  "values": values}
+  return out
+
+
+def noise_line(noise: dict) -> str:
+  parts = [f"{probe} {100 * noise[probe]['mean']:.2f}% (spread {100 * noise[probe]['spread']:.2f})"
+           for probe in ("linear", "knn")]
+  return (f"Noise: {noise['method']} at {noise['seeds']} seeds (its row's command with "
+          f"`--config.seed=S`, S = 0 .. {noise['seeds'] - 1}): {', '.join(parts)}; a gap "
+          "smaller than a probe's spread is not resolved.")
+
+
+def markdown(rows: list[dict], noise: dict | None = None) -> str:
+  """The results table: one row per method, then the raw-pixel baseline, then the noise
+  line when one was measured."""
   k = rows[0]["knn_k"]
   lines = [
-      f"| method | views | steps | linear top-1 | kNN top-1 (k={k}) | random-init linear / kNN "
-      "| pretrain min | eval min | images/s | command |",
-      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+      f"| method | views | steps | linear top-1 | kNN top-1 (k={k}) | second network linear / kNN "
+      "| random-init linear / kNN | pretrain min | eval min | images/s | command |",
+      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
   ]
   for r in rows:
     speed = "–" if r["images_per_s"] is None else f"{r['images_per_s']:.0f}"
+    second = ("–" if not r.get("second") else
+              f"{r['second'][0]}: {_percent(r['second'][1])} / {_percent(r['second'][2])}")
     lines.append(
         f"| {r['method']} | {r['views']} | {r['steps']} | **{_percent(r['linear'])}** "
-        f"| {_percent(r['knn'])} | {_percent(r['random_linear'])} / {_percent(r['random_knn'])} "
+        f"| {_percent(r['knn'])} | {second} "
+        f"| {_percent(r['random_linear'])} / {_percent(r['random_knn'])} "
         f"| {_minutes(r['pretrain_minutes'])} | {_minutes(r['eval_minutes'])} | {speed} "
         f"| `{r['command']}` |")
   raw = rows[0]
   lines.append(f"| raw pixels (784-d) | – | – | {_percent(raw['raw_linear'])} "
-               f"| {_percent(raw['raw_knn'])} | – | – | – | – | (every row's baseline) |")
+               f"| {_percent(raw['raw_knn'])} | – | – | – | – | – | (every row's baseline) |")
+  if noise:
+    lines += ["", noise_line(noise)]
   return "\n".join(lines)
 
 
@@ -226,6 +272,9 @@ def main(argv=None) -> None:
   parser.add_argument("--smoke", action="store_true",
                       help="every row in its experiment's smoke mode (seconds, not minutes)")
   parser.add_argument("--data_dir", default=None, help="TFDS data_dir for every row")
+  parser.add_argument("--noise_seeds", type=int, default=3,
+                      help=f"run the {NOISE_METHOD} row at this many seeds (the row itself is "
+                      "seed 0) and state the spread under the table; 1: no noise line")
   args = parser.parse_args(argv)
   available = methods()
   chosen = [m for m in args.methods.split(",") if m] or list(available)
@@ -236,12 +285,23 @@ def main(argv=None) -> None:
   extra = (["--smoke"] if args.smoke else []) + (
       [f"--config.data.data_dir={args.data_dir}"] if args.data_dir else [])
 
+  if args.noise_seeds < 1:
+    parser.error(f"--noise_seeds {args.noise_seeds}: expected 1 or more")
+
   start = time.time()
   rows = []
   for method in chosen:
     workdir = os.path.join(args.root, method)
     record = run_row(method, workdir, extra)
     rows.append(row_summary(method, workdir, record))
+  noise = None
+  if args.noise_seeds > 1 and NOISE_METHOD in chosen:
+    runs = [next(r for r in rows if r["method"] == NOISE_METHOD)]
+    for seed in range(1, args.noise_seeds):
+      workdir = os.path.join(args.root, f"{NOISE_METHOD}_seed{seed}")
+      record = run_row(NOISE_METHOD, workdir, [*extra, f"--config.seed={seed}"])
+      runs.append(row_summary(NOISE_METHOD, workdir, record))
+    noise = noise_summary(NOISE_METHOD, runs)
   os.makedirs(args.figures, exist_ok=True)
   for method in chosen:
     path = plot.plot_run(os.path.join(args.root, method),
@@ -250,7 +310,7 @@ def main(argv=None) -> None:
   overview = plot.plot_overview({m: os.path.join(args.root, m) for m in chosen},
                                 os.path.join(args.figures, "overview.png"))
   print(f"[table] wrote {overview}")
-  table = markdown(rows)
+  table = markdown(rows, noise)
   print(table)
   if args.readme:
     write_readme(args.readme, table, overview)

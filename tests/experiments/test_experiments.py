@@ -50,7 +50,7 @@ def test_results_table_skips_finished_rows_and_writes_readme(tiny_data_dir, smok
   readme.write_text(f"intro\n{table.START}\nold table\n{table.END}\noutro\n")
   figures = tmp_path / "figures"
   result = _run(["-m", "experiments.table", "--smoke", "--root", str(smoke_root),
-                 "--readme", str(readme), "--figures", str(figures),
+                 "--readme", str(readme), "--figures", str(figures), "--noise_seeds", "1",
                  f"--data_dir={tiny_data_dir}"])
   assert result.returncode == 0, result.stderr[-4000:]
   for method in methods:
@@ -63,7 +63,17 @@ def test_results_table_skips_finished_rows_and_writes_readme(tiny_data_dir, smok
     report = json.load(open(smoke_root / method / "eval" / "linear.json"))
     knn = json.load(open(smoke_root / method / "eval" / "knn.json"))
     assert f"**{100 * report['top1']:.2f}%**" in row and f"{100 * knn['top1']:.2f}%" in row
+    # Teacher-student rows: the network scored second, by name, in its own column.
+    second = [k.split("/")[1] for k in report["details"] if k.startswith("pretrained/")]
+    cells = row.split(" | ")
+    if second:
+      name = second[0]
+      assert cells[5] == (f"{name}: {100 * report['details'][f'pretrained/{name}']['top1']:.2f}% / "
+                          f"{100 * knn['details'][f'pretrained/{name}']['top1']:.2f}%"), row
+    else:
+      assert cells[5] == "–", row
     assert f"python3 -m experiments.{method} --workdir {smoke_root / method}" in row
+  assert any(" | target: " in row for row in rows) and any(" | student: " in row for row in rows)
   assert f"{100 * report['baselines']['raw_input']:.2f}%" in rows[-1]
   for name in [*methods, "overview"]:
     assert (figures / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -73,6 +83,25 @@ def test_results_table_skips_finished_rows_and_writes_readme(tiny_data_dir, smok
   assert plotted.returncode == 0 and out.exists(), plotted.stderr[-2000:]
   missing = _run(["-m", "ssl_jax.tools.plot", "--workdir", str(tmp_path / "nothing")])
   assert missing.returncode == 1 and "metrics.jsonl does not exist" in missing.stderr
+
+
+def test_the_noise_line_is_the_mean_and_spread_over_seeds():
+  from experiments import table
+  noise = table.noise_summary("vicreg", [{"linear": 0.86, "knn": 0.84},
+                                         {"linear": 0.87, "knn": 0.83},
+                                         {"linear": 0.85, "knn": 0.835}])
+  assert noise["seeds"] == 3
+  assert abs(noise["linear"]["mean"] - 0.86) < 1e-12 and abs(noise["linear"]["spread"] - 0.02) < 1e-12
+  assert abs(noise["knn"]["mean"] - 0.835) < 1e-12 and abs(noise["knn"]["spread"] - 0.01) < 1e-12
+  line = table.noise_line(noise)
+  assert "vicreg at 3 seeds" in line and "linear 86.00% (spread 2.00)" in line
+  assert "knn 83.50% (spread 1.00)" in line
+  rows = [{"method": "vicreg", "views": "1x24", "steps": 1, "linear": 0.86, "knn": 0.84,
+           "knn_k": 20, "random_linear": 0.7, "random_knn": 0.7, "raw_linear": 0.8,
+           "raw_knn": 0.8, "images_per_s": None, "pretrain_minutes": None,
+           "eval_minutes": None, "command": "c", "second": None}]
+  assert table.markdown(rows, noise).endswith(line)
+  assert "Noise" not in table.markdown(rows)
 
 
 def test_results_table_discovers_its_rows(tmp_path, monkeypatch):
