@@ -23,6 +23,16 @@ def _run(command, **kwargs):
                         timeout=600, **kwargs)
 
 
+# The network each teacher-student method's official code evaluates (reported first, as
+# "pretrained") and the other one (reported second, as "pretrained/NAME"): DINO's
+# eval_linear.py / eval_knn.py `--checkpoint_key teacher`; SimDINO's code follows DINO's;
+# BYOL and MoCo v3 evaluate the online network / base encoder. CLIP: the image tower's
+# backbone features, then its joint embedding.
+TWO_NETWORKS = {"dino": ("teacher", "student"), "simdino": ("teacher", "student"),
+                "byol": ("online", "target"), "moco": ("online", "target"),
+                "clip": ("backbone", "joint")}
+
+
 @pytest.mark.parametrize("name", MODULES)
 def test_experiment_runs_in_smoke_mode(name, smoke_run):
   workdir, result = smoke_run(name)
@@ -35,6 +45,15 @@ def test_experiment_runs_in_smoke_mode(name, smoke_run):
       assert np.isfinite(report["loss"]) and np.isfinite(report["baselines"]["random_init"])
     else:
       assert 0 <= report["top1"] <= 1
+      others = [k for k in report["details"] if k.startswith("pretrained/")]
+      if mode not in ("linear", "knn"):
+        continue
+      if name in TWO_NETWORKS:
+        first, second = TWO_NETWORKS[name]
+        assert others == [f"pretrained/{second}"], report["details"].keys()
+        assert f"-> {first!r}" in report["protocol"]["features"], report["protocol"]
+      else:
+        assert not others, report["details"].keys()
 
 
 def test_results_table_skips_finished_rows_and_writes_readme(tiny_data_dir, smoke_run, tmp_path):

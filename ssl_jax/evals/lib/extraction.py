@@ -19,8 +19,8 @@ def extract(encode: Callable, source, mesh, global_batch_size: int, *, keys: Seq
   """Runs `encode(batch) -> features | {name: features}` over every record of `source`.
 
   `batch` holds the global arrays of `keys` (whatever the modality). Returns
-  ({name: features [N, D] float32}, labels [N] int32) on every host, in source order; an
-  encoder returning one array gives the name "features".
+  ({name: features [N, D] float32}, labels [N] int32) on every host, in source order, the
+  names in the encoder's order; an encoder returning one array gives the name "features".
   """
   parallel.check_global_batch_size(global_batch_size, mesh)
   local_batch_size = global_batch_size // jax.process_count()
@@ -35,10 +35,11 @@ def extract(encode: Callable, source, mesh, global_batch_size: int, *, keys: Seq
     inputs = parallel.to_global(batch, mesh)
     out = encode(inputs)
     out = out if isinstance(out, dict) else {"features": out}
+    names = list(out)  # the encoder's order (tree operations sort a dict's keys)
     out = parallel.to_host({"features": out, "label": inputs[label_key],
                             "mask": parallel.to_global(mask, mesh)})
-    for name, value in out["features"].items():
-      features.setdefault(name, []).append(np.asarray(value)[out["mask"]])
+    for name in names:
+      features.setdefault(name, []).append(np.asarray(out["features"][name])[out["mask"]])
     labels.append(out["label"][out["mask"]])
     if progress:
       progress(i + 1, total)
@@ -80,10 +81,34 @@ def extract_splits(encode, config, mesh, splits: dict, name: str) -> dict:
   return out
 
 
-def encoder(method, config):
-  """The jitted encode(params, method_state, batch). Built once and bound to each set of
-  weights (`bind`), so the pretrained and random-init networks share one compilation."""
-  return jax.jit(lambda p, s, batch: method.encode(p, s, batch, config))
+class Encoder:
+  """A method's jitted encode(params, method_state, batch), its feature sets in the order
+  the method's `encode` names them. The first is the primary set, the network the
+  method's official code evaluates (DINO's teacher before its student); jit hands a dict
+  back with its keys sorted, so the order is recorded while tracing and restored here.
+  Built once and bound to each set of weights (`bind`), so the pretrained and random-init
+  networks share one compilation."""
+
+  def __init__(self, method, config):
+    self._order: list[str] = []
+
+    def encode(params, method_state, batch):
+      out = method.encode(params, method_state, batch, config)
+      if isinstance(out, dict):
+        self._order[:] = list(out)
+      return out
+    self._jitted = jax.jit(encode)
+
+  def lower(self, *args):
+    return self._jitted.lower(*args)
+
+  def __call__(self, params, method_state, batch):
+    out = self._jitted(params, method_state, batch)
+    return {name: out[name] for name in self._order} if isinstance(out, dict) else out
+
+
+def encoder(method, config) -> Encoder:
+  return Encoder(method, config)
 
 
 def bind(encode, params, method_state):
