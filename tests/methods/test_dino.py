@@ -21,6 +21,10 @@ def small_config(local_count=4):
   config.dino.output_dim = OUTPUT_DIM
   config.views.local_crops.count = local_count  # smoke mode caps it at 2
   config.dino.freeze_last_layer_steps = 100  # smoke mode has none
+  # The paper's schedules (the Fashion-MNIST recipe holds them constant): the teacher
+  # temperature warmed from 0.04 to 0.07, τ rising to 1.
+  config.dino.update(warmup_teacher_temperature=0.04, teacher_temperature=0.07,
+                     warmup_teacher_temperature_steps=200, final_momentum=1.0)
   return config
 
 
