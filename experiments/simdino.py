@@ -9,7 +9,8 @@ table's budget (experiments/recipes.fashion_mnist_budget: ResNet-18 width 0.25, 
 -m ssl_jax.tools.bench --experiment simdino:fashion_mnist`): 2 x 24x24 global crops (scale
 0.3-1) + 4 x 12x12 local crops (scale 0.1-0.3), head 512-512-128 with BN (the ResNet's
 all-positive pooled features need it, as in the DINO row), τ_base 0.99, LARS lr 2.0 with
-50 warm-up steps, gamma and eps the official code's (see methods/simdino.py). Not tuned.
+50 warm-up steps, gamma, eps and the coding rate's input (the mean of student and
+teacher features) the official code's (see methods/simdino.py). Not tuned.
 Measured in the README's results table (`python -m experiments.table`).
 
 imagenet2012: the official recipe where a ResNet-50 can follow it: batch 1024, 100

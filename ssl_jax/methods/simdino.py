@@ -19,11 +19,11 @@ gamma: with `coding_rate_balance` (the default) gamma = coding_rate_weight * (d 
 the official code's balancing factor for n images per view and d dimensions (it calls it
 a heuristic); without it gamma = coding_rate_weight. eps: the official training command
 passes eps = 0.05, which its code uses in place of eps^2, so the default here is
-eps = sqrt(0.05). Whose features the rate measures is `coding_rate_input`: "student" (the
-paper's formula, the default here) or "student_teacher_mean", the official code's default
-(its `expa_type=1`): the rate of (z_s^i + z_t^i) / 2 for each global view i, the teacher's
-half carrying no gradient, so the rate's pull on the student is half as strong and
-anchored to the teacher. (The official code also takes the covariance per GPU, over the
+eps = sqrt(0.05). Whose features the rate measures is `coding_rate_input`:
+"student_teacher_mean", the official code's default (its `expa_type=1`) and the default
+here: the rate of (z_s^i + z_t^i) / 2 for each global view i, the teacher's half carrying
+no gradient, so the rate's pull on the student is half as strong and anchored to the
+teacher; or "student", the paper's formula (the rate of the student's features alone). (The official code also takes the covariance per GPU, over the
 local batch; here it is always over the global batch, so a run computes the same loss on
 any number of devices.)
 
@@ -60,7 +60,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   config.coding_rate_weight = 1.0         # gamma, or its multiplier with coding_rate_balance
   config.coding_rate_balance = True       # gamma *= (d + n) / (d n), the official code's factor
   config.epsilon = 0.05 ** 0.5            # eps of R_eps (official command: eps^2 = 0.05)
-  config.coding_rate_input = "student"    # or "student_teacher_mean" (official expa_type=1)
+  config.coding_rate_input = "student_teacher_mean"  # official expa_type=1; "student": the paper's
   config.base_momentum = 0.996            # teacher EMA at step 0, cosine to 1 (official: 0.996)
   config.final_momentum = 1.0            # τ at the last step, reached on a cosine from base (papers: 1)
   return validate.strict_update(config, overrides, "simdino")
