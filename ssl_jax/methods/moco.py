@@ -156,12 +156,8 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
   batch_size = first.shape[0]
   images = jnp.concatenate([first, second])
   stats, per_view = method_state["batch_stats"], config.moco.per_view_forward
-  (_, projections), encoder_updates = forward.apply(
-      encoder, {"params": params["encoder"], "batch_stats": stats}, images, 2, per_view,
-      train=train)
-  # Batch statistics whatever `train` says; the running averages it makes are dropped.
-  queries, _ = forward.apply(predictor, {"params": params["predictor"]}, projections, 2,
-                             per_view, train=True)
+  projections, queries, encoder_updates = forward.online_branch(encoder, predictor, params, stats,
+                                                                images, per_view, train)
   target = method_state["target"]
   (_, keys), target_updates = forward.apply(
       encoder, {"params": target["params"], "batch_stats": target["batch_stats"]}, images, 2,

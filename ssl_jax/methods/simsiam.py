@@ -97,12 +97,8 @@ def loss(params, method_state, views, rng, step, config, train: bool = True):
   del rng, step  # all randomness is in the views
   encoder, predictor = _networks(config)
   stats, per_view = method_state["batch_stats"], config.simsiam.per_view_forward
-  (_, projections), encoder_updates = forward.apply(
-      encoder, {"params": params["encoder"], "batch_stats": stats}, views, 2, per_view,
-      train=train)
-  # Batch statistics whatever `train` says; the running averages it makes are dropped.
-  predictions, _ = forward.apply(predictor, {"params": params["predictor"]}, projections, 2,
-                                 per_view, train=True)
+  projections, predictions, encoder_updates = forward.online_branch(
+      encoder, predictor, params, stats, views, per_view, train)
   half = views.shape[0] // 2
   # View 1's prediction targets view 2's projection and the other way round; the target
   # is stop-gradiented inside negative_cosine.

@@ -34,3 +34,17 @@ def apply(module: nn.Module, variables: dict, views: jax.Array, num_views: int,
     outputs.append(output)
   joined = jax.tree.map(lambda *parts: jnp.concatenate(parts), *outputs)
   return joined, ({"batch_stats": variables["batch_stats"]} if "batch_stats" in variables else {})
+
+
+def online_branch(encoder: nn.Module, predictor: nn.Module, params: dict, batch_stats: Any,
+                  views: jax.Array, per_view: bool, train: bool) -> tuple[Any, Any, dict]:
+  """MoCo v3's and SimSiam's online branch: the encoder (its BatchNorm running averages
+  updated) on the two views, then the predictor on its projections. The predictor always
+  normalises with batch statistics, whatever `train` says, and its running averages are
+  dropped. Returns (projections, predictions, the encoder's {"batch_stats"} updates)."""
+  (_, projections), updates = apply(
+      encoder, {"params": params["encoder"], "batch_stats": batch_stats}, views, 2, per_view,
+      train=train)
+  predictions, _ = apply(predictor, {"params": params["predictor"]}, projections, 2, per_view,
+                         train=True)
+  return projections, predictions, updates
