@@ -195,11 +195,8 @@ def main():
   # trainer's init makes them from the same key (engine.model_init).
   from ssl_jax import methods
   method = methods.get(config.method)
-  # The initial state is only the starting point both sides share, so its program is
-  # compiled without backend optimisation (half the compile time); the steps compared are.
   model_init = jax.jit(engine.model_init(method, config, engine.example_batch(config)),
-                       out_shardings=parallel.replicated(mesh)).lower(
-                           jax.random.PRNGKey(0)).compile({"xla_backend_optimization_level": 0})
+                       out_shardings=parallel.replicated(mesh))
   init = lambda rng: dict(zip(("params", "method_state"), model_init(rng)))
   state = init(jax.random.PRNGKey(0))
   rows = slice(args.process_id * 32 // args.num_processes,
