@@ -21,9 +21,11 @@ IMAGES = np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1), dtype=np.uint
 EXAMPLE = {"image": IMAGES[:1], "label": np.zeros((1,), np.int32)}
 
 
-def setup(name):
+def setup(name, local_crops=None):
   module = importlib.import_module(f"ssl_jax.methods.{name}")
   config = importlib.import_module(f"experiments.{name}").get_config("fashion_mnist,smoke")
+  if local_crops is not None:
+    config.views.local_crops.count = local_crops
   params, state = jitted.init(module, config, EXAMPLE)
   views = jax.jit(lambda b, r: module.views(b, r, 0, config))({"image": IMAGES},
                                                               jax.random.PRNGKey(1))
@@ -122,7 +124,7 @@ def test_barlow_twins_and_vicreg_losses_are_their_papers(name):
 
 @pytest.fixture(scope="module")
 def simdino_setup():
-  return setup("simdino")
+  return setup("simdino", local_crops=2)  # its Fashion-MNIST recipe turns them off
 
 
 def test_simdino_views_are_global_and_local_crops(simdino_setup):
