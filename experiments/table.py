@@ -81,8 +81,8 @@ def methods() -> tuple[str, ...]:
   return tuple(sorted(rows))
 
 
-def row_command(method: str, workdir: str, extra: tuple[str, ...] = ()) -> str:
-  return " ".join([f"python3 -m experiments.{method} --workdir {workdir}", *extra])
+def row_command(method: str, workdir: str) -> str:
+  return f"python3 -m experiments.{method} --workdir {workdir}"
 
 
 def _read_json(path: str):
