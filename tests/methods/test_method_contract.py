@@ -4,7 +4,6 @@ on 8 simulated devices equals 1 device (loss, gradients, method_state); a run re
 from a checkpoint equals the uninterrupted run bitwise."""
 import importlib
 import json
-import shutil
 
 import jax
 import numpy as np
@@ -15,6 +14,7 @@ from ssl_jax.core import parallel
 from ssl_jax.training import checkpoint, engine
 import compare
 from compare import assert_same_step
+from rundirs import rewound_copy
 from workers import run_worker
 from train_worker import flatten
 
@@ -118,15 +118,7 @@ def test_resume_is_bitwise(method, smoke_run, tmp_path, capfd):
   config = evals.load_run_config(str(full))  # exactly what the smoke run trained
   stop = config.checkpoint_every_steps
   assert stop < config.total_steps
-  split = tmp_path / "split"
-  shutil.copytree(full, split, ignore=shutil.ignore_patterns("eval", "tensorboard"))
-  later = [p for p in (split / "checkpoints").iterdir() if p.name.isdigit() and int(p.name) > stop]
-  assert later and (split / "checkpoints" / str(stop)).is_dir()
-  for path in later:
-    shutil.rmtree(path)
-  metrics = (split / "metrics.jsonl").read_text().splitlines(keepends=True)
-  (split / "metrics.jsonl").write_text("".join(
-      line for line in metrics if json.loads(line).get("step", 0) <= stop))
+  split = rewound_copy(full, tmp_path / "split", stop)
   train.train(config, str(split))
   log = capfd.readouterr()
   assert f"at step {stop}" in log.out + log.err and "resumed from" in log.out + log.err

@@ -2,11 +2,10 @@
 4-device mesh, as two hosts of a pod slice would. Checked: a step over the two processes
 equals the same global batch on one process; a two-process run resumed from a
 checkpoint equals an uninterrupted one bitwise (train state and each process's grain
-position), with the state replicated and with it split over both hosts (FSDP); SIGTERM delivered to
-one host makes both save and exit, and the resumed run is still exact; evaluation
+position), with the state replicated and with it split over both hosts (FSDP); SIGTERM
+delivered to one host makes both save and exit, and the resumed run is still exact; evaluation
 features extracted by both processes (each reading its own shard, padded to equal batch
 counts) are those one process extracts."""
-import json
 import os
 import shutil
 import signal
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 
 from compare import assert_same_step
+from rundirs import rewound_copy
 from workers import WORKER, model_fields, run_worker, worker_env
 
 PROCESSES = 2
@@ -136,12 +136,7 @@ def test_fsdp_over_both_hosts_resumes_bitwise(tiny_data_dir, tmp_path, cache):
   (full, _), _ = run_job("train", tiny_data_dir, tmp_path / "full.npz", cache,
                          workdir=tmp_path / "full", steps=4, fsdp=4)
   assert int(full["split_across_processes"]) >= 10
-  workdir = tmp_path / "resumed"
-  shutil.copytree(tmp_path / "full", workdir, ignore=shutil.ignore_patterns("tensorboard"))
-  shutil.rmtree(workdir / "checkpoints" / "4")
-  metrics = (workdir / "metrics.jsonl").read_text().splitlines(keepends=True)
-  (workdir / "metrics.jsonl").write_text(
-      "".join(line for line in metrics if json.loads(line).get("step", 0) <= 2))
+  workdir = rewound_copy(tmp_path / "full", tmp_path / "resumed", 2)
   (resumed, second), logs = run_job("train", tiny_data_dir, tmp_path / "resumed.npz", cache,
                                     workdir=workdir, steps=4, fsdp=4)
   assert "at step 2" in logs[0]
