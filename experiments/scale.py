@@ -66,6 +66,9 @@ ROWS = (
     _row("mlm:bert_base_128:fsdp", "mlm.py:wikipedia", "v5e:2x2", FSDP_ALL),
     _row("mlm:bert_base_512", "mlm.py:wikipedia,seq512", "v5e:2x2"),
     _row("mlm:bert_base_512:fsdp", "mlm.py:wikipedia,seq512", "v5e:2x2", FSDP_ALL),
+    _row("mlm:bert_base_512:bf16", "mlm.py:wikipedia,seq512", "v5e:2x2", BF16),
+    _row("mlm:bert_base_512:remat", "mlm.py:wikipedia,seq512", "v5e:2x2", REMAT),
+    _row("mlm:bert_base_512:2x4", "mlm.py:wikipedia,seq512", "v5e:2x4"),
     _row("clip:vit_b16", "clip.py:coco_captions,vit_b16", "v5e:16x16"),
     # Every other paper preset, at its paper's batch.
     _row("simclr:rn50", "simclr.py:imagenet2012", "v5e:8x8"),
