@@ -41,6 +41,9 @@ from ssl_jax.models import vit
 from ssl_jax.training import optim
 
 STEPS = 540
+# Fine-tuning is MAE's own protocol: the results table fine-tunes this row too, next to
+# the same ViT trained from scratch (experiments/table.py).
+TABLE_FINETUNE = True
 
 
 def vit_l16(config: ml_collections.ConfigDict) -> None:

@@ -19,6 +19,14 @@ run again, so an interrupted table resumes where it stopped (a half-trained row 
 from its checkpoint). Minutes are measured around each row's processes on this machine and
 kept in ROOT/METHOD/table_row.json.
 
+A row whose experiment module sets `TABLE_FINETUNE = True` (MAE: fine-tuning is its
+paper's protocol) is also fine-tuned end to end, next to the same network trained from
+random weights by the same recipe, on FINETUNE_SPLIT (10% of the train labels, the
+low-shot protocol) for FINETUNE_EPOCHS epochs: two ~10-minute trainings here, where the
+full labels would take hours. Both are scored once on test; the "fine-tuned / scratch"
+column shows them (`eval/finetune.json`), made by `python3 -m ssl_jax.evaluate --workdir
+ROOT/METHOD --mode finetune --eval finetune.epochs=5 --eval 'train_split=train[:10%]'`.
+
 Teacher-student methods score two networks; a row's linear and kNN columns are the one
 their official code evaluates (DINO, SimDINO: the EMA teacher; BYOL, MoCo: the online
 network), the "second network" column the other.
@@ -56,6 +64,8 @@ MODES = ("linear", "knn")  # the two probes each row reports
 NOT_ROWS = ("common", "table")  # the experiments package's helpers (recipes has no get_config)
 DISCUSSION = "docs/results.md"  # the hand-written discussion of the rows
 NOISE_METHOD = "vicreg"  # the README demo's method: its row is rerun at other seeds
+FINETUNE_SPLIT = "train[:10%]"  # the labels a TABLE_FINETUNE row is fine-tuned on
+FINETUNE_EPOCHS = 5
 
 
 def is_row(config) -> bool:
@@ -79,6 +89,34 @@ def methods() -> tuple[str, ...]:
     if get_config is not None and is_row(get_config(None)):
       rows.append(info.name)
   return tuple(sorted(rows))
+
+
+def finetunes(method: str) -> bool:
+  """The row's experiment asks the table to fine-tune it too (`TABLE_FINETUNE = True`)."""
+  return bool(getattr(importlib.import_module(f"experiments.{method}"), "TABLE_FINETUNE", False))
+
+
+def finetune_overrides(smoke: bool) -> list[str]:
+  """`ssl_jax.evaluate --eval` overrides of the table's fine-tune protocol; a smoke table
+  keeps its smoke config's (a few hundred images, 2 epochs)."""
+  if smoke:
+    return []
+  return ["--eval", f"finetune.epochs={FINETUNE_EPOCHS}", "--eval", f"train_split={FINETUNE_SPLIT}"]
+
+
+def finetune_command(workdir: str, smoke: bool = False) -> list[str]:
+  return ["-m", "ssl_jax.evaluate", "--workdir", workdir, "--mode", "finetune",
+          *finetune_overrides(smoke)]
+
+
+def is_finetuned(workdir: str, smoke: bool = False) -> bool:
+  """eval/finetune.json scores the final checkpoint with the table's protocol (a report
+  from another split or epoch count, e.g. a full-label fine-tune, does not count)."""
+  if not is_evaluated(workdir, ("finetune",)):
+    return False
+  protocol = rundir.read_evals(workdir)["finetune"]["protocol"]
+  return smoke or (protocol["train_split"] == FINETUNE_SPLIT
+                   and protocol["epochs"] == FINETUNE_EPOCHS)
 
 
 def row_command(method: str, workdir: str) -> str:
@@ -121,8 +159,9 @@ def _run(command: list[str], what: str) -> float:
   return (time.time() - start) / 60
 
 
-def run_row(method: str, workdir: str, extra: list[str]) -> dict:
-  """Pretrains and evaluates one row unless already done; returns its table_row.json."""
+def run_row(method: str, workdir: str, extra: list[str], finetune: bool = False) -> dict:
+  """Pretrains and evaluates one row unless already done (and fine-tunes it, with
+  `finetune`); returns its table_row.json."""
   record_path = os.path.join(workdir, "table_row.json")
   record = _read_json(record_path) or {"pretrain_minutes": None, "eval_minutes": None}
   if not is_trained(workdir):
@@ -146,6 +185,12 @@ def run_row(method: str, workdir: str, extra: list[str]) -> dict:
       json.dump(record, f, indent=2)
   else:
     print(f"[table] {method}: already trained and evaluated in {workdir}; skipped", flush=True)
+  smoke = "--smoke" in extra
+  if finetune and not is_finetuned(workdir, smoke):
+    record["finetune_minutes"] = _run([sys.executable, *finetune_command(workdir, smoke)],
+                                      f"{method}: fine-tuning and training from scratch")
+    with open(record_path, "w") as f:
+      json.dump(record, f, indent=2)
   return record
 
 
@@ -177,9 +222,18 @@ def row_summary(method: str, workdir: str, record: dict) -> dict:
       "images_per_s": statistics.median(speeds) if speeds else None,
       "pretrain_minutes": record.get("pretrain_minutes"),
       "eval_minutes": record.get("eval_minutes"),
+      "finetune_minutes": record.get("finetune_minutes"),
       "command": row_command(method, workdir),
       "second": _second_network(linear, knn),
+      "finetune": _finetune(reports.get("finetune")),
   }
+
+
+def _finetune(report: dict | None) -> tuple[float, float, str] | None:
+  """(fine-tuned top-1, from-scratch top-1, train split) of a row's finetune report."""
+  if not report:
+    return None
+  return report["top1"], report["baselines"]["random_init"], report["protocol"]["train_split"]
 
 
 def _second_network(linear: dict, knn: dict) -> tuple[str, float, float] | None:
@@ -215,23 +269,27 @@ def markdown(rows: list[dict], noise: dict | None = None) -> str:
   line when one was measured."""
   k = rows[0]["knn_k"]
   lines = [
-      f"| method | views | steps | linear top-1 | kNN top-1 (k={k}) | second network linear / kNN "
+      f"| method | views | steps | linear top-1 | kNN top-1 (k={k}) "
+      "| second network linear / kNN | fine-tuned / scratch (labels, minutes) "
       "| random-init linear / kNN | pretrain min | eval min | images/s | command |",
-      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
   ]
   for r in rows:
     speed = "–" if r["images_per_s"] is None else f"{r['images_per_s']:.0f}"
     second = ("–" if not r.get("second") else
               f"{r['second'][0]}: {_percent(r['second'][1])} / {_percent(r['second'][2])}")
+    tuned = ("–" if not r.get("finetune") else
+             f"{_percent(r['finetune'][0])} / {_percent(r['finetune'][1])} ({r['finetune'][2]}, "
+             f"{_minutes(r.get('finetune_minutes'))} min)")
     lines.append(
         f"| {r['method']} | {r['views']} | {r['steps']} | **{_percent(r['linear'])}** "
-        f"| {_percent(r['knn'])} | {second} "
+        f"| {_percent(r['knn'])} | {second} | {tuned} "
         f"| {_percent(r['random_linear'])} / {_percent(r['random_knn'])} "
         f"| {_minutes(r['pretrain_minutes'])} | {_minutes(r['eval_minutes'])} | {speed} "
         f"| `{r['command']}` |")
   raw = rows[0]
   lines.append(f"| raw pixels (784-d) | – | – | {_percent(raw['raw_linear'])} "
-               f"| {_percent(raw['raw_knn'])} | – | – | – | – | – | (every row's baseline) |")
+               f"| {_percent(raw['raw_knn'])} | – | – | – | – | – | – | (every row's baseline) |")
   if noise:
     lines += ["", noise_line(noise)]
   return "\n".join(lines)
@@ -292,7 +350,7 @@ def main(argv=None) -> None:
   rows = []
   for method in chosen:
     workdir = os.path.join(args.root, method)
-    record = run_row(method, workdir, extra)
+    record = run_row(method, workdir, extra, finetune=finetunes(method))
     rows.append(row_summary(method, workdir, record))
   noise = None
   if args.noise_seeds > 1 and NOISE_METHOD in chosen:

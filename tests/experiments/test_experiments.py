@@ -74,6 +74,8 @@ def test_results_table_skips_finished_rows_and_writes_readme(tiny_data_dir, smok
   assert result.returncode == 0, result.stderr[-4000:]
   for method in methods:
     assert f"{method}: already trained and evaluated" in result.stdout
+  assert [m for m in methods if table.finetunes(m)] == ["mae"]
+  assert "mae: fine-tuning and training from scratch" in result.stdout
   text = readme.read_text()
   assert text.startswith("intro\n") and text.endswith("outro\n") and "old table" not in text
   rows = [line for line in text.splitlines() if line.startswith("| ")]
@@ -91,6 +93,13 @@ def test_results_table_skips_finished_rows_and_writes_readme(tiny_data_dir, smok
                           f"{100 * knn['details'][f'pretrained/{name}']['top1']:.2f}%"), row
     else:
       assert cells[5] == "–", row
+    # MAE (TABLE_FINETUNE) is fine-tuned next to scratch; no other row is.
+    if table.finetunes(method):
+      tuned = json.load(open(smoke_root / method / "eval" / "finetune.json"))
+      assert cells[6].startswith(f"{100 * tuned['top1']:.2f}% / "
+                                 f"{100 * tuned['baselines']['random_init']:.2f}% (train[:256], "), row
+    else:
+      assert cells[6] == "–", row
     assert f"python3 -m experiments.{method} --workdir {smoke_root / method}" in row
   assert any(" | target: " in row for row in rows) and any(" | student: " in row for row in rows)
   assert f"{100 * report['baselines']['raw_input']:.2f}%" in rows[-1]
@@ -147,3 +156,29 @@ def test_results_table_discovers_its_rows(tmp_path, monkeypatch):
       sys.modules.pop(name, None)
   bad = _run(["-m", "experiments.table", "--methods", "simclr,clip", "--readme="])
   assert bad.returncode == 2 and "clip is not a row" in bad.stderr
+
+
+def test_a_fine_tune_counts_for_the_table_only_with_its_protocol(tmp_path):
+  """A finetune report from another split or epoch count (a full-label fine-tune) is
+  redone by the table; one at FINETUNE_SPLIT and FINETUNE_EPOCHS of the final step is kept."""
+  import ml_collections
+  from experiments import table
+  from ssl_jax.core import rundir
+  workdir = str(tmp_path)
+  rundir.save_config(ml_collections.ConfigDict({"total_steps": 7}), workdir)
+
+  def report(step, split, epochs):
+    rundir.write_eval(workdir, "finetune", {"top1": 0.5, "checkpoint_step": step, "protocol": {
+        "train_split": split, "epochs": epochs}})
+
+  assert not table.is_finetuned(workdir)
+  report(7, "train", table.FINETUNE_EPOCHS)
+  assert not table.is_finetuned(workdir)
+  report(7, table.FINETUNE_SPLIT, table.FINETUNE_EPOCHS + 1)
+  assert not table.is_finetuned(workdir)
+  report(6, table.FINETUNE_SPLIT, table.FINETUNE_EPOCHS)
+  assert not table.is_finetuned(workdir)
+  report(7, table.FINETUNE_SPLIT, table.FINETUNE_EPOCHS)
+  assert table.is_finetuned(workdir)
+  assert table.finetune_command(workdir)[-4:] == [
+      "--eval", "finetune.epochs=5", "--eval", "train_split=train[:10%]"]
