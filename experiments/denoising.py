@@ -6,8 +6,10 @@
 fashion_mnist: the results table's budget (ResNet-18 width 0.25, batch 256), whole 28x28
 images (crop scale 0.5-1, flips), Gaussian noise of std 0.5 (normalised pixels) and 10%
 salt and pepper, reconstructed at 28x28 through a 1024-wide MLP decoder, AdamW lr 1e-3.
-970 steps: SimCLR's 650-step minutes at this step's measured cost (docs/results.md). Not
-tuned.
+970 steps: SimCLR's 650-step minutes at this step's measured cost (docs/results.md). The
+2008 paper trained stacked fully connected layers with masking noise, layer by layer;
+here one ResNet encoder is trained end to end with both Gaussian and salt-and-pepper
+noise, the two corruptions the paper compares. Not tuned.
 
 cifar10 / imagenet2012: the same objective on a ResNet-18 / ResNet-50, reconstructing a
 32x32 image. The 2008 paper's networks were stacked fully connected layers on MNIST
