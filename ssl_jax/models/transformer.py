@@ -32,6 +32,7 @@ import ml_collections
 
 from ssl_jax.core import validate
 from ssl_jax.core.errors import ConfigError
+from ssl_jax.models.attention import HEADS_MAJOR
 from ssl_jax.models import remat as remat_lib
 
 PAD = 0
@@ -85,7 +86,7 @@ class TextBlock(nn.Module):
     attention = nn.MultiHeadDotProductAttention(
         num_heads=self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype,
         kernel_init=normal, dropout_rate=self.dropout_rate, deterministic=not train,
-        name="attention")
+        name="attention", **HEADS_MAJOR)
     mlp = lambda y: dense(width, "mlp_out")(nn.gelu(dense(self.mlp_dim, "mlp_in")(y), approximate=False))
     if self.norm == "pre":
       x = x + drop(attention(layer_norm("norm1")(x), mask=mask))

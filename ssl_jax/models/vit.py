@@ -32,6 +32,7 @@ import ml_collections
 
 from ssl_jax.core import validate
 from ssl_jax.core.errors import ConfigError
+from ssl_jax.models.attention import HEADS_MAJOR
 from ssl_jax.models import remat as remat_lib
 
 # name: (width, depth, heads). Ti/S/B as in DeiT and the ViT paper; "tiny-test" for tests.
@@ -103,7 +104,8 @@ class Block(nn.Module):
                                      name=name)
     y = nn.MultiHeadDotProductAttention(
         num_heads=self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype,
-        kernel_init=xavier, deterministic=True, name="attention")(norm("norm1")(x))
+        kernel_init=xavier, deterministic=True, name="attention",
+        **HEADS_MAJOR)(norm("norm1")(x))
     x = x + DropPath(self.drop_path, name="drop_path1")(y, train)
     y = dense(int(width * self.mlp_ratio), "mlp_in")(norm("norm2")(x))
     y = dense(width, "mlp_out")(nn.gelu(y, approximate=False))
