@@ -343,3 +343,13 @@ def test_package_sets_the_same_cpu_flag_as_conv():
   import ssl_jax
   from ssl_jax.models import conv
   assert ssl_jax.CPU_XLA_FLAGS == (conv.CPU_XLA_FLAGS,)
+
+
+def test_the_families_are_the_backbones_and_a_helper_is_refused():
+  """Every module of ssl_jax/models is a backbone family except its declared helpers; a
+  helper's name as config.model.name is refused like any unknown name."""
+  from ssl_jax import models
+  from ssl_jax.core.errors import ConfigError
+  assert models.families() == ["resnet", "transformer", "vit"]
+  with pytest.raises(ConfigError, match="config.model.name='torch_names' does not exist"):
+    models.family("torch_names")
