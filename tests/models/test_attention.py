@@ -37,11 +37,14 @@ def test_heads_major_attention_equals_flax(masked, dropout_rate):
 
   (l_ref, y_ref), g_ref = jax.value_and_grad(lambda p: loss(flax_mha, p), has_aux=True)(params)
   (l_ours, y_ours), g_ours = jax.value_and_grad(lambda p: loss(ours, p), has_aux=True)(params)
-  # float32 sums in another order: a few ulps of the outputs' scale (~1).
-  np.testing.assert_allclose(y_ours, y_ref, rtol=0, atol=2e-6)
-  assert abs(float(l_ours - l_ref)) < 1e-4
-  # Against the largest gradient entry: the key bias's gradient is zero in exact arithmetic
-  # (softmax ignores a shift shared by a query's logits), so its own scale is rounding.
+  # float32 sums of 8 and 7 terms in another order: a few ulps of the outputs' scale
+  # (bitwise equal on the AMD EPYC it was written on; other CPUs' kernels may round apart).
+  y_scale = float(jnp.max(jnp.abs(y_ref)))
+  np.testing.assert_allclose(y_ours, y_ref, rtol=0, atol=1e-5 * y_scale)
+  assert abs(float(l_ours - l_ref)) < 1e-5 * y_ref.size * y_scale
+  # Against the largest gradient entry (measured: 6e-8 of it): the key bias's gradient is
+  # zero in exact arithmetic (softmax ignores a shift shared by a query's logits), so its
+  # own scale is rounding.
   scale = max(float(jnp.max(jnp.abs(b))) for b in jax.tree.leaves(g_ref))
   for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * scale)
