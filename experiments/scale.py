@@ -8,7 +8,8 @@ Each row runs `python -m ssl_jax.tools.aot` (one process per compilation, as a u
 for one config on one topology and keeps its JSON line in --cache (default
 docs/scale_rows/ROW.json, kept with the page: the measurements behind it), so an
 interrupted page resumes where it stopped; delete a row's file to compile it again; a row
-whose compilation fails keeps its one-line error, shown in the page. Rows are the paper
+whose compilation fails keeps its one-line error, shown in the page (one the host's
+memory killer ended is recorded as such; one stopped by SIGTERM or Ctrl-C keeps nothing). Rows are the paper
 presets of every image and text experiment (`--dataset imagenet2012`, `wikipedia`,
 `coco_captions`) and their flagship variants, each at its paper's global batch on a v5e
 slice with at least 16 GiB x chips for it, a v4 or v6e slice where a config needs more
@@ -20,6 +21,7 @@ import dataclasses
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -106,7 +108,11 @@ def run_row(row: Row, cache: str) -> dict:
   if result.returncode == 0:
     record = {"report": json.loads(result.stdout.splitlines()[0])}
     print(result.stdout.split("\n", 1)[1], flush=True)
-  elif result.returncode < 0:  # killed: on a CPU host, mostly the kernel's OOM killer
+  elif result.returncode < 0 and -result.returncode != signal.SIGKILL:
+    # Stopped from outside (SIGTERM, SIGINT): not a property of the row; nothing is kept.
+    raise SystemExit(f"{row.name}: the compiler was stopped by signal {-result.returncode} "
+                     f"after {wall:.0f} s; nothing recorded, rerun to compile it")
+  elif result.returncode < 0:  # SIGKILL: on a CPU host, mostly the kernel's OOM killer
     record = {"error": f"the compiler was killed by signal {-result.returncode} after "
                        f"{wall:.0f} s on a host with {host_memory_gib():.0f} GiB of memory "
                        "(SIGKILL: most likely out of host memory; compile it on a larger host)"}

@@ -60,3 +60,13 @@ def test_a_failed_row_keeps_why(tmp_path, monkeypatch, returncode, stderr, words
   record = scale.run_row(scale.ROWS[0], str(tmp_path))
   assert words in record["error"]
   assert json.loads(next(tmp_path.iterdir()).read_text())["error"] == record["error"]
+
+
+def test_a_compile_stopped_from_outside_is_not_recorded(tmp_path, monkeypatch):
+  """SIGTERM or SIGINT to the compiler says nothing about the row: no report is kept (so
+  the page's command compiles it again), and the driver stops saying so."""
+  monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(
+      a[0], -15, stdout="", stderr="compiling the train step: ..."))
+  with pytest.raises(SystemExit, match="stopped by signal 15 .* nothing recorded"):
+    scale.run_row(scale.ROWS[0], str(tmp_path))
+  assert not list(tmp_path.iterdir())
