@@ -9,9 +9,9 @@ for one config on one topology and keeps its JSON line in --cache (default
 docs/scale_rows/ROW.json, kept with the page: the measurements behind it), so an
 interrupted page resumes where it stopped; delete a row's file to compile it again; a row
 whose compilation fails keeps its one-line error, shown in the page (one the host's
-memory killer ended is recorded as such; one stopped by SIGTERM or Ctrl-C keeps nothing). Rows are the paper
-presets of every image and text experiment (`--dataset imagenet2012`, `wikipedia`,
-`coco_captions`) and their flagship variants, each at its paper's global batch on a v5e
+memory killer ended is recorded as such; one stopped by SIGTERM or Ctrl-C keeps nothing).
+Rows are the paper presets of every image and text experiment (`--dataset imagenet2012`,
+`wikipedia`, `coco_captions`) and their flagship variants, each at its paper's global batch on a v5e
 slice with at least 16 GiB x chips for it, a v4 or v6e slice where a config needs more
 memory per chip, and the measures that make a config fit (bf16, fsdp, remat), compiled
 the same way, for the ones that do not, and the FSDP rows for MAE ViT-L and BERT-base.
