@@ -159,6 +159,11 @@ def _run(command: list[str], what: str) -> float:
   return (time.time() - start) / 60
 
 
+def _write_json(path: str, value) -> None:
+  with open(path, "w") as f:
+    json.dump(value, f, indent=2)
+
+
 def run_row(method: str, workdir: str, extra: list[str], finetune: bool = False) -> dict:
   """Pretrains and evaluates one row unless already done (and fine-tunes it, with
   `finetune`); returns its table_row.json."""
@@ -173,24 +178,21 @@ def run_row(method: str, workdir: str, extra: list[str], finetune: bool = False)
     record["cores"] = os.cpu_count()
     record["date"] = time.strftime("%Y-%m-%d")
     os.makedirs(workdir, exist_ok=True)
-    with open(record_path, "w") as f:
-      json.dump(record, f, indent=2)
+    _write_json(record_path, record)
     if not is_trained(workdir):
       raise SystemExit(f"[table] {method}: pretraining stopped before its last step; "
                        "rerun the table to resume it")
   if not is_evaluated(workdir):
     record["eval_minutes"] = _run([sys.executable, "-m", "ssl_jax.evaluate", "--workdir",
                                    workdir, "--mode", "linear,knn"], f"{method}: evaluation")
-    with open(record_path, "w") as f:
-      json.dump(record, f, indent=2)
+    _write_json(record_path, record)
   else:
     print(f"[table] {method}: already trained and evaluated in {workdir}; skipped", flush=True)
   smoke = "--smoke" in extra
   if finetune and not is_finetuned(workdir, smoke):
     record["finetune_minutes"] = _run([sys.executable, *finetune_command(workdir, smoke)],
                                       f"{method}: fine-tuning and training from scratch")
-    with open(record_path, "w") as f:
-      json.dump(record, f, indent=2)
+    _write_json(record_path, record)
   return record
 
 
