@@ -204,6 +204,12 @@ def _minutes(value) -> str:
   return "–" if value is None else f"{value:.1f}"
 
 
+def views_label(view_groups: dict) -> str:
+  """'2x24, 4x12': each view group's count x crop size; a group switched off (count 0,
+  e.g. DINO without local crops) is no view of the row."""
+  return ", ".join(f"{g['count']}x{g['crop_size']}" for g in view_groups.values() if g["count"])
+
+
 def row_summary(method: str, workdir: str, record: dict) -> dict:
   """The numbers of one row, read back from the run's own files."""
   config = rundir.read_config(workdir)
@@ -215,7 +221,7 @@ def row_summary(method: str, workdir: str, record: dict) -> dict:
   return {
       "method": method, "steps": config["total_steps"],
       "batch": config["global_batch_size"],
-      "views": ", ".join(f"{g['count']}x{g['crop_size']}" for g in config["views"].values()),
+      "views": views_label(config["views"]),
       "linear": linear["top1"], "knn": knn["top1"],
       "knn_k": knn["protocol"]["reported_k"],
       "random_linear": linear["baselines"]["random_init"],

@@ -132,6 +132,14 @@ def test_the_noise_line_is_the_mean_and_spread_over_seeds():
   assert "Noise" not in table.markdown(rows)
 
 
+def test_the_views_column_leaves_out_switched_off_view_groups():
+  from experiments import table
+  groups = {"global": {"count": 2, "crop_size": 24}, "local": {"count": 4, "crop_size": 12}}
+  assert table.views_label(groups) == "2x24, 4x12"
+  groups["local"]["count"] = 0  # DINO without local crops: two views, not "2x24, 0x12"
+  assert table.views_label(groups) == "2x24"
+
+
 def test_results_table_discovers_its_rows(tmp_path, monkeypatch):
   """The rows are every experiment whose default config trains on Fashion-MNIST and is
   scored by linear and kNN, alphabetical; a new such module is a row with no edit to
