@@ -115,8 +115,8 @@ def compile_train_step(config: ml_collections.ConfigDict, chip: tpu.Chip, device
   progress(f"compiling the train step: {config.method}, global batch "
            f"{config.global_batch_size}, mesh {dict(mesh.shape)}, {config.get('precision')}")
   start = time.perf_counter()
-  figures = _compile(step.lower(state, batch), chip, flops.model_flops(step, state, batch),
-                     len(devices))
+  model_flops = flops.train_step_model_flops(config, mesh, step, state, batch, example)
+  figures = _compile(step.lower(state, batch), chip, model_flops, len(devices))
   figures.update(state_bytes=sharding.bytes_per_device(state),
                  compile_s=time.perf_counter() - start, mesh=dict(mesh.shape))
   if "roofline_s" in figures:

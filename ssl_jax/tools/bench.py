@@ -221,7 +221,8 @@ def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
     result["loader_workers"] = workers
     result["input_wait_fraction"] = round(stream.take_wait_seconds() / sum(times), 4)
     stream.close()
-  result["model_flops_per_step"] = flops.model_flops(step, state, data)
+  result["model_flops_per_step"] = flops.train_step_model_flops(
+      config, mesh, step, state, data, None if real_data else example)
   if jax.default_backend() == "cpu":
     peak = matmul_peak_gflops()
     result["matmul_peak_gflops"] = round(peak, 1)

@@ -5,7 +5,9 @@ XLA's cost analysis is backend-specific (on GPU it leaves out the convolutions c
 runs), so MFU here counts what the model asks for instead: 2 x multiply-adds of every
 matmul (dot_general) and convolution in the traced program, forward and backward, every
 view and crop, with scans multiplied by their length. Element-wise work (normalisation,
-activations, the optimizer) is not counted, as in the usual definition of MFU.
+activations, the optimizer) is not counted, as in the usual definition of MFU; nor is a
+rematerialised model's recomputed forward (`train_step_model_flops`): that is work the
+hardware does, not the model (it shows in the compiled FLOPs).
 """
 import math
 
@@ -13,6 +15,7 @@ import jax
 from jax.extend import core
 
 from ssl_jax.tools import tpu
+from ssl_jax.training import engine
 
 # Dense peak FLOP/s per GPU: (bfloat16, float32 as XLA runs it by default: TF32). Vendor
 # datasheets (NVIDIA H100/H200 SXM, A100 SXM). TPU chips: ssl_jax/tools/tpu.py (float32
@@ -84,5 +87,17 @@ def jaxpr_flops(jaxpr: core.Jaxpr) -> float:
 
 
 def model_flops(fn, *args) -> float:
-  """Matmul and convolution FLOPs of one call of `fn(*args)` (traced, not run)."""
+  """Matmul and convolution FLOPs of one call of `fn(*args)` (traced, not run), everything
+  the traced program computes (a jax.checkpoint's recomputation included)."""
   return jaxpr_flops(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
+def train_step_model_flops(config, mesh, step, state, batch, example: dict | None = None) -> float:
+  """The model FLOPs of config's train `step` (built by engine.build from config, mesh and
+  example) on (state, batch): with config.model.remat set, those of the same step built
+  without remat, so that MFU does not count the recomputed forward as model work."""
+  if config.model.get("remat", "none") != "none":
+    config = config.copy_and_resolve_references()
+    config.model.remat = "none"
+    _, _, step = engine.build(config, mesh, example)
+  return model_flops(step, state, batch)
