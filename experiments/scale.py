@@ -193,14 +193,14 @@ def main(argv=None) -> None:
   prefixes = [p for p in args.rows.split(",") if p]
   chosen = [r for r in ROWS if not prefixes or any(r.name.startswith(p) for p in prefixes)]
   results = {}
-  for row in chosen:
+  for row in ROWS:  # the page always has every row: those not compiled now from the cache
     cached = os.path.join(args.cache, row.name.replace(":", "__") + ".json")
-    if args.page_only:
-      results[row.name] = json.load(open(cached)) if os.path.exists(cached) else None
-    else:
+    if row in chosen and not args.page_only:
       results[row.name] = run_row(row, args.cache)
+    else:
+      results[row.name] = json.load(open(cached)) if os.path.exists(cached) else None
   if args.page:
-    table.replace_section(args.page, START, END, markdown([(row, results.get(row.name)) for row in chosen]))
+    table.replace_section(args.page, START, END, markdown([(row, results[row.name]) for row in ROWS]))
     print(f"wrote {args.page}")
 
 

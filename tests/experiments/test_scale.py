@@ -46,6 +46,25 @@ def test_the_page_is_written_between_its_markers_from_cached_reports(tmp_path):
   assert sum("not compiled yet" in l for l in text.splitlines()) == len(scale.ROWS) - 1
 
 
+def test_compiling_some_rows_keeps_every_cached_row_on_the_page(tmp_path, monkeypatch):
+  first, second = scale.ROWS[0], scale.ROWS[1]
+  cache = tmp_path / "cache"
+  cache.mkdir()
+  error = {"error": "kept from an earlier run"}
+  (cache / (first.name.replace(":", "__") + ".json")).write_text(json.dumps(error))
+  compiled = []
+  monkeypatch.setattr(scale, "run_row", lambda row, _: compiled.append(row.name) or
+                      {"error": "compiled now"})
+  page = tmp_path / "scale.md"
+  page.write_text(f"{scale.START}\n{scale.END}\n")
+  scale.main(["--rows", second.name, "--cache", str(cache), "--page", str(page)])
+  assert compiled == [second.name]
+  lines = page.read_text().splitlines()
+  assert sum(l.startswith("| ") and "|---" not in l for l in lines) == len(scale.ROWS) + 1
+  assert "kept from an earlier run" in next(l for l in lines if l.startswith(f"| {first.name} |"))
+  assert "compiled now" in next(l for l in lines if l.startswith(f"| {second.name} |"))
+
+
 @pytest.mark.parametrize("returncode, stderr, words", [
     (-9, "compiling the train step: ...", "killed by signal 9 after"),
     (1, "compiling the train step: ...\nerror: topology 'v9:1x1' is unknown\n",
