@@ -96,12 +96,25 @@ ROWS = (
 )
 
 
+def cache_path(row: Row, cache: str) -> str:
+  return os.path.join(cache, row.name.replace(":", "__") + ".json")
+
+
+def cached_report(row: Row, cache: str) -> dict | None:
+  """The row's kept report (or error), None if it was never compiled."""
+  path = cache_path(row, cache)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
 def run_row(row: Row, cache: str) -> dict:
   """The row's aot report (or its error), compiling unless the cache has it."""
-  path = os.path.join(cache, row.name.replace(":", "__") + ".json")
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
+  path = cache_path(row, cache)
+  kept = cached_report(row, cache)
+  if kept is not None:
+    return kept
   print(f"== {row.name}: python {' '.join(row.command())}", flush=True)
   start = time.perf_counter()
   result = subprocess.run([sys.executable, *row.command()], cwd=ROOT, capture_output=True,
@@ -194,11 +207,8 @@ def main(argv=None) -> None:
   chosen = [r for r in ROWS if not prefixes or any(r.name.startswith(p) for p in prefixes)]
   results = {}
   for row in ROWS:  # the page always has every row: those not compiled now from the cache
-    cached = os.path.join(args.cache, row.name.replace(":", "__") + ".json")
-    if row in chosen and not args.page_only:
-      results[row.name] = run_row(row, args.cache)
-    else:
-      results[row.name] = json.load(open(cached)) if os.path.exists(cached) else None
+    compile_now = row in chosen and not args.page_only
+    results[row.name] = run_row(row, args.cache) if compile_now else cached_report(row, args.cache)
   if args.page:
     table.replace_section(args.page, START, END, markdown([(row, results[row.name]) for row in ROWS]))
     print(f"wrote {args.page}")

@@ -3,6 +3,7 @@ passes the check pass on its slice's chip count, and the page is written from ca
 reports (compiling is the page's command's work, run by hand)."""
 import importlib
 import json
+import pathlib
 import subprocess
 
 import pytest
@@ -34,7 +35,7 @@ def test_the_page_is_written_between_its_markers_from_cached_reports(tmp_path):
   report = {"topology": row.topology, "chips": 16, "chip": "TPU v5e", "global_batch": 1024,
             "precision": "float32", "fsdp": 1, "remat": "none",
             "train": figures, "eval": {"total_bytes": 2**29, "compile_s": 20.0}}
-  (cache / (row.name.replace(":", "__") + ".json")).write_text(json.dumps({"report": report}))
+  pathlib.Path(scale.cache_path(row, str(cache))).write_text(json.dumps({"report": report}))
   page = tmp_path / "scale.md"
   page.write_text(f"intro\n{scale.START}\nold\n{scale.END}\nafter\n")
   scale.main(["--page_only", "--cache", str(cache), "--page", str(page)])
@@ -51,7 +52,7 @@ def test_compiling_some_rows_keeps_every_cached_row_on_the_page(tmp_path, monkey
   cache = tmp_path / "cache"
   cache.mkdir()
   error = {"error": "kept from an earlier run"}
-  (cache / (first.name.replace(":", "__") + ".json")).write_text(json.dumps(error))
+  pathlib.Path(scale.cache_path(first, str(cache))).write_text(json.dumps(error))
   compiled = []
   monkeypatch.setattr(scale, "run_row", lambda row, _: compiled.append(row.name) or
                       {"error": "compiled now"})
