@@ -48,22 +48,28 @@ def test_the_page_is_written_between_its_markers_from_cached_reports(tmp_path):
 
 
 def test_compiling_some_rows_keeps_every_cached_row_on_the_page(tmp_path, monkeypatch):
-  first, second = scale.ROWS[0], scale.ROWS[1]
+  first, second, third = scale.ROWS[:3]
   cache = tmp_path / "cache"
   cache.mkdir()
-  error = {"error": "kept from an earlier run"}
-  pathlib.Path(scale.cache_path(first, str(cache))).write_text(json.dumps(error))
+  def keep(row, text):
+    pathlib.Path(scale.cache_path(row, str(cache))).write_text(json.dumps({"error": text}))
+  keep(first, "kept from an earlier run")
   compiled = []
-  monkeypatch.setattr(scale, "run_row", lambda row, _: compiled.append(row.name) or
-                      {"error": "compiled now"})
+  def compile_row(row, _):  # as run_row does: the record goes to the cache
+    compiled.append(row.name)
+    keep(row, "compiled now")
+    keep(third, "compiled meanwhile by another run")
+  monkeypatch.setattr(scale, "run_row", compile_row)
   page = tmp_path / "scale.md"
   page.write_text(f"{scale.START}\n{scale.END}\n")
   scale.main(["--rows", second.name, "--cache", str(cache), "--page", str(page)])
   assert compiled == [second.name]
   lines = page.read_text().splitlines()
   assert sum(l.startswith("| ") and "|---" not in l for l in lines) == len(scale.ROWS) + 1
-  assert "kept from an earlier run" in next(l for l in lines if l.startswith(f"| {first.name} |"))
-  assert "compiled now" in next(l for l in lines if l.startswith(f"| {second.name} |"))
+  line = lambda row: next(l for l in lines if l.startswith(f"| {row.name} |"))
+  assert "kept from an earlier run" in line(first)
+  assert "compiled now" in line(second)
+  assert "compiled meanwhile by another run" in line(third)
 
 
 @pytest.mark.parametrize("returncode, stderr, words", [
