@@ -304,6 +304,16 @@ def test_effective_rank_matches_numpy_on_random_embeddings():
   assert np.isfinite(float(diagnostics.effective_rank(np.zeros((8, 4), np.float32))))
 
 
+def test_effective_rank_reads_the_first_rank_rows_only():
+  rows = diagnostics.RANK_ROWS
+  # The first RANK_ROWS rows span 2 directions, the rest 6 more: RankMe of the first rows.
+  head = RNG.standard_normal((rows, 2)) @ orthonormal(8, 2).T
+  z = np.concatenate([head, RNG.standard_normal((rows, 8)) * 3.0]).astype(np.float32)
+  value = float(jax.jit(diagnostics.effective_rank)(z))
+  assert value == pytest.approx(numpy_effective_rank(head), rel=1e-3)
+  assert value < 2.01 < numpy_effective_rank(z)
+
+
 def test_embedding_std_is_zero_at_collapse_and_one_over_sqrt_d_when_spread():
   collapsed = np.tile(normal(1, 32), (50, 1))
   assert float(diagnostics.embedding_std(collapsed)) == pytest.approx(0.0, abs=1e-6)
