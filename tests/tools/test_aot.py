@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from experiments import simclr
-from ssl_jax.core import parallel, sharding
+from ssl_jax.core import parallel
 from ssl_jax.data import modality
+from ssl_jax.methods import colorization
 from ssl_jax.tools import aot, tpu
 from ssl_jax.training import engine
 
@@ -96,7 +97,6 @@ def test_colorization_targets_read_a_few_kilobytes_per_pixel_on_a_tpu():
   # Gathering each pixel's 25 candidate bins one index at a time from a 2-D table cost
   # 553 KB accessed per pixel in libtpu's cost analysis (the ImageNet row's step 472 GB per
   # chip); one row of 25 per pixel costs 12-15 KB.
-  from ssl_jax.methods import colorization
   _, devices = tpu.devices("v5e:2x2")
   ab = jax.ShapeDtypeStruct((2, 64, 64, 2), np.float32,
                             sharding=jax.sharding.SingleDeviceSharding(devices[0]))

@@ -21,8 +21,9 @@ def embedding_std(z: jax.Array) -> jax.Array:
 # RankMe reads at most this many rows (the first of the batch). An SVD's cost on a TPU grows
 # steeply with its size: libtpu compiled it for [256, 8192] in 12 s on a 2-core host, for
 # [512, 8192] in 54 s, and had not finished [4096, 2048] after 12 min, while VICReg's and
-# Barlow Twins' paper batches give [4096, 8192] (their whole steps did not compile in 24 GiB
-# of host memory). On the CPU, where LAPACK runs it, the size hardly matters.
+# Barlow Twins' paper batches give [4096, 8192] (Barlow Twins' whole step ran out of 24 GiB
+# of host memory compiling; docs/scale.md). On the CPU, where LAPACK runs it, the size
+# hardly matters.
 RANK_ROWS = 256
 
 
