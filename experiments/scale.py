@@ -205,8 +205,9 @@ def main(argv=None) -> None:
   args = parser.parse_args(argv)
   prefixes = [p for p in args.rows.split(",") if p]
   chosen = [r for r in ROWS if not prefixes or any(r.name.startswith(p) for p in prefixes)]
-  for row in chosen if not args.page_only else ():
-    run_row(row, args.cache)
+  if not args.page_only:
+    for row in chosen:
+      run_row(row, args.cache)
   if args.page:
     # Every row, from the cache as it stands now: also those another run compiled meanwhile.
     reports = [(row, cached_report(row, args.cache)) for row in ROWS]
