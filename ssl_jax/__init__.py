@@ -5,12 +5,16 @@ faster on CPU (why: ssl_jax/models/conv.py); they do nothing on GPU/TPU.
 XLA reads XLA_FLAGS once, when jax starts, so this only works if ssl_jax is imported
 first (every entrypoint here does). Set SSL_JAX_DEFAULT_XLA_FLAGS=0 to opt out.
 On a host with libtpu installed but no accelerator it also defaults JAX_PLATFORMS to cpu
-(see _keep_jax_off_a_missing_tpu).
+(see _keep_jax_off_a_missing_tpu). A command of this project (`python -m ssl_jax.train`,
+`python -m experiments.NAME`, ...) re-executes itself once under tcmalloc when the host has
+it (why: ssl_jax/core/host_malloc.py; SSL_JAX_TCMALLOC=0 opts out).
 """
 import glob
 import importlib.util
 import os
 import sys
+
+from ssl_jax.core import host_malloc
 
 # The package's layers, lowest first. A module may import from its own layer or any lower
 # one, never a higher one, and no import may close a cycle (tests/core/test_layers.py
@@ -71,5 +75,6 @@ def _keep_jax_off_a_missing_tpu() -> None:
   os.environ["JAX_PLATFORMS"] = "cpu"
 
 
+host_malloc.reexec_if_command()
 _set_default_xla_flags()
 _keep_jax_off_a_missing_tpu()

@@ -40,13 +40,16 @@ def imports_of(name: str, path: pathlib.Path, modules) -> set[str]:
 
 
 def layer_of(module: str, layers) -> int:
-  """Index of the module's layer; -1 for the package root (it imports nothing)."""
+  """Index of the module's layer. A package root counts as the lowest layer: it sets the
+  process up before jax starts (ssl_jax/__init__.py) and may import only from there."""
+  if "." not in module:
+    return 0
   best, index = "", -1
   for i, (_, prefixes) in enumerate(layers):
     for prefix in prefixes:
       if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > len(best):
         best, index = prefix, i
-  if index < 0 and "." in module:
+  if index < 0:
     raise AssertionError(f"{module} is in no layer of ssl_jax.LAYERS: add it there")
   return index
 
