@@ -43,8 +43,8 @@ the same run, and xla_mfu from XLA's count too; on GPU and TPU: the datasheet ta
 flops.py), residual_bytes (the activations the backward pass keeps), temp_bytes (XLA's
 temporary buffers), peak_bytes (the device allocator's peak, where the backend reports
 it), state_bytes_per_device (parameters, optimizer and method state one device holds:
-`--fsdp N` splits them, ssl_jax/core/sharding.py), and the CPU model, since these machines
-differ.
+`--fsdp N` splits them, ssl_jax/core/sharding.py), the CPU model, since these machines
+differ, and host_allocator (tcmalloc, or the system's malloc: ssl_jax/core/host_malloc.py).
 """
 import argparse
 import importlib
@@ -62,7 +62,7 @@ import ml_collections
 import numpy as np
 
 from ssl_jax import methods, train
-from ssl_jax.core import parallel, sharding
+from ssl_jax.core import host_malloc, parallel, sharding
 from ssl_jax.data import pipeline, preprocess, presets, sources
 from ssl_jax.models import remat
 from ssl_jax.tools import bench_specs, flops
@@ -213,6 +213,7 @@ def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
             "step_s_max": round(max(times), 4), "final_loss": float(metrics["loss"]),
             "backend": jax.default_backend(), "devices": jax.device_count(),
             "device_kind": jax.devices()[0].device_kind, "cpu": cpu_model(),
+            "host_allocator": "tcmalloc" if host_malloc.loaded() else "system",
             "data": "real" if real_data else "synthetic", "precision": precision,
             "fsdp": mesh.shape[parallel.FSDP_AXIS], "state_bytes_per_device": state_bytes,
             "remat": config.model.get("remat", "none")}

@@ -27,6 +27,10 @@ def test_bench_prints_one_json_line():
   report = json.loads(lines[0])
   assert report["bench"] == "experiment:simclr:fashion_mnist" and report["impl"] == "ssl_jax"
   assert report["batch"] == 16 and report["cpu"]
+  # The subprocess inherits the suite's LD_PRELOAD (tests/conftest.py), or re-executes
+  # itself under tcmalloc (ssl_jax/core/host_malloc.py): either way it runs under it here.
+  expected = "system" if os.environ.get("SSL_JAX_TCMALLOC") == "0" else "tcmalloc"
+  assert report["host_allocator"] == expected
   for field in ("step_s_median", "items_per_s", "compile_s", "flops_per_step",
                 "matmul_peak_gflops", "mfu", "residual_bytes", "temp_bytes",
                 "model_flops_per_step", "xla_mfu"):
