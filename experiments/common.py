@@ -13,6 +13,7 @@ a small probe, so a test can run every
 experiment and none of them rots.
 """
 import sys
+import time
 from typing import Callable, Mapping
 
 import ml_collections
@@ -149,14 +150,31 @@ def _pre_parse(argv: list[str]) -> tuple[str | None, str | None, bool, bool]:
   return dataset, variant, smoke_run, validation
 
 
+def _minutes(seconds: float) -> str:
+  seconds = int(round(seconds))
+  return f"{seconds // 60} min {seconds % 60:02d} s"
+
+
+def wall_time_line(pretrain_s: float, eval_s: float | None) -> str:
+  """The closing line of a command: its wall time, split into pretraining (with start-up
+  and compilation) and evaluation."""
+  if eval_s is None:
+    return f"wall time {_minutes(pretrain_s)} (pretraining; no evaluation)"
+  pretrain_s, eval_s = round(pretrain_s), round(eval_s)  # the parts add up to the total
+  return (f"wall time {_minutes(pretrain_s + eval_s)} (pretraining {_minutes(pretrain_s)}, "
+          f"evaluation {_minutes(eval_s)})")
+
+
 def main(get_config) -> None:
   """Parses --workdir, --dataset, --smoke and `--config.x=y` overrides, trains, evaluates.
 
   Evaluation runs the modes in config.eval.modes (e.g. "linear,knn") once training is
   complete; pass --config.eval.modes=none to pretrain only. A run stopped by SIGTERM or
   Ctrl-C exits 0 after its checkpoint and evaluates nothing: the same command resumes it,
-  finishes training, then evaluates.
+  finishes training, then evaluates. The last line on stderr is the wall time, from here
+  (after the imports) to the end.
   """
+  started = time.perf_counter()
   dataset, variant, smoke_run, validation = _pre_parse(sys.argv)
   try:
     parts = [dataset or "", variant or "", "smoke" if smoke_run else ""]
@@ -192,7 +210,11 @@ def main(get_config) -> None:
             "Run the same command again to finish training and evaluate.")
         return
       modes = [m for m in config.eval.modes.split(",") if m and m != "none"]
+      trained = time.perf_counter()
       if modes:
         evaluate.run(workdir, modes)
+      finished = time.perf_counter()
+      log.Progress(config.total_steps, 0).message(
+          wall_time_line(trained - started, finished - trained if modes else None))
 
   app.run(run)

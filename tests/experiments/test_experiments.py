@@ -3,6 +3,7 @@ evaluations) on the tiny real Fashion-MNIST subset, so none of them rots."""
 import json
 import os
 import pkgutil
+import re
 import subprocess
 import sys
 
@@ -37,6 +38,8 @@ TWO_NETWORKS = {"dino": ("teacher", "student"), "simdino": ("teacher", "student"
 def test_experiment_runs_in_smoke_mode(name, smoke_run):
   workdir, result = smoke_run(name)
   assert result.returncode == 0, result.stderr[-4000:]
+  assert re.fullmatch(r"wall time \d+ min \d\d s \(pretraining \d+ min \d\d s, evaluation "
+                      r"\d+ min \d\d s\)", result.stderr.strip().splitlines()[-1]), result.stderr[-400:]
   config = json.load(open(workdir / "config.json"))
   for mode in config["eval"]["modes"].split(","):
     report = json.load(open(workdir / "eval" / f"{mode}.json"))
