@@ -1,9 +1,9 @@
 """Run the project's commands under tcmalloc when the host has it.
 
 Why: XLA:CPU allocates every step's buffers with the C library's malloc. glibc serves a
-block above its mmap threshold (32 MiB at most) with fresh pages from the kernel and hands
-them back on free, so each step faults in and zeroes its large temporaries again. tcmalloc
-keeps freed memory for reuse. On a 2-core AMD EPYC VM that made the MAE ViT bench step
+block above its mmap threshold (at most 32 MiB; a step's temporaries are often more) with
+fresh pages from the kernel and hands them back on free, so each step faults in and zeroes
+its large temporaries again. tcmalloc keeps freed memory for reuse. On a 2-core AMD EPYC VM that made the MAE ViT bench step
 ~1.4x faster (docs/performance.md). glibc's own switches (no mmap, one arena, transparent
 huge pages) recovered part of it; tcmalloc recovered the most.
 
