@@ -34,14 +34,14 @@ if [ ! -f "$FORTUNES_DIR/fortunes" ]; then
 fi
 
 # tcmalloc: the project's commands run under it when the host has it (ssl_jax/core/host_malloc.py,
-# ~1.4x faster XLA:CPU steps). Optional: without it they run under glibc's malloc.
+# up to ~1.5x faster XLA:CPU steps). Optional: without it they run under glibc's malloc.
 if ! ls /usr/lib/*-linux-gnu/libtcmalloc*.so.4 /usr/lib64/libtcmalloc*.so.4 >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== installing tcmalloc (apt-get install libtcmalloc-minimal4)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4 >/dev/null
   else
-    echo "tcmalloc is not installed: the CPU steps will run under glibc's malloc, up to ~1.4x slower." >&2
+    echo "tcmalloc is not installed: the CPU steps will run under glibc's malloc, up to ~1.5x slower." >&2
     echo "Install it with 'sudo apt-get install -y libtcmalloc-minimal4' (Debian/Ubuntu)." >&2
   fi
 fi

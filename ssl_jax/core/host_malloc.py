@@ -3,9 +3,10 @@
 Why: XLA:CPU allocates every step's buffers with the C library's malloc. glibc serves a
 block above its mmap threshold (at most 32 MiB; a step's temporaries are often more) with
 fresh pages from the kernel and hands them back on free, so each step faults in and zeroes
-its large temporaries again. tcmalloc keeps freed memory for reuse. On a 2-core AMD EPYC VM that made the MAE ViT bench step
-~1.4x faster (docs/performance.md). glibc's own switches (no mmap, one arena, transparent
-huge pages) recovered part of it; tcmalloc recovered the most.
+its large temporaries again. tcmalloc keeps freed memory for reuse. On a 2-core AMD EPYC
+VM that made the MAE ViT bench step 1.3-1.5x faster (docs/performance.md). glibc's own
+switches (no mmap, one arena, transparent huge pages) recovered part of it; tcmalloc
+recovered the most.
 
 The allocator is chosen when the process starts (LD_PRELOAD), so a command re-executes its
 interpreter once with LD_PRELOAD set. Only `python -m ssl_jax.*` and `python -m
@@ -95,7 +96,7 @@ def reexec_if_command() -> None:
   library = setting or find_tcmalloc()
   if library is None or not os.path.isfile(library):
     what = f"{ENV}={setting} is not a file" if setting else "tcmalloc was not found"
-    print(f"ssl_jax: {what}; XLA:CPU steps run up to ~1.4x slower under glibc's malloc. "
+    print(f"ssl_jax: {what}; XLA:CPU steps run up to ~1.5x slower under glibc's malloc. "
           f"Install it ({INSTALL_HINT}), or set {ENV}=0 to silence this.", file=sys.stderr)
     return
   env = dict(os.environ)
