@@ -29,10 +29,9 @@ from ssl_jax.core import host_malloc  # noqa: E402
 # The project's commands run under tcmalloc (ssl_jax/core/host_malloc.py); so do the test
 # processes that pytest-xdist starts from here, and every subprocess, which inherit
 # LD_PRELOAD (the commands they run then need no re-execution).
-if os.environ.get(host_malloc.ENV) != "0" and not os.environ.get("LD_PRELOAD"):
-  _TCMALLOC = host_malloc.find_tcmalloc()
-  if _TCMALLOC:
-    os.environ["LD_PRELOAD"] = _TCMALLOC
+_TCMALLOC = host_malloc.chosen_library()
+if _TCMALLOC and os.path.isfile(_TCMALLOC):
+  os.environ["LD_PRELOAD"] = host_malloc.with_preload(_TCMALLOC, os.environ.get("LD_PRELOAD"))
 
 # Shared test helpers (references, comparison rules, worker processes) live in tests/helpers/
 # and are imported by name from every test folder.

@@ -46,6 +46,21 @@ def find_tcmalloc(dirs=LIBRARY_DIRS) -> str | None:
   return None
 
 
+def chosen_library() -> str | None:
+  """The library SSL_JAX_TCMALLOC names, else the first one found; None when it is "0" or
+  none is found."""
+  setting = os.environ.get(ENV, "")
+  if setting == "0":
+    return None
+  return setting or find_tcmalloc()
+
+
+def with_preload(library: str, ld_preload: str | None) -> str:
+  """An LD_PRELOAD value that loads `library` first, before what `ld_preload` held."""
+  kept = [path for path in (ld_preload or "").split(":") if path and path != library]
+  return ":".join([library, *kept])
+
+
 def loaded(maps_path: str = "/proc/self/maps") -> bool:
   """Whether a tcmalloc library is mapped into this process."""
   try:
@@ -93,14 +108,14 @@ def reexec_if_command() -> None:
     print(f"ssl_jax: {os.environ.get('LD_PRELOAD')} was not loaded; running under the "
           f"system allocator ({ENV}=0 silences this)", file=sys.stderr)
     return
-  library = setting or find_tcmalloc()
+  library = chosen_library()
   if library is None or not os.path.isfile(library):
     what = f"{ENV}={setting} is not a file" if setting else "tcmalloc was not found"
     print(f"ssl_jax: {what}; XLA:CPU steps run up to ~1.5x slower under glibc's malloc. "
           f"Install it ({INSTALL_HINT}), or set {ENV}=0 to silence this.", file=sys.stderr)
     return
   env = dict(os.environ)
-  env["LD_PRELOAD"] = ":".join(filter(None, [library, env.get("LD_PRELOAD")]))
+  env["LD_PRELOAD"] = with_preload(library, env.get("LD_PRELOAD"))
   env[REEXEC_MARK] = "1"
   sys.stdout.flush()
   sys.stderr.flush()

@@ -44,6 +44,20 @@ def test_find_tcmalloc_takes_the_first_library_of_the_given_directories(tmp_path
       tmp_path / "a" / "libtcmalloc_minimal.so.4")
 
 
+def test_the_library_goes_first_in_ld_preload_once():
+  assert host_malloc.with_preload("/lib/t.so", None) == "/lib/t.so"
+  assert host_malloc.with_preload("/lib/t.so", "/a.so:/lib/t.so:/b.so") == "/lib/t.so:/a.so:/b.so"
+
+
+def test_the_setting_chooses_the_library(monkeypatch):
+  monkeypatch.setenv(host_malloc.ENV, "0")
+  assert host_malloc.chosen_library() is None
+  monkeypatch.setenv(host_malloc.ENV, "/opt/libtcmalloc.so")
+  assert host_malloc.chosen_library() == "/opt/libtcmalloc.so"
+  monkeypatch.delenv(host_malloc.ENV)
+  assert host_malloc.chosen_library() == host_malloc.find_tcmalloc()
+
+
 def test_loaded_reads_the_process_memory_map(tmp_path):
   maps = tmp_path / "maps"
   maps.write_text("7f00-7f01 r-xp 0 08:01 1 /usr/lib/x86_64-linux-gnu/libc.so.6\n")
