@@ -39,6 +39,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["ssl_jax", "ssl_jax.*", "experiments"]),
+    # Built on the host at first use (ssl_jax/models/onednn.py), so shipped as source.
+    package_data={"ssl_jax.models": ["onednn_conv.cc"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # gcp-storage-emulator: a GCS JSON API on 127.0.0.1 for the gs:// workdir tests.

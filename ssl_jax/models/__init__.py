@@ -1,6 +1,6 @@
 """Flax (linen) networks. Backbone families, one per file: resnet.py, vit.py,
 transformer.py; helpers: attention.py (the attention core's layout), conv.py (ResNet
-convolutions), heads.py (MLP heads and BackboneWithHead), remat.py (rematerialisation
+convolutions), onednn.py (oneDNN's convolutions on CPU), heads.py (MLP heads and BackboneWithHead), remat.py (rematerialisation
 policies), torch_names.py (a backbone's weights under torchvision's / timm's names).
 
 `config.model.name = "resnet"` means `ssl_jax.models.resnet` (core/registry.py). A family
@@ -32,7 +32,7 @@ import jax
 from ssl_jax.core.registry import Registry
 from ssl_jax.data import augment
 
-_REGISTRY = Registry(__name__, "config.model.name", helpers=("attention", "conv", "heads", "remat", "torch_names"))
+_REGISTRY = Registry(__name__, "config.model.name", helpers=("attention", "conv", "heads", "onednn", "remat", "torch_names"))
 
 
 def families() -> list[str]:

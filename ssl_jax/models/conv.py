@@ -1,13 +1,16 @@
 """2-D convolutions (NHWC input, HWIO kernel) and how to make them fast on XLA:CPU.
 
-Two things decide ResNet training speed on XLA:CPU (jaxlib 0.10; measured on a 2-core VM;
-docs/performance.md has the end-to-end numbers):
+Three things decide ResNet training speed on XLA:CPU (jaxlib 0.10; measured on a 2-core
+VM; docs/performance.md has the end-to-end numbers):
 
-1. The compiler option. By default XLA:CPU hands convolutions to YNNPACK, whose forward
-   and gradient convolutions are 1.7-1.9x slower over a ResNet-18 train step than Eigen's.
+1. Whose convolution kernels run. oneDNN's (onednn.py: an FFI library built on the host)
+   made the ResNet-18 bench step 1.65x faster than XLA's own, and are the CPU default
+   when the program runs on one device and the library is available.
+2. Among XLA's own: by default XLA:CPU hands convolutions to YNNPACK, whose forward and
+   gradient convolutions are 1.7-1.9x slower over a ResNet-18 train step than Eigen's.
    Pass `compiler_options()` to `jax.jit` (or set `CPU_XLA_FLAGS` in XLA_FLAGS before JAX
    starts) to keep convolutions on Eigen; dots and reductions stay on YNNPACK.
-2. The strided convolutions' gradients, which XLA lowers to forms Eigen runs 2-4x slower
+3. The strided convolutions' gradients, which XLA lowers to forms Eigen runs 2-4x slower
    than a plain convolution. impl="fast" rewrites them (see `strided_input_grad` and
    `_pointwise_conv`); everything else is XLA's own convolution and autodiff.
 
@@ -17,10 +20,14 @@ Strategies (``impl``), all the same function with the same parameters:
             kxk convs (custom_vjp) compute the input gradient as stride**2 stride-1
             convs (polyphase) instead of one lhs-dilated conv, and kxk convs with an
             output of at most TINY_OUTPUT_PIXELS pixels use im2col.
+  "onednn"  oneDNN's convolution and its two gradients (onednn.py), float32 on CPU; other
+            dtypes take "fast". An error where the library cannot be built.
   "im2col"  shifted slices + one matmul, differentiated by autodiff. Portable reference;
             slower than both above on XLA:CPU (the patch tensor is 9x the activation).
-  "auto"    "fast" on cpu, "xla" elsewhere: the platform the program is traced for
-            (`target_backend`, which the train step sets from its mesh), else JAX's default.
+  "auto"    on CPU, "onednn" for a program on one device when the library is available,
+            else "fast"; "xla" elsewhere. The platform and device count are those of the
+            program being traced (`target_backend`, which the train step sets from its
+            mesh), else JAX's default backend and its device count.
 """
 
 import contextlib
@@ -33,9 +40,10 @@ import jax.numpy as jnp
 from jax import lax
 
 from ssl_jax.core.errors import ConfigError
+from ssl_jax.models import onednn
 
 Padding = Union[str, int, Sequence[Tuple[int, int]]]
-IMPLS = ("auto", "xla", "im2col", "fast")
+IMPLS = ("auto", "xla", "im2col", "fast", "onednn")
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 
 # Keep convolutions off YNNPACK (on Eigen) in XLA:CPU, leaving YNNPACK its dots and
@@ -55,29 +63,39 @@ def compiler_options(backend: Optional[str] = None) -> Dict[str, str]:
   return {}
 
 
-_TARGET_BACKEND = contextvars.ContextVar("conv_target_backend", default=None)
+_TARGET = contextvars.ContextVar("conv_target", default=(None, None))
 
 
 @contextlib.contextmanager
-def target_backend(backend: Optional[str]):
+def target_backend(backend: Optional[str], devices: Optional[int] = None):
   """Within it, "auto" resolves for `backend` ("cpu", "gpu", "tpu"; None: JAX's default)
-  rather than for this host: a program may be traced for devices this host does not have
-  (a TPU slice's, compiled ahead of time on a CPU host by ssl_jax/tools/aot.py), and the
-  CPU strategy must not leak into it."""
-  token = _TARGET_BACKEND.set(backend)
+  and a program over `devices` devices (None: JAX's device count) rather than for this
+  host: a program may be traced for devices this host does not have (a TPU slice's,
+  compiled ahead of time on a CPU host by ssl_jax/tools/aot.py), and the CPU strategy
+  must not leak into it."""
+  token = _TARGET.set((backend, devices))
   try:
     yield
   finally:
-    _TARGET_BACKEND.reset(token)
+    _TARGET.reset(token)
 
 
 def resolve_impl(impl: str) -> str:
-  """Map "auto" to the fastest strategy for the target backend (`target_backend`, else
-  JAX's default); validate others."""
+  """Map "auto" to the fastest strategy for the target backend and device count
+  (`target_backend`, else JAX's default); validate others ("onednn" needs its library:
+  ConfigError with the reason where it cannot be built)."""
   if impl not in IMPLS:
     raise ConfigError(f"model.conv_impl={impl!r} is not one of {IMPLS}")
+  backend, devices = _TARGET.get()
   if impl == "auto":
-    return "fast" if (_TARGET_BACKEND.get() or jax.default_backend()) == "cpu" else "xla"
+    if (backend or jax.default_backend()) != "cpu":
+      return "xla"
+    # One device only: an FFI call has no partitioning rule (onednn.py).
+    single = (devices if devices is not None else jax.device_count()) == 1
+    return "onednn" if single and onednn.available() else "fast"
+  if impl == "onednn" and not onednn.available():
+    raise ConfigError(f"model.conv_impl='onednn' but oneDNN convolutions are unavailable: "
+                      f"{onednn.unavailable_reason()}")
   return impl
 
 
@@ -122,6 +140,12 @@ def _im2col_conv(x, kernel, strides, padding):
   kh, kw, cin, cout = kernel.shape
   patches = extract_patches(x, (kh, kw), strides, padding)
   return jnp.einsum("nhwk,ko->nhwo", patches, kernel.reshape(kh * kw * cin, cout))
+
+
+def _onednn_conv(x, kernel, strides, padding):
+  if x.dtype != jnp.float32 or kernel.dtype != jnp.float32:
+    return _fast_conv(x, kernel, strides, padding)
+  return onednn.conv(x, kernel, strides, padding)
 
 
 def _pointwise_conv(x, kernel, strides, padding):
@@ -204,7 +228,8 @@ def _fast_conv(x, kernel, strides, padding):
   return _xla_conv(x, kernel, strides, padding)
 
 
-_IMPL_FUNCTIONS = {"xla": _xla_conv, "im2col": _im2col_conv, "fast": _fast_conv}
+_IMPL_FUNCTIONS = {"xla": _xla_conv, "im2col": _im2col_conv, "fast": _fast_conv,
+                   "onednn": _onednn_conv}
 
 
 def conv2d(x, kernel, strides: Sequence[int] = (1, 1), padding: Padding = "SAME",

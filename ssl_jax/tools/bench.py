@@ -38,13 +38,16 @@ compile_s (lower + compile), flops_per_step from XLA's cost analysis (backend-sp
 GPU it omits cuDNN's convolutions), model_flops_per_step (ssl_jax/tools/flops.py: the matmuls
 and convolutions of the traced step, forward and backward, every view), mfu =
 model_flops_per_step / step_s_median / peak, with peak_source saying where the peak
-came from (on CPU: matmul_peak_gflops, a float32 2048x2048 jitted matmul, best of 5, in
-the same run, and xla_mfu from XLA's count too; on GPU and TPU: the datasheet table in
+came from (on CPU: the better of matmul_peak_gflops, a float32 2048x2048 jitted matmul,
+and onednn_conv_peak_gflops, one oneDNN 3x3 convolution, each best of 5 in the same run,
+and xla_mfu from XLA's count too; on GPU and TPU: the datasheet table in
 flops.py), residual_bytes (the activations the backward pass keeps), temp_bytes (XLA's
 temporary buffers), peak_bytes (the device allocator's peak, where the backend reports
 it), state_bytes_per_device (parameters, optimizer and method state one device holds:
 `--fsdp N` splits them, ssl_jax/core/sharding.py), the CPU model, since these machines
-differ, and host_allocator (tcmalloc, or the system's malloc: ssl_jax/core/host_malloc.py).
+differ, host_allocator (tcmalloc, or the system's malloc: ssl_jax/core/host_malloc.py), and
+for a ResNet conv_impl (whose convolutions ran: "onednn", or XLA's "fast" or "xla";
+ssl_jax/models/conv.py; XLA's flops_per_step leaves oneDNN's calls out).
 """
 import argparse
 import importlib
@@ -64,7 +67,7 @@ import numpy as np
 from ssl_jax import methods, train
 from ssl_jax.core import host_malloc, parallel, sharding
 from ssl_jax.data import pipeline, preprocess, presets, sources
-from ssl_jax.models import remat
+from ssl_jax.models import conv, onednn, remat
 from ssl_jax.tools import bench_specs, flops
 from ssl_jax.tools.bench_specs import CIFAR_SHAPE, TEXT_LENGTH
 from ssl_jax.training import engine
@@ -114,6 +117,32 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
     matmul(a, a).block_until_ready()
     best = min(best, time.perf_counter() - start)
   return 2 * n ** 3 / best / 1e9
+
+
+def onednn_conv_peak_gflops(repeats: int = 5) -> float:
+  """Best-of float32 throughput of one oneDNN 3x3 convolution (64 x 16x16x128 -> 128, the
+  ResNet's second stage): oneDNN's convolutions run faster than XLA's jitted matmul on
+  some CPUs, so on CPU the MFU yardstick is the better of the two."""
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((64, 16, 16, 128), np.float32))
+  kernel = jnp.asarray(np.random.default_rng(1).standard_normal((3, 3, 128, 128), np.float32))
+  fn = jax.jit(lambda a, b: onednn.conv(a, b, (1, 1), ((1, 1), (1, 1))))
+  fn(x, kernel).block_until_ready()
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn(x, kernel).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * 64 * 16 * 16 * 128 * 128 * 9 / best / 1e9
+
+
+def _conv_impl(config, mesh) -> str:
+  """The convolution strategy the step ran ("auto" resolved for its mesh; oneDNN's calls
+  are float32 only, so a bfloat16 step's convolutions are XLA's "fast" ones)."""
+  with conv.target_backend(mesh.devices.flat[0].platform, mesh.devices.size):
+    impl = conv.resolve_impl(config.model.get("conv_impl", "auto"))
+  if impl == "onednn" and engine.with_precision(config).model.get("dtype", "float32") != "float32":
+    return "fast"
+  return impl
 
 
 def _flops(compiled) -> float | None:
@@ -217,6 +246,8 @@ def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
             "data": "real" if real_data else "synthetic", "precision": precision,
             "fsdp": mesh.shape[parallel.FSDP_AXIS], "state_bytes_per_device": state_bytes,
             "remat": config.model.get("remat", "none")}
+  if config.model.name == "resnet":
+    result["conv_impl"] = _conv_impl(config, mesh)
   result.update(_memory(compiled, engine.with_precision(config), state, data))
   if real_data:
     result["loader_workers"] = workers
@@ -228,6 +259,12 @@ def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
     peak = matmul_peak_gflops()
     result["matmul_peak_gflops"] = round(peak, 1)
     peak, source = peak * 1e9, f"measured: float32 2048x2048 matmul, {peak:.0f} GFLOP/s"
+    if onednn.available():
+      conv_peak = onednn_conv_peak_gflops()
+      result["onednn_conv_peak_gflops"] = round(conv_peak, 1)
+      if conv_peak * 1e9 > peak:
+        peak, source = conv_peak * 1e9, (f"measured: float32 oneDNN 3x3 convolution, "
+                                         f"{conv_peak:.0f} GFLOP/s")
   else:
     known = flops.device_peak(jax.devices()[0].device_kind, "float32")
     peak, source = known if known else (None, f"unknown device kind {jax.devices()[0].device_kind!r}")

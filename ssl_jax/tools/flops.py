@@ -3,7 +3,7 @@ devices it runs on: MFU on every backend.
 
 XLA's cost analysis is backend-specific (on GPU it leaves out the convolutions cuDNN
 runs), so MFU here counts what the model asks for instead: 2 x multiply-adds of every
-matmul (dot_general) and convolution in the traced program, forward and backward, every
+matmul (dot_general) and convolution (XLA's or oneDNN's) in the traced program, forward and backward, every
 view and crop, with scans multiplied by their length. Element-wise work (normalisation,
 activations, the optimizer) is not counted, as in the usual definition of MFU; nor is a
 rematerialised model's recomputed forward (`train_step_model_flops`): that is work the
@@ -14,6 +14,7 @@ import math
 import jax
 from jax.extend import core
 
+from ssl_jax.models import onednn
 from ssl_jax.tools import tpu
 from ssl_jax.training import engine
 
@@ -78,6 +79,8 @@ def jaxpr_flops(jaxpr: core.Jaxpr) -> float:
       total += _dot_flops(eqn)
     elif name == "conv_general_dilated":
       total += _conv_flops(eqn)
+    elif name == "ffi_call" and onednn.ffi_call_flops(eqn) is not None:
+      total += onednn.ffi_call_flops(eqn)   # the oneDNN convolutions (models/conv.py)
     elif name == "cond":
       total += max(jaxpr_flops(b.jaxpr) for b in eqn.params["branches"])
     else:

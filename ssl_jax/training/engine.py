@@ -226,10 +226,10 @@ def build(config: ml_collections.ConfigDict, mesh, example: dict | None = None):
 
 def _step_under_mesh(state, batch, *, mesh, **kwargs):
   # The abstract mesh is what jax.shard_map(..., mesh=None) picks up inside jit; the mesh's
-  # platform, not this host's, picks the models' "auto" strategies (a TPU program may be
-  # compiled on a CPU host: ssl_jax/tools/aot.py).
+  # platform and size, not this host's, pick the models' "auto" strategies (a TPU program
+  # may be compiled on a CPU host: ssl_jax/tools/aot.py).
   with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), \
-       conv.target_backend(mesh.devices.flat[0].platform):
+       conv.target_backend(mesh.devices.flat[0].platform, mesh.devices.size):
     return train_step(state, batch, **kwargs)
 
 

@@ -10,7 +10,7 @@ import pytest
 from jax import lax
 
 from ssl_jax.core import errors
-from ssl_jax.models import conv as conv_lib, heads, resnet
+from ssl_jax.models import conv as conv_lib, heads, onednn, resnet
 
 
 def normal(shape, seed=0, scale=1.0, shift=0.0):
@@ -122,9 +122,15 @@ def test_bad_depth_and_impl_give_clear_errors():
     conv_lib.resolve_impl("fancy")
 
 
-def test_auto_impl_depends_on_backend():
-  expected = "fast" if jax.default_backend() == "cpu" else "xla"
-  assert conv_lib.resolve_impl("auto") == expected
+def test_auto_impl_depends_on_backend_and_device_count():
+  on_cpu = "onednn" if onednn.available() else "fast"
+  with conv_lib.target_backend("cpu", 1):
+    assert conv_lib.resolve_impl("auto") == on_cpu
+  with conv_lib.target_backend("cpu", 2):       # an FFI call has no partitioning rule
+    assert conv_lib.resolve_impl("auto") == "fast"
+  for platform in ("tpu", "gpu"):
+    with conv_lib.target_backend(platform, 1):
+      assert conv_lib.resolve_impl("auto") == "xla"
 
 
 # ------------------------------------------------------------------------ fast conv
@@ -147,9 +153,11 @@ CONV_CASES = [
 ]
 
 
-@pytest.mark.parametrize("impl", ["im2col", "fast"])
+@pytest.mark.parametrize("impl", ["im2col", "fast", "onednn"])
 @pytest.mark.parametrize("case", CONV_CASES, ids=str)
 def test_conv_matches_lax_in_value_and_gradients(impl, case):
+  if impl == "onednn" and not onednn.available():
+    pytest.skip(f"oneDNN convolutions unavailable: {onednn.unavailable_reason()}")
   spatial, cin, cout, k, stride, padding = case
   seed = spatial * 100 + k * 10 + stride
   x = normal((2, spatial, spatial, cin), seed)
@@ -293,7 +301,7 @@ def test_impls_share_parameters_and_agree_on_a_network():
   x = normal((4, 12, 12, 3))
   models = {impl: resnet.ResNet((1, 1), bottleneck=False, width_multiplier=4 / 64,
                                 small_image_stem=False, conv_impl=impl)
-            for impl in ("xla", "fast")}
+            for impl in ("xla", "fast") + (("onednn",) if onednn.available() else ())}
   variables = jax.jit(lambda: models["xla"].init(jax.random.PRNGKey(1), x, train=True))()
 
   @jax.jit
@@ -305,11 +313,11 @@ def test_impls_share_parameters_and_agree_on_a_network():
     return {impl: jax.value_and_grad(loss)(params, model) for impl, model in models.items()}
 
   results = values_and_grads(variables["params"])
-  ref_value, ref_grad = results["xla"]
-  value, grad = results["fast"]
-  np.testing.assert_allclose(value, ref_value, rtol=1e-4)
-  jax.tree_util.tree_map(
-      lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4), grad, ref_grad)
+  ref_value, ref_grad = results.pop("xla")
+  for value, grad in results.values():
+    np.testing.assert_allclose(value, ref_value, rtol=1e-4)
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4), grad, ref_grad)
 
 
 # ---------------------------------------------------------------------------- heads

@@ -14,6 +14,7 @@ import pytest
 from experiments import simclr
 from ssl_jax.core import parallel
 from ssl_jax.data import modality
+from ssl_jax.models import onednn
 from ssl_jax.methods import colorization
 from ssl_jax.tools import aot, tpu
 from ssl_jax.training import engine
@@ -81,15 +82,18 @@ def _lowered_step_text(config, devices) -> str:
 
 @needs_libtpu
 def test_the_cpu_convolution_strategy_stays_out_of_the_tpu_program():
-  # On this CPU host, "auto" means "fast" for a CPU mesh; traced for TPU chips it must be
-  # exactly the explicit "xla" program, and differ from the CPU strategy's.
+  # On this CPU host, "auto" means "onednn" (or "fast" without it) for a one-device CPU
+  # mesh; traced for TPU chips it must be exactly the explicit "xla" program, and differ
+  # from the CPU strategy's.
   _, devices = tpu.devices("v5e:2x2")
   auto = _lowered_step_text(smoke_config(), devices)
   assert auto == _lowered_step_text(smoke_config(**{"model.conv_impl": "xla"}), devices)
   assert auto != _lowered_step_text(smoke_config(**{"model.conv_impl": "fast"}), devices)
   host = _lowered_step_text(smoke_config(), jax.devices()[:1])
-  assert host == _lowered_step_text(smoke_config(**{"model.conv_impl": "fast"}),
+  on_cpu = "onednn" if onednn.available() else "fast"
+  assert host == _lowered_step_text(smoke_config(**{"model.conv_impl": on_cpu}),
                                     jax.devices()[:1])
+  assert "ssl_jax_onednn_conv" not in auto
 
 
 @needs_libtpu
