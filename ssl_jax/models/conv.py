@@ -93,6 +93,9 @@ def resolve_impl(impl: str) -> str:
     # One device only: an FFI call has no partitioning rule (onednn.py).
     single = (devices if devices is not None else jax.device_count()) == 1
     return "onednn" if single and onednn.available() else "fast"
+  if impl == "onednn" and (backend or jax.default_backend()) != "cpu":
+    raise ConfigError(f"model.conv_impl='onednn' runs on CPU only, not "
+                      f"{backend or jax.default_backend()}: use 'auto' or 'xla'")
   if impl == "onednn" and not onednn.available():
     raise ConfigError(f"model.conv_impl='onednn' but oneDNN convolutions are unavailable: "
                       f"{onednn.unavailable_reason()}")

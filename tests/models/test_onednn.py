@@ -71,6 +71,12 @@ def test_a_library_that_does_not_load_is_refused(fresh_state):
   assert "cannot load" in onednn.unavailable_reason()
 
 
+def test_onednn_by_name_is_refused_off_cpu():
+  with conv_lib.target_backend("tpu", 4):
+    with pytest.raises(errors.ConfigError, match="conv_impl='onednn' runs on CPU only, not tpu"):
+      conv_lib.resolve_impl("onednn")
+
+
 @needs_onednn
 def test_the_command_builds_from_source_into_the_cache(tmp_path):
   env = dict(os.environ, **{onednn.CACHE_ENV: str(tmp_path)})
