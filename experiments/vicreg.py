@@ -1,6 +1,6 @@
 """VICReg (Bardes, Ponce, LeCun 2022, arXiv:2105.04906) on any dataset preset.
 
-    python -m experiments.vicreg --workdir /tmp/vicreg_fashion_mnist --config.total_steps=450  # README demo
+    python -m experiments.vicreg --workdir /tmp/vicreg_fashion_mnist --config.total_steps=900  # README demo
     python -m experiments.vicreg --workdir /tmp/vicreg_fashion_mnist   # the results table's row
     python -m experiments.vicreg --dataset imagenet2012 --workdir gs://BUCKET/vicreg_in1k
 
