@@ -3,7 +3,8 @@
 Why: XLA:CPU runs convolutions in Eigen (YNNPACK's are slower still) and computes their
 kernel gradients through layout transposes. oneDNN's direct convolutions (what PyTorch
 uses on CPU) are faster: on a 2-core AMD EPYC VM the ResNet-18 bench step went from
-6.6 s to 4.0 s and the README demo's step from 0.78 s to 0.47 s (docs/performance.md).
+6.46 s to 3.91-3.94 s and the README demo's step from 0.73-0.80 s to 0.44-0.45 s
+(docs/performance.md).
 jaxlib links oneDNN but this build of XLA never emits oneDNN convolutions, so
 `onednn_conv.cc` (next to this file) wraps them as three FFI targets: forward, input
 gradient, kernel gradient, on NHWC/HWIO float32 buffers; `conv` is the differentiable
@@ -145,7 +146,7 @@ def unavailable_reason() -> str | None:
       except Unavailable as error:
         _STATE["reason"] = str(error)
         print(f"ssl_jax: oneDNN convolutions are off ({error}); convolutions on CPU use "
-              f"XLA's, ~1.4-1.7x slower for a ResNet step. {ENV}=0 silences this.",
+              f"XLA's, ~1.6-1.8x slower for a ResNet step. {ENV}=0 silences this.",
               file=sys.stderr)
   return _STATE["reason"]
 

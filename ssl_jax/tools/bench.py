@@ -106,17 +106,21 @@ def cpu_model() -> str:
   return platform.processor() or "unknown"
 
 
-def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
-  """Best-of float32 n x n matmul throughput: the machine's attainable peak, measured now."""
-  a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), np.float32))
-  matmul = jax.jit(lambda x, y: x @ y)
-  matmul(a, a).block_until_ready()
+def _best_seconds(fn, *args, repeats: int) -> float:
+  """The fastest of `repeats` timed calls of jitted `fn(*args)`, after one untimed call."""
+  fn(*args).block_until_ready()
   best = float("inf")
   for _ in range(repeats):
     start = time.perf_counter()
-    matmul(a, a).block_until_ready()
+    fn(*args).block_until_ready()
     best = min(best, time.perf_counter() - start)
-  return 2 * n ** 3 / best / 1e9
+  return best
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+  """Best-of float32 n x n matmul throughput: the machine's attainable peak, measured now."""
+  a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), np.float32))
+  return 2 * n ** 3 / _best_seconds(jax.jit(lambda x, y: x @ y), a, a, repeats=repeats) / 1e9
 
 
 def onednn_conv_peak_gflops(repeats: int = 5) -> float:
@@ -125,14 +129,9 @@ def onednn_conv_peak_gflops(repeats: int = 5) -> float:
   some CPUs, so on CPU the MFU yardstick is the better of the two."""
   x = jnp.asarray(np.random.default_rng(0).standard_normal((64, 16, 16, 128), np.float32))
   kernel = jnp.asarray(np.random.default_rng(1).standard_normal((3, 3, 128, 128), np.float32))
-  fn = jax.jit(lambda a, b: onednn.conv(a, b, (1, 1), ((1, 1), (1, 1))))
-  fn(x, kernel).block_until_ready()
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn(x, kernel).block_until_ready()
-    best = min(best, time.perf_counter() - start)
-  return 2 * 64 * 16 * 16 * 128 * 128 * 9 / best / 1e9
+  one_conv = jax.jit(lambda a, b: onednn.conv(a, b, (1, 1), ((1, 1), (1, 1))))
+  seconds = _best_seconds(one_conv, x, kernel, repeats=repeats)
+  return 2 * 64 * 16 * 16 * 128 * 128 * 9 / seconds / 1e9
 
 
 def _conv_impl(config, mesh) -> str:

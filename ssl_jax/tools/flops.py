@@ -2,12 +2,13 @@
 devices it runs on: MFU on every backend.
 
 XLA's cost analysis is backend-specific (on GPU it leaves out the convolutions cuDNN
-runs), so MFU here counts what the model asks for instead: 2 x multiply-adds of every
-matmul (dot_general) and convolution (XLA's or oneDNN's) in the traced program, forward and backward, every
-view and crop, with scans multiplied by their length. Element-wise work (normalisation,
-activations, the optimizer) is not counted, as in the usual definition of MFU; nor is a
-rematerialised model's recomputed forward (`train_step_model_flops`): that is work the
-hardware does, not the model (it shows in the compiled FLOPs).
+runs, and on CPU the oneDNN calls: models/onednn.py), so MFU here counts what the model
+asks for instead: 2 x multiply-adds of every matmul (dot_general) and convolution (XLA's
+or oneDNN's) in the traced program, forward and backward, every view and crop, with scans
+multiplied by their length. Element-wise work (normalisation, activations, the optimizer)
+is not counted, as in the usual definition of MFU; nor is a rematerialised model's
+recomputed forward (`train_step_model_flops`): that is work the hardware does, not the
+model (it shows in the compiled FLOPs).
 """
 import math
 
