@@ -2,12 +2,13 @@
 
 `ResNet(...)(images, train)` maps NHWC images to [batch, feature_dim] globally
 average-pooled features; there is no classifier. The convolution strategy is a field
-(`conv_impl`, see `ssl_jax.models.conv`): "auto" uses XLA's convolution on GPU/TPU and
-the "fast" path on CPU. All strategies compute the same function and share the parameter
-layout (HWIO `kernel`, like `flax.linen.Conv`), so a checkpoint trained with one loads
-into the others. On CPU the XLA flag `conv.CPU_XLA_FLAGS` makes a ResNet step ~1.4-1.7x
-faster; importing `ssl_jax` before jax sets it (see ssl_jax/__init__.py), or pass
-`conv.compiler_options()` to a `jax.jit` of your own.
+(`conv_impl`, see `ssl_jax.models.conv`): "auto" uses XLA's convolution on GPU/TPU, and
+on CPU oneDNN's (`ssl_jax.models.onednn`) for a program on one device, else XLA's "fast"
+path. All strategies compute the same function and share the parameter layout (HWIO
+`kernel`, like `flax.linen.Conv`), so a checkpoint trained with one loads into the
+others. On CPU the XLA flag `conv.CPU_XLA_FLAGS` makes XLA's convolutions in a ResNet
+step ~1.4-1.7x faster; importing `ssl_jax` before jax sets it (see ssl_jax/__init__.py),
+or pass `conv.compiler_options()` to a `jax.jit` of your own.
 
 BatchNorm uses the statistics of the batch it is given. Under `jax.jit` over a batch
 sharded on a mesh, that is the global batch: XLA inserts the cross-device reductions, so
@@ -144,7 +145,7 @@ class ResNet(nn.Module):
     otherwise the ImageNet stem, 7x7 stride-2 conv + 3x3 stride-2 max-pool.
   small_stem_stride: stride of the small-image stem conv; 2 quarters the cost of every
     later layer (a budget option for CPU runs on 28x28 images).
-  conv_impl: "auto" | "xla" | "fast" | "im2col" (see ssl_jax.models.conv).
+  conv_impl: "auto" | "onednn" | "xla" | "fast" | "im2col" (see ssl_jax.models.conv).
   bn_momentum: running-stat decay, flax convention (0.9 == torch's momentum=0.1).
   zero_init_residual: start each block's last BN scale at 0 (block = identity).
   dtype: computation dtype (parameters stay float32).
