@@ -120,6 +120,8 @@ def build(path: str | None = None) -> str:
 def _load() -> None:
   path = library_path()
   if not os.path.isfile(path):
+    print(f"ssl_jax: building oneDNN's convolutions for XLA:CPU into {path} (once, a few "
+          f"seconds)", file=sys.stderr)
     build(path)
   try:
     library = ctypes.cdll.LoadLibrary(path)
