@@ -36,7 +36,13 @@ fi
 
 # tcmalloc: the project's commands run under it when the host has it (ssl_jax/core/host_malloc.py,
 # up to ~1.5x faster XLA:CPU steps). Optional: without it they run under glibc's malloc.
-if ! ls /usr/lib/*-linux-gnu/libtcmalloc*.so.4 /usr/lib64/libtcmalloc*.so.4 >/dev/null 2>&1; then
+have_tcmalloc() {  # (ls over both patterns fails when either matches nothing)
+  for library in /usr/lib/*-linux-gnu/libtcmalloc*.so.4 /usr/lib64/libtcmalloc*.so.4; do
+    [ -e "$library" ] && return 0
+  done
+  return 1
+}
+if ! have_tcmalloc; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== installing tcmalloc (apt-get install libtcmalloc-minimal4)"
     apt-get update -qq
