@@ -38,9 +38,10 @@ compile_s (lower + compile), flops_per_step from XLA's cost analysis (backend-sp
 GPU it omits cuDNN's convolutions), model_flops_per_step (ssl_jax/tools/flops.py: the matmuls
 and convolutions of the traced step, forward and backward, every view), mfu =
 model_flops_per_step / step_s_median / peak, with peak_source saying where the peak
-came from (on CPU: the better of matmul_peak_gflops, a float32 2048x2048 jitted matmul,
-and onednn_conv_peak_gflops, one oneDNN 3x3 convolution, each best of 5 in the same run,
-and xla_mfu from XLA's count too; on GPU and TPU: the datasheet table in
+came from (on CPU: matmul_peak_gflops, a float32 2048x2048 jitted matmul, best of 5 in
+the same run, or for a step whose convolutions ran in oneDNN the better of that and
+onednn_conv_peak_gflops, one oneDNN 3x3 convolution, measured the same way; and xla_mfu
+from XLA's count too; on GPU and TPU: the datasheet table in
 flops.py), residual_bytes (the activations the backward pass keeps), temp_bytes (XLA's
 temporary buffers), peak_bytes (the device allocator's peak, where the backend reports
 it), state_bytes_per_device (parameters, optimizer and method state one device holds:
@@ -126,7 +127,7 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
 def onednn_conv_peak_gflops(repeats: int = 5) -> float:
   """Best-of float32 throughput of one oneDNN 3x3 convolution (64 x 16x16x128 -> 128, the
   ResNet's second stage): oneDNN's convolutions run faster than XLA's jitted matmul on
-  some CPUs, so on CPU the MFU yardstick is the better of the two."""
+  some CPUs, so a step that runs them is measured against the better of the two."""
   x = jnp.asarray(np.random.default_rng(0).standard_normal((64, 16, 16, 128), np.float32))
   kernel = jnp.asarray(np.random.default_rng(1).standard_normal((3, 3, 128, 128), np.float32))
   one_conv = jax.jit(lambda a, b: onednn.conv(a, b, (1, 1), ((1, 1), (1, 1))))
@@ -258,7 +259,7 @@ def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
     peak = matmul_peak_gflops()
     result["matmul_peak_gflops"] = round(peak, 1)
     peak, source = peak * 1e9, f"measured: float32 2048x2048 matmul, {peak:.0f} GFLOP/s"
-    if onednn.available():
+    if result.get("conv_impl") == "onednn":
       conv_peak = onednn_conv_peak_gflops()
       result["onednn_conv_peak_gflops"] = round(conv_peak, 1)
       if conv_peak * 1e9 > peak:
