@@ -87,15 +87,16 @@ def resolve_impl(impl: str) -> str:
   if impl not in IMPLS:
     raise ConfigError(f"model.conv_impl={impl!r} is not one of {IMPLS}")
   backend, devices = _TARGET.get()
+  platform = backend or jax.default_backend()
   if impl == "auto":
-    if (backend or jax.default_backend()) != "cpu":
+    if platform != "cpu":
       return "xla"
     # One device only: an FFI call has no partitioning rule (onednn.py).
     single = (devices if devices is not None else jax.device_count()) == 1
     return "onednn" if single and onednn.available() else "fast"
-  if impl == "onednn" and (backend or jax.default_backend()) != "cpu":
-    raise ConfigError(f"model.conv_impl='onednn' runs on CPU only, not "
-                      f"{backend or jax.default_backend()}: use 'auto' or 'xla'")
+  if impl == "onednn" and platform != "cpu":
+    raise ConfigError(f"model.conv_impl='onednn' runs on CPU only, not {platform}: use "
+                      f"'auto' or 'xla'")
   if impl == "onednn" and not onednn.available():
     raise ConfigError(f"model.conv_impl='onednn' but oneDNN convolutions are unavailable: "
                       f"{onednn.unavailable_reason()}")
@@ -145,8 +146,13 @@ def _im2col_conv(x, kernel, strides, padding):
   return jnp.einsum("nhwk,ko->nhwo", patches, kernel.reshape(kh * kw * cin, cout))
 
 
+def onednn_takes(dtype) -> bool:
+  """Whether "onednn" runs a convolution of this dtype (float32); others take "fast"."""
+  return jnp.dtype(dtype) == jnp.float32
+
+
 def _onednn_conv(x, kernel, strides, padding):
-  if x.dtype != jnp.float32 or kernel.dtype != jnp.float32:
+  if not (onednn_takes(x.dtype) and onednn_takes(kernel.dtype)):
     return _fast_conv(x, kernel, strides, padding)
   return onednn.conv(x, kernel, strides, padding)
 

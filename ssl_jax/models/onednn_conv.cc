@@ -134,16 +134,16 @@ void Execute(Kind kind, const Geometry& g, void* activations, void* kernel, void
   if (reorder && kind != Kind::kBackwardWeights) {
     dnnl::reorder(user_kernel, k).execute(stream, user_kernel, k);
   }
-  if (kind == Kind::kForward) {
-    plan->primitive->execute(stream, {{DNNL_ARG_SRC, act}, {DNNL_ARG_WEIGHTS, k},
-                                      {DNNL_ARG_DST, out}, {DNNL_ARG_SCRATCHPAD, scratchpad}});
-  } else if (kind == Kind::kBackwardData) {
-    plan->primitive->execute(stream, {{DNNL_ARG_DIFF_SRC, act}, {DNNL_ARG_WEIGHTS, k},
-                                      {DNNL_ARG_DIFF_DST, out}, {DNNL_ARG_SCRATCHPAD, scratchpad}});
-  } else {
-    plan->primitive->execute(stream, {{DNNL_ARG_SRC, act}, {DNNL_ARG_DIFF_WEIGHTS, k},
-                                      {DNNL_ARG_DIFF_DST, out}, {DNNL_ARG_SCRATCHPAD, scratchpad}});
-    if (reorder) dnnl::reorder(k, user_kernel).execute(stream, k, user_kernel);
+  // Which oneDNN argument each buffer is, by kind: activations, kernel, outputs.
+  static constexpr int kArgs[3][3] = {
+      {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST},
+      {DNNL_ARG_DIFF_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_DST},
+      {DNNL_ARG_SRC, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_DST}};
+  const int* args = kArgs[static_cast<int>(kind)];
+  plan->primitive->execute(stream, {{args[0], act}, {args[1], k}, {args[2], out},
+                                    {DNNL_ARG_SCRATCHPAD, scratchpad}});
+  if (reorder && kind == Kind::kBackwardWeights) {
+    dnnl::reorder(k, user_kernel).execute(stream, k, user_kernel);
   }
   stream.wait();
 }

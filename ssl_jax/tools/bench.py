@@ -140,9 +140,8 @@ def _conv_impl(config, mesh) -> str:
   are float32 only, so a bfloat16 step's convolutions are XLA's "fast" ones)."""
   with conv.target_backend(mesh.devices.flat[0].platform, mesh.devices.size):
     impl = conv.resolve_impl(config.model.get("conv_impl", "auto"))
-  if impl == "onednn" and engine.with_precision(config).model.get("dtype", "float32") != "float32":
-    return "fast"
-  return impl
+  dtype = engine.with_precision(config).model.get("dtype", "float32")
+  return "fast" if impl == "onednn" and not conv.onednn_takes(dtype) else impl
 
 
 def _flops(compiled) -> float | None:

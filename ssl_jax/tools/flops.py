@@ -80,8 +80,8 @@ def jaxpr_flops(jaxpr: core.Jaxpr) -> float:
       total += _dot_flops(eqn)
     elif name == "conv_general_dilated":
       total += _conv_flops(eqn)
-    elif name == "ffi_call" and onednn.ffi_call_flops(eqn) is not None:
-      total += onednn.ffi_call_flops(eqn)   # the oneDNN convolutions (models/conv.py)
+    elif name == "ffi_call":
+      total += onednn.ffi_call_flops(eqn) or 0.0   # oneDNN's convolutions; 0 for others
     elif name == "cond":
       total += max(jaxpr_flops(b.jaxpr) for b in eqn.params["branches"])
     else:
