@@ -25,6 +25,7 @@ from experiments import recipes
 from ssl_jax import evals, evaluate, models, train
 from ssl_jax.core import errors, log, parallel, validate
 from ssl_jax.data import presets
+from ssl_jax.training import cpu_devices
 
 
 def parse(arg: str | None, default_dataset: str = "fashion_mnist",
@@ -202,6 +203,7 @@ def main(get_config) -> None:
     log.quiet_libraries()
     config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
     with log.fail_cleanly():
+      cpu_devices.apply(config)  # before jax starts its backends
       parallel.initialize_distributed()
       state = train.train(config, workdir)
       if not train.is_complete(state, config):

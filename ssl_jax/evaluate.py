@@ -24,6 +24,7 @@ from ssl_jax import evals, export, methods, models
 from ssl_jax.core import errors, log, parallel, rundir, validate
 from ssl_jax.data import modality, sources
 from ssl_jax.evals.lib import extraction, weights
+from ssl_jax.training import cpu_devices
 
 
 def backbones(workdir: str, config, mesh, step: int | None = None,
@@ -211,6 +212,7 @@ def main(argv):
     raise app.UsageError("--workdir is required")
   log.quiet_libraries()
   with log.fail_cleanly():
+    cpu_devices.apply(evals.load_run_config(flags.FLAGS.workdir))  # before jax starts
     parallel.initialize_distributed()
     modes = flags.FLAGS.mode.split(",") if flags.FLAGS.mode else None
     run(flags.FLAGS.workdir, modes, flags.FLAGS.step, flags.FLAGS.init,

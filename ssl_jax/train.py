@@ -22,7 +22,7 @@ from ssl_jax.core.errors import ConfigError, TrainingDiverged
 from ssl_jax.core.validate import number
 from ssl_jax.data import feed, modality, own, pipeline, sequences, sources, text
 from ssl_jax.evals.lib import monitor as monitor_lib
-from ssl_jax.training import checkpoint, engine, optim, resume
+from ssl_jax.training import checkpoint, cpu_devices, engine, optim, resume
 from ssl_jax.training.engine import TrainState
 
 
@@ -341,6 +341,7 @@ def main(argv):
   del argv
   log.quiet_libraries()
   with log.fail_cleanly():
+    cpu_devices.apply(flags.FLAGS.config)  # before jax starts its backends
     parallel.initialize_distributed()
     train(flags.FLAGS.config, flags.FLAGS.workdir)
 

@@ -146,7 +146,10 @@ def smoke_run(tiny_data_dir, tmp_path_factory, compilation_cache):
       runs[name] = workdir, subprocess.run(
           [sys.executable, "-m", f"experiments.{name}", "--dataset", dataset, "--smoke",
            "--workdir", str(workdir),
-           f"--config.data.data_dir={tiny_data_dir}"],
+           f"--config.data.data_dir={tiny_data_dir}",
+           # One device, as the test process that resumes the run in-process has
+           # (a transformer's run would otherwise take one per core: cpu_devices.py).
+           "--config.sharding.cpu_devices=1"],
           cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     return runs[name]
   return run

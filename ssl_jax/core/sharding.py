@@ -40,12 +40,14 @@ def default_config() -> ml_collections.ConfigDict:
   config.fsdp = 1           # devices each sharded leaf is split over; 1: replicated, -1: all
   config.rules = ()         # ((regex, "fsdp" | "replicate"), ...): first match wins
   config.min_size = 2**14   # leaves with fewer elements are always replicated
+  config.cpu_devices = 0    # devices a CPU host is split into; 0: by the model (training/cpu_devices.py)
   return config
 
 
 def check_rules(sharding_config) -> list[tuple[re.Pattern, str]]:
-  """The compiled rules; ConfigError for a malformed one or a bad min_size."""
+  """The compiled rules; ConfigError for a malformed one, a bad min_size or cpu_devices."""
   number("sharding.min_size", sharding_config.min_size, low=0, integer=True)
+  number("sharding.cpu_devices", sharding_config.get("cpu_devices", 0), low=0, integer=True)
   rules = []
   for rule in sharding_config.rules:
     if not (isinstance(rule, (tuple, list)) and len(rule) == 2 and isinstance(rule[0], str)):

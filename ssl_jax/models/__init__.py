@@ -22,6 +22,13 @@ module is the whole contract of a backbone; adding one is adding a file that def
       Layers for layer-wise learning-rate decay in fine-tuning (evals/finetune.py): the
       embeddings or stem are 0, the blocks 1..n, anything on top num_layers(module).
 
+and may define:
+
+  CPU_DEVICE_PER_CORE = True
+      On a CPU host, train it on one device per core, data parallel (training/
+      cpu_devices.py): for networks whose operations are too small for XLA:CPU to keep
+      several cores busy inside each. Without it a CPU host is one device.
+
 Methods reach a backbone only through `build(config.model)` (and `encode_images`), so a
 new family trains with every method whose input it accepts.
 """
@@ -47,6 +54,14 @@ def family(name: str) -> ModuleType:
 def check_config(model_config) -> None:
   """The family's checks of config.model (ConfigError)."""
   family(model_config.name).check_config(model_config)
+
+
+def device_per_core(config) -> bool:
+  """Whether every backbone of a run's config (config.model, and config.text_model where
+  there is one) asks for one CPU device per core (a family's CPU_DEVICE_PER_CORE)."""
+  sections = [config[name] for name in ("model", "text_model") if name in config]
+  return bool(sections) and all(getattr(family(section.name), "CPU_DEVICE_PER_CORE", False)
+                                for section in sections)
 
 
 def build(model_config):

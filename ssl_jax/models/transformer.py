@@ -43,6 +43,8 @@ PRESETS = {"tiny": (64, 2, 2, 256), "mini": (256, 4, 4, 1024), "small": (512, 8,
 POOLS = ("mean", "cls", "last")
 NORMS = ("pre", "post")
 LN_EPSILON = 1e-12  # BERT's; GPT-2 uses 1e-5, a difference below float32 LayerNorm noise
+# On CPU, split the host into one device per core (training/cpu_devices.py), as for a ViT.
+CPU_DEVICE_PER_CORE = True
 normal = nn.initializers.normal(0.02)
 
 

@@ -39,6 +39,9 @@ from ssl_jax.models import remat as remat_lib
 PRESETS = {"Ti": (192, 12, 3), "S": (384, 12, 6), "B": (768, 12, 12), "L": (1024, 24, 16)}
 POOLS = ("token", "gap")
 LN_EPSILON = 1e-6
+# On CPU, split the host into one device per core (training/cpu_devices.py): a ViT's
+# operations are too small for XLA:CPU to keep several cores busy inside each.
+CPU_DEVICE_PER_CORE = True
 xavier = nn.initializers.xavier_uniform()
 
 

@@ -27,6 +27,10 @@ times the step of `experiments/M.py` for that dataset (the README demo:
 256, 4 layers, 4 heads, FFN 1024) on batches of 32 random 128-token sequences, masked
 inside the step; items are tokens.
 
+On a CPU host the step runs on as many devices as a training run of its config would
+(training/cpu_devices.py: one per core for mae_vit and bert_mlm, one for a ResNet; the
+line's `devices`); a count in XLA_FLAGS is kept.
+
 `--real_data` feeds the experiment's step from its dataset through the trainer's loader
 and device prefetch (`--workers` processes) instead of one synthetic batch: each timed
 step includes its wait for input, reported as input_wait_fraction. `loader` times the
@@ -71,7 +75,7 @@ from ssl_jax.data import pipeline, preprocess, presets, sources
 from ssl_jax.models import conv, onednn, remat
 from ssl_jax.tools import bench_specs, flops
 from ssl_jax.tools.bench_specs import CIFAR_SHAPE, TEXT_LENGTH
-from ssl_jax.training import engine
+from ssl_jax.training import cpu_devices, engine
 
 def _experiment_config(spec: str, batch: int | None) -> ml_collections.ConfigDict:
   module, _, arg = spec.partition(":")
@@ -177,9 +181,11 @@ def _memory(compiled, config, state, batch) -> dict:
 def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
         experiment: str | None = None, real_data: bool = False, workers: int = 0,
         data_dir: str | None = None, precision: str = "float32", fsdp: int = 1,
-        remat: str | None = None) -> dict:
+        remat: str | None = None, set_cpu_devices: bool = False) -> dict:
   """One bench line. `real_data` (with `experiment`): the step fed by the real loader
-  (`workers` processes), each timed step including its wait for the batch."""
+  (`workers` processes), each timed step including its wait for the batch.
+  `set_cpu_devices`: split a CPU host into devices as a training run of this config
+  would (training/cpu_devices.py); only before jax has started, as the command does."""
   if real_data and not experiment:
     raise SystemExit("--real_data needs --experiment M:DATASET (the built-in specs have "
                      "no dataset: their inputs are synthetic)")
@@ -199,6 +205,8 @@ def run(name: str, batch: int | None = None, steps: int = 10, warmup: int = 2,
   if remat is not None:
     config.model.remat = remat
   batch = config.global_batch_size
+  if set_cpu_devices:
+    cpu_devices.apply(config)
   mesh = parallel.make_mesh(config.sharding.fsdp)
   if real_data:
     config.loader_workers = workers
@@ -343,7 +351,7 @@ def main(argv=None) -> None:
     parser.error("--workers takes one count here (a list is for the loader bench)")
   print(json.dumps(run(args.bench, args.batch, args.steps, args.warmup, args.experiment,
                        args.real_data, workers[0], args.data_dir, args.precision, args.fsdp,
-                       args.remat)))
+                       args.remat, set_cpu_devices=True)))
 
 
 if __name__ == "__main__":

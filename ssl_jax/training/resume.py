@@ -29,7 +29,7 @@ _ABSENT = "<absent>"
 LATER_FIELDS = {"grad_accumulation": 1, "precision": "float32", "model.dtype": "float32",
                 "model.remat": "none", "model.zero_init_residual": False, "sharding.fsdp": 1,
                 "sharding.rules": [],
-                "sharding.min_size": 2**14, "byol.final_momentum": 1.0,
+                "sharding.min_size": 2**14, "sharding.cpu_devices": 0, "byol.final_momentum": 1.0,
                 "moco.final_momentum": 1.0, "dino.final_momentum": 1.0,
                 "simdino.final_momentum": 1.0, "simdino.coding_rate_input": "student",
                 "model.type_vocab_size": 0, "data.layout": "single",
