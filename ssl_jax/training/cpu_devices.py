@@ -4,7 +4,7 @@ XLA:CPU runs one program per device and parallelises inside each operation. A Vi
 text transformer's operations, at the sizes one trains on a CPU, are too small to keep
 several cores busy that way; split into one device per core, the batch is data parallel
 over the cores and each device's program runs beside the others'. On 2 cores the bench's
-MAE and BERT steps then take 0.80-0.90x the time (docs/performance.md, "One XLA:CPU
+MAE and BERT steps then take 0.82-0.92x the time (docs/performance.md, "One XLA:CPU
 device per core"). A ResNet stays on one device: its convolutions run in oneDNN there
 (models/onednn.py), which is faster than XLA's on one device per core.
 
