@@ -9,8 +9,9 @@ device per core"). A ResNet stays on one device: its convolutions run in oneDNN 
 (models/onednn.py), which is faster than XLA's on one device per core.
 
 `config.sharding.cpu_devices`: N > 0 asks for N devices; 0 (the default) asks for one per
-core where every backbone's family says so (models.device_per_core), the largest count up
-to the cores that divides the batch, and one device otherwise. The choice is made once,
+core where every backbone's family says so (models.device_per_core): the largest count up
+to the cores, and at most MAX_DEFAULT_DEVICES, that divides the batch; one device
+otherwise. The choice is made once,
 at a command's start, before jax creates its CPU backend (jax's `jax_num_cpu_devices`).
 0 leaves jax's count alone where the user set one (XLA_FLAGS'
 --xla_force_host_platform_device_count, JAX_NUM_CPU_DEVICES), where the run is not on
@@ -31,6 +32,9 @@ from ssl_jax.core import parallel
 from ssl_jax.core.errors import ConfigError
 
 FLAG = "--xla_force_host_platform_device_count"
+# The default's most devices: every device holds a copy of the train state, and the gain
+# was measured on 2 cores only; on a bigger host, sharding.cpu_devices asks for more.
+MAX_DEFAULT_DEVICES = 8
 
 
 def host_cores() -> int:
@@ -69,13 +73,14 @@ def choose(config: ml_collections.ConfigDict, cores: int,
     return None, f"sharding.fsdp={layout.fsdp}: set sharding.cpu_devices for its mesh"
   # Each device takes an equal share of every micro-batch.
   micro_batch = config.global_batch_size // config.get("grad_accumulation", 1)
-  count = max(d for d in range(1, max(cores, 1) + 1) if micro_batch % d == 0)
+  most = min(max(cores, 1), MAX_DEFAULT_DEVICES)
+  count = max(d for d in range(1, most + 1) if micro_batch % d == 0)
   if count == 1:
-    return None, f"no count up to {cores} cores divides the batch of {micro_batch}"
+    return None, f"no count from 2 to {most} divides the batch of {micro_batch}"
   families = "+".join(config[name].name for name in ("model", "text_model") if name in config)
   return count, (f"one per core for a {families} backbone" if count == cores else
-                 f"a {families} backbone on {cores} cores, {count} dividing the batch "
-                 f"of {micro_batch}")
+                 f"a {families} backbone on {cores} cores: {count}, at most "
+                 f"{MAX_DEFAULT_DEVICES} and dividing the batch of {micro_batch}")
 
 
 def apply(config: ml_collections.ConfigDict,
