@@ -11,12 +11,11 @@ device per core"). A ResNet stays on one device: its convolutions run in oneDNN 
 `config.sharding.cpu_devices`: N > 0 asks for N devices; 0 (the default) asks for one per
 core where every backbone's family says so (models.device_per_core): the largest count up
 to the cores, and at most MAX_DEFAULT_DEVICES, that divides the batch; one device
-otherwise. The choice is made once,
-at a command's start, before jax creates its CPU backend (jax's `jax_num_cpu_devices`).
-0 leaves jax's count alone where the user set one (XLA_FLAGS'
---xla_force_host_platform_device_count, JAX_NUM_CPU_DEVICES), where the run is not on
-the CPU (JAX_PLATFORMS, or an accelerator on the host), on several hosts, and with
-sharding.fsdp other than 1. The train state and the data stream do not depend on the
+otherwise. The choice is made once, at a command's start, before jax creates its CPU
+backend (jax's `jax_num_cpu_devices`). 0 leaves jax's count alone where the user set one
+(XLA_FLAGS' --xla_force_host_platform_device_count, JAX_NUM_CPU_DEVICES), where the run
+is not on the CPU (JAX_PLATFORMS, or an accelerator on the host), on several hosts, and
+with sharding.fsdp other than 1. The train state and the data stream do not depend on the
 count, so a run resumes under any (resume.SAFE_TO_CHANGE).
 """
 import glob
@@ -83,8 +82,11 @@ def choose(config: ml_collections.ConfigDict, cores: int,
                  f"{MAX_DEFAULT_DEVICES} and dividing the batch of {micro_batch}")
 
 
-def apply(config: ml_collections.ConfigDict,
-          note: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True)) -> None:
+def _to_stderr(text: str) -> None:
+  print(text, file=sys.stderr, flush=True)
+
+
+def apply(config: ml_collections.ConfigDict, note: Callable[[str], None] = _to_stderr) -> None:
   """Sets jax's CPU device count as `choose` says, once, before jax starts its backends
   (a command's first step). Where jax has started already, an explicit
   sharding.cpu_devices that differs from the host's count is a ConfigError; the default
@@ -99,7 +101,7 @@ def apply(config: ml_collections.ConfigDict,
     if started != count and int(config.sharding.get("cpu_devices", 0)):
       raise ConfigError(f"sharding.cpu_devices={count}, but jax started with {started} CPU "
                         "device(s) already: set it before any jax computation (the commands "
-                        "do), or use XLA_FLAGS=" + f"{FLAG}={count}") from None
+                        f"do), or use XLA_FLAGS={FLAG}={count}") from None
     return
   note(f"CPU: {count} device{'s' if count > 1 else ''} ({why}; config.sharding.cpu_devices "
        "sets another count)")
